@@ -1,0 +1,166 @@
+"""Arrow schemas and enumerations shared by every stage and by serving.
+
+The raw transaction schema is what a POS terminal logs for one basket. The seed brief's
+fields (``transaction_id, cashier_id, item_count, total_amount, void_count, no_sale_count,
+weight_variance``) are kept verbatim; the rest is the context a real POS has. ``is_fraud``
+and ``fraud_type`` are the labels, present in generated and historic data, absent from
+requests.
+
+``validate_table`` is the one place that checks a table against a schema; it raises
+``SchemaError`` naming the source (file/URI) and the offending column.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a schema below changes incompatibly; stored in bundles and checked by serving."""
+
+LANE_TYPES = ("staffed", "self_checkout")
+PAYMENT_TYPES = ("cash", "card", "mobile", "gift_card")
+FRAUD_TYPES = (
+    "none",
+    "sweethearting",
+    "void_abuse",
+    "no_sale_abuse",
+    "refund_fraud",
+    "discount_abuse",
+    "scan_avoidance",
+)
+RISK_LEVELS = ("Low Risk", "Medium Risk", "High Risk")
+ACTIONS = {
+    "Low Risk": "Log only",
+    "Medium Risk": "Flag for post-shift audit",
+    "High Risk": "Hold transaction: supervisor review",
+}
+
+TIMESTAMP = pa.timestamp("us")
+"""Store-local wall-clock time, no time zone (what the POS prints on the receipt)."""
+
+RAW_TRANSACTION = pa.schema(
+    [
+        pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("store_id", pa.string(), nullable=False),
+        pa.field("lane_id", pa.string(), nullable=False),
+        pa.field("lane_type", pa.string(), nullable=False),
+        pa.field("cashier_id", pa.string(), nullable=False),
+        pa.field("item_count", pa.int32(), nullable=False),
+        pa.field("total_amount", pa.float64(), nullable=False),
+        pa.field("void_count", pa.int32(), nullable=False),
+        pa.field("void_amount", pa.float64(), nullable=False),
+        pa.field("post_payment_void", pa.bool_(), nullable=False),
+        pa.field("no_sale_count", pa.int32(), nullable=False),
+        pa.field("refund_amount", pa.float64(), nullable=False),
+        pa.field("refund_no_receipt", pa.bool_(), nullable=False),
+        pa.field("discount_amount", pa.float64(), nullable=False),
+        pa.field("price_override_count", pa.int32(), nullable=False),
+        pa.field("payment_type", pa.string(), nullable=False),
+        pa.field("weight_variance", pa.float64(), nullable=False),
+        pa.field("basket_weight_kg", pa.float64(), nullable=False),
+        pa.field("scan_duration_s", pa.float64(), nullable=False),
+    ]
+)
+"""One POS transaction as logged (no labels)."""
+
+LABELS = pa.schema(
+    [
+        pa.field("is_fraud", pa.bool_(), nullable=False),
+        pa.field("fraud_type", pa.string(), nullable=False),
+    ]
+)
+
+LABELLED_TRANSACTION = pa.schema(list(RAW_TRANSACTION) + list(LABELS))
+"""Generated / historic transactions: raw fields plus labels."""
+
+LIVE_LABELS = pa.schema(
+    [pa.field("transaction_id", pa.string(), nullable=False), *LABELS]
+)
+"""Held-out labels of the live stream, joined by transaction_id for online evaluation."""
+
+NON_NEGATIVE_COLUMNS = (
+    "item_count",
+    "total_amount",
+    "void_count",
+    "void_amount",
+    "no_sale_count",
+    "refund_amount",
+    "discount_amount",
+    "price_override_count",
+    "basket_weight_kg",
+    "scan_duration_s",
+)
+"""Columns where a negative value is impossible (a data error, not an anomaly)."""
+
+ENUM_COLUMNS = {"lane_type": LANE_TYPES, "payment_type": PAYMENT_TYPES, "fraud_type": FRAUD_TYPES}
+
+
+class SchemaError(ValueError):
+    """A table does not match its declared schema. The message names source and column."""
+
+
+def validate_table(
+    table: pa.Table, schema: pa.Schema, *, source: str, check_values: bool = True
+) -> pa.Table:
+    """Check ``table`` against ``schema`` and return it cast to the schema (column order too).
+
+    Extra columns are dropped. Integer/float widths and timestamp units are cast safely;
+    anything that cannot be cast (a string in a numeric column, say) is an error.
+
+    Args:
+        table: The table read from ``source``.
+        schema: The declared schema.
+        source: File or URI the table came from; named in every error.
+        check_values: Also reject nulls in non-nullable columns, negative values in
+            ``NON_NEGATIVE_COLUMNS``, NaN/inf in float columns and unknown enum values.
+
+    Raises:
+        SchemaError: Naming ``source`` and the first offending column.
+    """
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        raise SchemaError(f"{source}: table is empty")
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            raise SchemaError(
+                f"{source}: missing column '{field.name}' (expected {field.type}); "
+                f"found {', '.join(table.column_names)}"
+            )
+        col = table.column(field.name)
+        if col.type != field.type:
+            try:
+                col = col.cast(field.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(
+                    f"{source}: column '{field.name}' has type {col.type}, expected {field.type}"
+                ) from exc
+        if check_values:
+            if not field.nullable and col.null_count:
+                raise SchemaError(
+                    f"{source}: column '{field.name}' has {col.null_count} null value(s)"
+                )
+            if pa.types.is_floating(field.type):
+                bad = pc.sum(pc.invert(pc.is_finite(col))).as_py() or 0
+                if bad:
+                    raise SchemaError(
+                        f"{source}: column '{field.name}' has {bad} NaN/infinite value(s)"
+                    )
+            if field.name in NON_NEGATIVE_COLUMNS:
+                neg = pc.sum(pc.less(col, 0)).as_py() or 0
+                if neg:
+                    raise SchemaError(
+                        f"{source}: column '{field.name}' has {neg} negative value(s)"
+                    )
+            if field.name in ENUM_COLUMNS:
+                allowed = pa.array(ENUM_COLUMNS[field.name])
+                unknown = pc.filter(col, pc.invert(pc.is_in(col, value_set=allowed)))
+                if len(unknown):
+                    raise SchemaError(
+                        f"{source}: column '{field.name}' has unknown value "
+                        f"{unknown[0].as_py()!r} (allowed: {', '.join(ENUM_COLUMNS[field.name])})"
+                    )
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,113 @@
+"""One settings object for infrastructure: where data, artifacts and models live.
+
+Run knobs (row counts, seeds, hyperparameters, gate thresholds) are stage/pipeline
+parameters, not settings. Settings come from environment variables only, read when
+``Settings.from_env()`` is called (never at import time). Standard variable names are used
+where one exists (``MLFLOW_TRACKING_URI``, ``AWS_*``), so the usual tooling agrees with us.
+
+Embedded defaults need no server: a local ``var/`` folder for the pipeline root and a SQLite
+MLflow store with a local artifact folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None, *alts: str) -> str | None:
+    for key in (name, *alts):
+        value = os.environ.get(key)
+        if value not in (None, ""):
+            return value
+    return default
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Settings:
+    """How to reach an S3 API (AWS itself, MinIO, or moto's server in tests)."""
+
+    endpoint_url: str | None = None
+    """S3 endpoint, e.g. ``http://127.0.0.1:9000`` for MinIO; None means AWS itself."""
+    region: str = "us-east-1"
+    """AWS region of the bucket."""
+    access_key_id: str | None = field(default=None, repr=False)
+    """Access key; None lets the AWS default credential chain decide."""
+    secret_access_key: str | None = field(default=None, repr=False)
+    """Secret key; None lets the AWS default credential chain decide."""
+    session_token: str | None = field(default=None, repr=False)
+    """Session token for temporary credentials."""
+
+    @classmethod
+    def from_env(cls) -> S3Settings:
+        return cls(
+            endpoint_url=_env("S3_ENDPOINT_URL", None, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+            region=_env("AWS_REGION", "us-east-1", "AWS_DEFAULT_REGION") or "us-east-1",
+            access_key_id=_env("AWS_ACCESS_KEY_ID"),
+            secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+            session_token=_env("AWS_SESSION_TOKEN"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlflowSettings:
+    """Where runs are tracked and models registered."""
+
+    tracking_uri: str
+    """MLflow tracking URI: ``sqlite:///...`` (embedded default) or ``http://host:5000``."""
+    artifact_location: str
+    """Artifact root for the experiment (local folder URI or ``s3://bucket/prefix``)."""
+    experiment: str = "cashier-integrity"
+    """Experiment that every pipeline run logs to."""
+    model_name: str = "cashier-integrity-risk"
+    """Registered model name of the serving bundle."""
+    champion_alias: str = "champion"
+    """Registry alias that marks the production model."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """All infrastructure settings. Build with ``Settings.from_env()``."""
+
+    home: Path
+    """Folder for embedded local state (``VAR_DIR``, default ``./var``)."""
+    pipeline_root: str
+    """Where the local runner puts task artifacts: a folder or ``s3://bucket/prefix``."""
+    mlflow: MlflowSettings
+    """Tracking and registry."""
+    s3: S3Settings
+    """S3 endpoint and credentials for every ``s3://`` URI."""
+    image_registry: str = "ghcr.io/cashier-integrity"
+    """Registry prefix of the component and serving images."""
+    image_tag: str = "latest"
+    """Tag of the component images the compiled pipeline names."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from environment variables (see README "Configuration")."""
+        home = Path(_env("VAR_DIR", "var") or "var").resolve()
+        tracking = _env("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        artifacts = _env("MLFLOW_ARTIFACT_LOCATION") or (home / "mlflow" / "artifacts").as_uri()
+        return cls(
+            home=home,
+            pipeline_root=_env("PIPELINE_ROOT") or str(home / "pipeline-root"),
+            mlflow=MlflowSettings(
+                tracking_uri=tracking,
+                artifact_location=artifacts,
+                experiment=_env("MLFLOW_EXPERIMENT_NAME", "cashier-integrity") or "",
+                model_name=_env("MODEL_NAME", "cashier-integrity-risk") or "",
+                champion_alias=_env("CHAMPION_ALIAS", "champion") or "",
+            ),
+            s3=S3Settings.from_env(),
+            image_registry=_env("IMAGE_REGISTRY", "ghcr.io/cashier-integrity") or "",
+            image_tag=_env("IMAGE_TAG", "latest") or "",
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Return a copy with top-level fields replaced (CLI flags win over env vars)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,69 @@
+"""MLflow glue shared by the stages: one experiment, one run per stage per pipeline run.
+
+Every stage run is tagged ``pipeline_run_id`` (the runner sets ``PIPELINE_RUN_ID``; on
+Kubeflow the component passes the job id) and ``stage``, so a pipeline run's stages can be
+compared side by side in the MLflow UI (filter ``tags.pipeline_run_id = '...'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from components.contracts.settings import MlflowSettings
+
+if TYPE_CHECKING:
+    import mlflow
+
+
+def configure(cfg: MlflowSettings) -> str:
+    """Point MLflow at the tracking/registry store and make sure the experiment exists.
+
+    The experiment is created with ``cfg.artifact_location`` explicitly, so artifacts of a
+    SQLite-backed store land in our folder (or S3 prefix), not in ``./mlruns``.
+
+    Returns:
+        The experiment id.
+    """
+    import mlflow
+
+    if cfg.tracking_uri.startswith("sqlite:///"):
+        db = cfg.tracking_uri.removeprefix("sqlite:///")
+        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_registry_uri(cfg.tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(
+                cfg.experiment, artifact_location=cfg.artifact_location
+            )
+        except mlflow.exceptions.MlflowException:
+            # A parallel stage created it first.
+            experiment = client.get_experiment_by_name(cfg.experiment)
+            if experiment is None:
+                raise
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+@contextlib.contextmanager
+def stage_run(
+    cfg: MlflowSettings, stage: str, pipeline_run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """Start an MLflow run for one stage, tagged with the stage and the pipeline run id."""
+    import mlflow
+
+    configure(cfg)
+    pipeline_run_id = pipeline_run_id or os.environ.get("PIPELINE_RUN_ID") or "standalone"
+    with mlflow.start_run(
+        run_name=f"{stage}",
+        tags={"stage": stage, "pipeline_run_id": pipeline_run_id},
+    ) as run:
+        yield run
