@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
 .PHONY: help
@@ -37,3 +37,6 @@ lint: $(STAMP) ## ruff lint and format check
 format: $(STAMP) ## ruff format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Area targets (pipeline, serving, monitoring, delivery, benchmarks) live beside their scripts.
+include $(sort $(wildcard scripts/make/*.mk))

@@ -335,8 +335,9 @@ def iter_dataset_batches(
     fs, path = filesystem(uri, s3)
     info = _check_readable(uri, fs, path)
     partitioning = None if info.type == pafs.FileType.File else "hive"
-    dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning=partitioning,
-                         ignore_prefixes=[".", "_"])
+    dataset = ds.dataset(
+        path, filesystem=fs, format="parquet", partitioning=partitioning, ignore_prefixes=[".", "_"]
+    )
     yield from dataset.to_batches(batch_size=batch_rows)
 
 
@@ -408,3 +409,49 @@ def download_dir(uri: str, local_dir: str | Path, s3: S3Settings | None = None) 
         with fs.open_input_stream(info.path) as f:
             dest.write_bytes(f.read())
     return local_dir
+
+
+class ParquetStreamWriter:
+    """Write one Parquet file chunk by chunk; it appears at ``uri`` only on success.
+
+    Chunks go to a local temporary file (row group per ``write``), which is renamed into
+    place (local) or uploaded in one go (S3) when the block ends without an exception::
+
+        with ParquetStreamWriter(uri, schema) as w:
+            for table in chunks:
+                w.write(table)
+    """
+
+    def __init__(self, uri: str, schema: pa.Schema, s3: S3Settings | None = None):
+        self.uri, self.schema, self._s3 = uri, schema, s3
+        self.rows = 0
+        fs, path = filesystem(uri, s3)
+        if isinstance(fs, pafs.LocalFileSystem):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._target: str | None = path
+            tmp_dir = str(Path(path).parent)
+        else:
+            self._target = None
+            tmp_dir = None
+        fd, self._tmp = tempfile.mkstemp(prefix=".part-", suffix=".parquet.tmp", dir=tmp_dir)
+        os.close(fd)
+        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table.cast(self.schema))
+        self.rows += table.num_rows
+
+    def __enter__(self) -> ParquetStreamWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._writer.close()
+            if exc_type is None:
+                if self._target is not None:
+                    os.replace(self._tmp, self._target)
+                else:
+                    write_bytes(Path(self._tmp).read_bytes(), self.uri, self._s3)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
