@@ -74,9 +74,7 @@ LABELS = pa.schema(
 LABELLED_TRANSACTION = pa.schema(list(RAW_TRANSACTION) + list(LABELS))
 """Generated / historic transactions: raw fields plus labels."""
 
-LIVE_LABELS = pa.schema(
-    [pa.field("transaction_id", pa.string(), nullable=False), *LABELS]
-)
+LIVE_LABELS = pa.schema([pa.field("transaction_id", pa.string(), nullable=False), *LABELS])
 """Held-out labels of the live stream, joined by transaction_id for online evaluation."""
 
 NON_NEGATIVE_COLUMNS = (
