@@ -1,7 +1,5 @@
 """KFP v2 container component for the ``features`` stage (``python -m components.features``)."""
 
-from __future__ import annotations
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 

@@ -92,6 +92,6 @@ def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeSplits) -
         "is_fraud": tx["is_fraud"].to_numpy(dtype=bool),
         "fraud_type": tx["fraud_type"].to_numpy(),
     }
-    arrays = [pa.array(columns[f.name], type=f.type) for f in FEATURE_TABLE_SCHEMA[:7]]
+    arrays = [pa.array(columns[f.name], type=f.type) for f in list(FEATURE_TABLE_SCHEMA)[:7]]
     arrays += [pa.array(values[:, j]) for j in range(values.shape[1])]
     return pa.Table.from_arrays(arrays, schema=FEATURE_TABLE_SCHEMA)

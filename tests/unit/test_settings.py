@@ -1,0 +1,45 @@
+"""Settings: read from the environment on demand, embedded defaults under VAR_DIR."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.contracts.settings import Settings
+
+
+def test_embedded_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    for key in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_ARTIFACT_LOCATION",
+        "PIPELINE_ROOT",
+        "S3_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    s = Settings.from_env()
+    assert s.mlflow.tracking_uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert s.mlflow.artifact_location == (tmp_path / "mlflow" / "artifacts").as_uri()
+    assert s.pipeline_root == str(tmp_path / "pipeline-root")
+    assert s.s3.endpoint_url is None
+    assert s.mlflow.champion_alias == "champion"
+
+
+def test_env_overrides_and_secrets_not_in_repr(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
+    monkeypatch.setenv("PIPELINE_ROOT", "s3://bucket/root")
+    s = Settings.from_env()
+    assert s.mlflow.tracking_uri == "http://127.0.0.1:5000"
+    assert s.s3.endpoint_url == "http://127.0.0.1:9000"
+    assert s.pipeline_root == "s3://bucket/root"
+    assert "very-secret" not in repr(s)
+
+
+def test_with_overrides_rejects_unknown_fields(monkeypatch):
+    s = Settings.from_env()
+    assert s.with_overrides(image_tag="abc").image_tag == "abc"
+    with pytest.raises(TypeError, match="unknown settings: nope"):
+        s.with_overrides(nope=1)
