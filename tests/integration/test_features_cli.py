@@ -95,7 +95,7 @@ def test_features_cli_builds_point_in_time_table(tmp_path):
 def test_features_cli_missing_column_is_one_clear_line(tmp_path):
     lake = str(tmp_path / "lake")
     write_lake(lake, n=500, drop="no_sale_count")
-    proc, out_features, _ = run_features(tmp_path, lake)
+    proc, _, _ = run_features(tmp_path, lake)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing column 'no_sale_count'" in lines[0]

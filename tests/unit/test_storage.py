@@ -116,7 +116,7 @@ def test_missing_and_unreadable_inputs_name_the_file(tmp_path):
         storage.read_table(str(tmp_path / "nope.parquet"))
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet")
-    with pytest.raises(storage.StorageError, match="bad.parquet"):
+    with pytest.raises(storage.StorageError, match=r"bad\.parquet"):
         storage.read_table(str(bad))
 
 
