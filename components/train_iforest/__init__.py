@@ -1,0 +1,1 @@
+"""``train-iforest`` stage: unsupervised isolation forest, saved as plain arrays and skops."""

@@ -1,0 +1,192 @@
+"""CLI of ``train-iforest``: ``python -m components.train_iforest --in-features F --out-model DIR``.
+
+Fits the isolation forest on the train subset's features, saves it as plain arrays
+(``forest.npz``, what serving uses) and as ``iforest.skops`` (for sklearn users), logs the
+run to MLflow, then publishes the model folder atomically and writes the metrics JSON and
+(under KFP) the executor output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.contracts import cli, kfp_io, storage, tracking
+from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
+from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
+from components.contracts.settings import Settings
+from components.train_iforest import logic
+from components.train_xgb.logic import training_data
+from components.train_xgb.outputs import MlflowLoggingError, mlflow_guard, staged_model_dir
+
+STAGE = "train-iforest"
+FOREST_FILE = "forest.npz"
+SKOPS_FILE = "iforest.skops"
+META_FILE = "meta.json"
+META_FORMAT_VERSION = 1
+
+logger = logging.getLogger(STAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = logic.IForestParams()
+    p = argparse.ArgumentParser(
+        prog="python -m components.train_iforest",
+        description="Fit the unsupervised isolation forest on the features table's train "
+        "subset; save it as plain arrays (forest.npz) and skops.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = p.add_argument_group("inputs and outputs (local paths or s3:// URIs)")
+    io.add_argument("--in-features", required=True, help="features table (Parquet file)")
+    io.add_argument(
+        "--out-model",
+        required=True,
+        help=f"model folder to write: {FOREST_FILE}, {SKOPS_FILE}, {META_FILE}",
+    )
+    io.add_argument("--out-metrics", help="metrics JSON to write (flat name -> number)")
+    io.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional")
+    io.add_argument("--executor-output", help="KFP executor output file path; optional")
+    hp = p.add_argument_group("hyperparameters")
+    hp.add_argument("--n-estimators", type=int, default=d.n_estimators, help="number of trees")
+    hp.add_argument(
+        "--max-samples",
+        type=int,
+        default=d.max_samples,
+        help="rows sampled to grow each tree (capped at the training rows)",
+    )
+    hp.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    return p
+
+
+def build_meta(
+    forest: logic.TrainedForest, params: logic.IForestParams, feature_names: tuple[str, ...]
+) -> dict[str, Any]:
+    """Content of ``meta.json``."""
+    import sklearn
+
+    return {
+        "format_version": META_FORMAT_VERSION,
+        "stage": STAGE,
+        "forest_file": FOREST_FILE,
+        "forest_format_version": FOREST_FORMAT_VERSION,
+        "skops_file": SKOPS_FILE,
+        "skops_trusted_types": list(logic.SKOPS_TRUSTED_TYPES),
+        "sklearn_version": sklearn.__version__,
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(feature_names),
+        "params": params.as_dict(),
+        "max_samples_": int(forest.model.max_samples_),
+        "offset_": float(forest.model.offset_),
+        "n_trees": forest.arrays.n_trees,
+        "n_nodes": forest.arrays.n_nodes,
+        "max_depth": forest.arrays.max_depth,
+        "train_seconds": round(forest.train_seconds, 3),
+        "rows": {"train": forest.n_train, "valid": forest.n_valid},
+        "score": "score_samples: lower = more anomalous; fraud score = -score_samples",
+        "score_stats": forest.score_stats,
+        "metrics": {"valid": forest.valid_metrics},
+    }
+
+
+def log_to_mlflow(
+    settings: Settings,
+    staging: Path,
+    forest: logic.TrainedForest,
+    data: Any,
+    meta: dict[str, Any],
+    metrics: dict[str, float],
+) -> str:
+    """Log params, metrics, the arrays and the skops model to one MLflow run; returns its id.
+
+    Raises:
+        MlflowLoggingError: Anything went wrong talking to MLflow.
+    """
+    import mlflow
+    import mlflow.sklearn
+    import pandas as pd
+    import sklearn
+    import skops
+    from mlflow.models import infer_signature
+
+    uri = settings.mlflow.tracking_uri
+    with (
+        mlflow_guard("logging of train-iforest", uri),
+        tracking.stage_run(settings.mlflow, STAGE) as run,
+    ):
+        mlflow.log_params(
+            {
+                **meta["params"],
+                "feature_version": FEATURE_VERSION,
+                "n_features": len(data.feature_names),
+                "max_samples_": meta["max_samples_"],
+            }
+        )
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_artifact(str(staging / FOREST_FILE), artifact_path="forest")
+        mlflow.log_artifact(str(staging / SKOPS_FILE), artifact_path="forest")
+        mlflow.log_dict(meta, META_FILE)
+        example = data.valid.X[:5]
+        mlflow.sklearn.log_model(
+            forest.model,
+            name="iforest",
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=list(logic.SKOPS_TRUSTED_TYPES),
+            signature=infer_signature(
+                pd.DataFrame(example, columns=list(data.feature_names)),
+                forest.model.predict(example),
+            ),
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"skops=={skops.__version__}",
+            ],
+        )
+        return run.info.run_id
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    """Run the stage; returns the flat metrics."""
+    import skops.io
+
+    settings = Settings.from_env()
+    params = logic.IForestParams(
+        n_estimators=args.n_estimators, max_samples=args.max_samples, seed=args.seed
+    )
+    table = storage.read_table(args.in_features)
+    data = training_data(table, FEATURE_NAMES, source=args.in_features, require_positives=False)
+    logger.info("fitting on %d rows, %d features", data.train.n, len(data.feature_names))
+    forest = logic.train_forest(data, params)
+    metrics = logic.flat_metrics(forest)
+    meta = build_meta(forest, params, data.feature_names)
+    with staged_model_dir(args.out_model) as staging:
+        forest.arrays.save(staging / FOREST_FILE)
+        skops.io.dump(forest.model, staging / SKOPS_FILE)
+        meta["mlflow_run_id"] = log_to_mlflow(settings, staging, forest, data, meta, metrics)
+        storage.write_json(meta, str(staging / META_FILE))
+    finite = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+    if args.out_metrics:
+        storage.write_json(finite, args.out_metrics)
+    kfp_io.write_executor_output(args.executor_input, args.executor_output, {"metrics": finite})
+    print(
+        f"{STAGE}: {forest.arrays.n_trees} trees, {forest.arrays.n_nodes} nodes, valid PR-AUC "
+        f"{forest.valid_metrics['pr_auc']:.4f}, recall@1%FPR "
+        f"{forest.valid_metrics['recall_at_1pct_fpr']:.4f} -> {args.out_model}"
+    )
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return cli.run(STAGE, lambda: run(args))
+    except MlflowLoggingError as exc:
+        print(f"{STAGE}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""``train-xgb`` stage: supervised XGBoost fraud classifier (production + novelty boosters)."""
