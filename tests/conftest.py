@@ -154,3 +154,147 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
     ]
     with running(cmd, f"{url}/health", env=env, log=root / "server.log", timeout=120):
         yield url
+
+
+STAGE_ROWS = 30_000
+"""Rows for the session's shared pipeline run: big enough for every fraud type, fast on 2 cores."""
+
+
+@pytest.fixture(scope="session")
+def trained_pipeline(tmp_path_factory) -> dict[str, object]:
+    """The seven stage CLIs run once per session on small data, as real subprocesses.
+
+    Embedded defaults in a temp VAR_DIR (SQLite MLflow store, local artifacts). Yields a dict
+    of output paths (``transactions``, ``historic``, ``live_stream``, ``live_labels``,
+    ``time_splits``, ``features``, ``profiles``, ``xgb_model``, ``iforest_model``,
+    ``evaluation``, ``bundle``, ``decision``) plus ``env`` (the environment the stages ran
+    with, for tests that run more commands against the same registry) and ``var``.
+    """
+    root = tmp_path_factory.mktemp("pipeline")
+    var = root / "var"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "AWS_", "S3_")) and k not in ("PIPELINE_ROOT",)
+    }
+    env |= {"VAR_DIR": str(var), "PIPELINE_RUN_ID": "pytest-session"}
+    p = {
+        name: str(root / name)
+        for name in (
+            "transactions",
+            "historic",
+            "evaluation",
+            "bundle",
+            "xgb_model",
+            "iforest_model",
+        )
+    }
+    p |= {
+        "live_stream": str(root / "live.jsonl"),
+        "live_labels": str(root / "live_labels.parquet"),
+        "time_splits": str(root / "time_splits.json"),
+        "features": str(root / "features.parquet"),
+        "profiles": str(root / "profiles.parquet"),
+        "decision": str(root / "decision.json"),
+    }
+    steps = [
+        (
+            "datagen",
+            "--rows",
+            str(STAGE_ROWS),
+            "--seed",
+            "7",
+            "--out-transactions",
+            p["transactions"],
+        ),
+        (
+            "split",
+            "--in-transactions",
+            p["transactions"],
+            "--out-historic",
+            p["historic"],
+            "--out-live-stream",
+            p["live_stream"],
+            "--out-live-labels",
+            p["live_labels"],
+            "--out-time-splits",
+            p["time_splits"],
+        ),
+        (
+            "features",
+            "--in-historic",
+            p["historic"],
+            "--in-time-splits",
+            p["time_splits"],
+            "--out-features",
+            p["features"],
+            "--out-profiles",
+            p["profiles"],
+        ),
+        (
+            "train_xgb",
+            "--in-features",
+            p["features"],
+            "--out-model",
+            p["xgb_model"],
+            "--out-metrics",
+            str(root / "xgb_metrics.json"),
+            "--n-estimators",
+            "150",
+        ),
+        (
+            "train_iforest",
+            "--in-features",
+            p["features"],
+            "--out-model",
+            p["iforest_model"],
+            "--out-metrics",
+            str(root / "iforest_metrics.json"),
+            "--n-estimators",
+            "100",
+        ),
+        (
+            "evaluate",
+            "--in-features",
+            p["features"],
+            "--in-xgb-model",
+            p["xgb_model"],
+            "--in-iforest-model",
+            p["iforest_model"],
+            "--out-evaluation",
+            p["evaluation"],
+            "--out-metrics",
+            str(root / "eval_metrics.json"),
+            "--out-classification-metrics",
+            str(root / "eval_cm.json"),
+            "--out-report",
+            str(root / "report.html"),
+        ),
+        (
+            "register",
+            "--in-xgb-model",
+            p["xgb_model"],
+            "--in-iforest-model",
+            p["iforest_model"],
+            "--in-evaluation",
+            p["evaluation"],
+            "--in-profiles",
+            p["profiles"],
+            "--out-bundle",
+            p["bundle"],
+            "--out-decision",
+            p["decision"],
+        ),
+    ]
+    for stage, *args in steps:
+        proc = subprocess.run(
+            [sys.executable, "-m", f"components.{stage}", *args],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"stage {stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return {**p, "env": env, "var": str(var)}
