@@ -1,0 +1,74 @@
+"""Compile the pipeline and every component to YAML, and check the checked-in YAML is fresh."""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.components import REPO, STAGES, build_components, write_component_yamls
+from pipelines.pipeline import compile_pipeline
+
+DEFAULT_PIPELINE_YAML = REPO / "pipelines" / "cashier_integrity.yaml"
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A checked-in YAML that differs from a fresh compile."""
+
+    path: Path
+    diff: str
+
+
+def compile_all(
+    image_registry: str,
+    image_tag: str,
+    *,
+    pipeline_yaml: Path = DEFAULT_PIPELINE_YAML,
+    components_root: Path | None = None,
+    task_env: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """Write the pipeline YAML and every ``components/<stage>/component.yaml``."""
+    written = [compile_pipeline(pipeline_yaml, image_registry, image_tag, task_env)]
+    written += write_component_yamls(build_components(image_registry, image_tag), components_root)
+    return written
+
+
+def check_fresh(
+    image_registry: str,
+    image_tag: str,
+    *,
+    pipeline_yaml: Path = DEFAULT_PIPELINE_YAML,
+    components_root: Path | None = None,
+) -> list[Stale]:
+    """Compile into a temp folder and compare with the checked-in files.
+
+    Returns:
+        The stale (or missing) files with a unified diff; empty when everything is fresh.
+    """
+    components_root = components_root or REPO / "components"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        fresh_pipeline = tmp_path / "pipeline.yaml"
+        compile_all(
+            image_registry, image_tag, pipeline_yaml=fresh_pipeline, components_root=tmp_path
+        )
+        pairs = [(pipeline_yaml, fresh_pipeline)] + [
+            (components_root / s.module / "component.yaml", tmp_path / s.module / "component.yaml")
+            for s in STAGES
+        ]
+        stale = []
+        for checked_in, fresh in pairs:
+            new = fresh.read_text()
+            old = checked_in.read_text() if checked_in.exists() else ""
+            if old != new:
+                diff = "".join(
+                    difflib.unified_diff(
+                        old.splitlines(True), new.splitlines(True),
+                        fromfile=f"{checked_in} (checked in)", tofile="fresh compile", n=1,
+                    )
+                )  # fmt: skip
+                stale.append(Stale(checked_in, diff or "(missing)"))
+        return stale

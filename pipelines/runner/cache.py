@@ -1,0 +1,177 @@
+"""Content-addressed task cache.
+
+A task's cache key is the sha256 of:
+
+* the component digest: its ComponentSpec and executor spec as canonical JSON, without the
+  image (locally the image is not what runs; the code is, see next item);
+* the code digest: the Python sources of the module the command runs (``python -m X``) and
+  of the shared contracts package, so editing a stage's code busts its cache;
+* the resolved input parameter values;
+* the digests of the input artifacts' CONTENTS (a file: sha256 of its bytes; a folder:
+  sha256 of its sorted ``(relative path, file sha256)`` list), never their URIs.
+
+An entry is written only after the task succeeded and its outputs were completely written
+(and uploaded, for an S3 root), so a killed task never leaves a trusted entry; a hit is
+trusted only if every recorded output still exists with the recorded digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from components.contracts import storage
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_digest(entries: Sequence[tuple[str, str]]) -> str:
+    """Digest of a folder from its ``(relative posix path, file sha256)`` entries."""
+    h = hashlib.sha256(b"folder\0")
+    for rel, digest in sorted(entries):
+        h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
+    return h.hexdigest()
+
+
+def digest_path(path: str | Path) -> str:
+    """Content digest of a local file or folder (``FileNotFoundError`` when missing)."""
+    path = Path(path)
+    if path.is_dir():
+        entries = [
+            (p.relative_to(path).as_posix(), sha256_file(p)) for p in path.rglob("*") if p.is_file()
+        ]
+        return folder_digest(entries)
+    if path.is_file():
+        return sha256_file(path)
+    raise FileNotFoundError(str(path))
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def component_digest(component_spec, container=None) -> str:
+    """Digest of a component's interface and command (image excluded, see module doc)."""
+    spec = json_format.MessageToDict(component_spec)
+    exe: dict[str, Any] = {}
+    if container is not None:
+        exe = json_format.MessageToDict(container)
+        exe.pop("image", None)
+    return hashlib.sha256(canonical_json({"component": spec, "executor": exe})).hexdigest()
+
+
+def _module_of(command: Sequence[str]) -> str | None:
+    for i, part in enumerate(command[:-1]):
+        if part == "-m":
+            return command[i + 1]
+    return None
+
+
+def _source_files(module: str) -> list[Path]:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return []
+    origin = Path(spec.origin)
+    if spec.submodule_search_locations or origin.name in ("__init__.py", "__main__.py"):
+        root = origin.parent
+        return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    return [origin]
+
+
+def code_digest(command: Sequence[str]) -> str:
+    """Digest of the Python sources a ``python -m X`` command runs (empty-safe).
+
+    For ``components.<stage>`` the shared ``components.contracts`` sources count too.
+    Sources are located without importing them.
+    """
+    module = _module_of(command)
+    if not module:
+        return ""
+    files = _source_files(module)
+    if module.startswith("components.") and not module.startswith("components.contracts"):
+        files += _source_files("components.contracts")
+    h = hashlib.sha256()
+    for file in sorted(set(files)):
+        h.update(file.name.encode() + b"\0" + sha256_file(file).encode() + b"\n")
+    return h.hexdigest()
+
+
+def cache_key(
+    component: str,
+    code: str,
+    parameters: Mapping[str, Any],
+    input_digests: Mapping[str, str],
+) -> str:
+    """The cache key of one task execution (see module doc)."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "component": component,
+        "code": code,
+        "parameters": dict(parameters),
+        "inputs": dict(input_digests),
+    }
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+class CacheStore:
+    """Cache entries as JSON files under ``<pipeline_root>/.cache/`` (local or S3)."""
+
+    def __init__(self, pipeline_root: str, s3=None):
+        self.root = storage.join(pipeline_root, ".cache")
+        self.s3 = s3
+
+    def _uri(self, key: str) -> str:
+        return storage.join(self.root, key[:2], f"{key}.json")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        uri = self._uri(key)
+        try:
+            if not storage.exists(uri, self.s3):
+                return None
+            entry = storage.read_json(uri, self.s3)
+        except (storage.StorageError, OSError) as exc:
+            log.warning("ignoring unreadable cache entry %s: %s", uri, exc)
+            return None
+        if entry.get("format") != CACHE_FORMAT or entry.get("key") != key:
+            return None
+        return entry
+
+    def put(self, key: str, entry: Mapping[str, Any]) -> None:
+        storage.write_json({**entry, "format": CACHE_FORMAT, "key": key}, self._uri(key), self.s3)
+
+    def outputs_valid(self, entry: Mapping[str, Any]) -> bool:
+        """True when every recorded output still exists (and, locally, has its digest)."""
+        for out in entry.get("outputs", {}).values():
+            uri = out["uri"]
+            if storage.is_s3(uri):
+                if not storage.exists(uri, self.s3):
+                    return False
+                continue
+            try:
+                if digest_path(uri) != out["digest"]:
+                    log.warning("cached output %s changed on disk; not trusting it", uri)
+                    return False
+            except FileNotFoundError:
+                return False
+        return True

@@ -1,0 +1,130 @@
+"""Human summaries of run records: the end-of-run report, ``runs`` table, ``show``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from components.contracts import storage
+from components.contracts.settings import Settings
+from pipelines.runner.record import RunRecord
+
+HEADLINE_TASK = "evaluate"
+DECISION_TASK = "register"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def headline_metrics(rec: RunRecord, limit: int = 8) -> dict[str, Any]:
+    """Scalar metrics of the evaluate task's ``metrics`` artifact (KFP Metrics metadata)."""
+    task = rec.tasks.get(HEADLINE_TASK)
+    if task is None:
+        return {}
+    meta = task.outputs.get("metrics", {}).get("metadata", {})
+    scalars = {
+        k: v for k, v in meta.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return dict(list(sorted(scalars.items()))[:limit])
+
+
+def read_decision(rec: RunRecord, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The register task's decision JSON, or None when it did not run or is unreadable."""
+    task = rec.tasks.get(DECISION_TASK)
+    if task is None or "decision" not in task.outputs:
+        return None
+    try:
+        data = storage.read_json(task.outputs["decision"]["uri"], settings.s3 if settings else None)
+    except (storage.StorageError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _first(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in data:
+            return data[key]
+    return None
+
+
+def run_summary(rec: RunRecord, settings: Settings) -> str:
+    """The end-of-run summary: tasks, metrics, registered model, next commands."""
+    lines = [f"Run {rec.run_id}: {rec.status} in {rec.duration_s:.1f}s", ""]
+    lines.append(f"  {'task':<16} {'status':<10} {'cache':<9} {'time':>8}  attempts")
+    for task in rec.tasks.values():
+        lines.append(
+            f"  {task.name:<16} {task.status:<10} {task.cache or '-':<9} "
+            f"{task.duration_s:>7.1f}s  {task.attempts or '-'}"
+        )
+    hits = rec.cache_hits
+    lines.append(f"  cache hits: {hits}/{len(rec.tasks)}")
+    metrics = headline_metrics(rec)
+    if metrics:
+        lines += ["", "Headline metrics (evaluate):"]
+        lines += [f"  {k:<32} {_number(v)}" for k, v in metrics.items()]
+    decision = read_decision(rec, settings)
+    if decision is not None:
+        version = _first(decision, "model_version", "version", "registered_version")
+        champion = _first(decision, "promoted", "champion", "is_champion", "alias_moved")
+        reason = _first(decision, "reason", "reasons", "gate")
+        lines += ["", "Registry:"]
+        lines.append(f"  model {settings.mlflow.model_name} version {version}")
+        lines.append(
+            f"  champion: {'yes - alias ' + settings.mlflow.champion_alias + ' moved' if champion else 'no'}"
+        )
+        if reason and not champion:
+            lines.append(f"  gate: {json.dumps(reason, default=str)[:200]}")
+    lines += [
+        "",
+        "Next:",
+        "  make serve                      # serve the champion model",
+        f"  mlflow ui --backend-store-uri {settings.mlflow.tracking_uri}",
+        f"  python -m pipelines show {rec.run_id}",
+    ]
+    return "\n".join(lines)
+
+
+def runs_table(records: list[RunRecord]) -> str:
+    """One line per run, newest first."""
+    if not records:
+        return "no runs yet (python -m pipelines run)"
+    lines = [f"{'run id':<44} {'status':<12} {'started':<20} {'time':>8} {'cache':>6}"]
+    for rec in records:
+        lines.append(
+            f"{rec.run_id:<44} {rec.status:<12} {rec.started_at[:19]:<20} "
+            f"{rec.duration_s:>7.1f}s {rec.cache_hits:>2}/{len(rec.tasks):<3}"
+        )
+    return "\n".join(lines)
+
+
+def show(rec: RunRecord) -> str:
+    """Details of one run: parameters, per-task lineage (artifact URIs and digests), metadata."""
+    lines = [
+        f"run       {rec.run_id}",
+        f"status    {rec.status}{' - ' + rec.error if rec.error else ''}",
+        f"pipeline  {rec.pipeline_name} ({rec.pipeline_file}, sha256 {rec.pipeline_sha256[:12]})",
+        f"root      {rec.pipeline_root}",
+        f"started   {rec.started_at}  duration {rec.duration_s:.1f}s  resumed {rec.resumed}x",
+        "params    " + ", ".join(f"{k}={v}" for k, v in sorted(rec.parameters.items())),
+        "",
+    ]
+    for task in rec.tasks.values():
+        head = f"{task.name}: {task.status}"
+        if task.cache:
+            head += f", cache {task.cache}"
+        head += f", {task.duration_s:.1f}s, attempts {task.attempts}"
+        if task.error:
+            head += f", error: {task.error}"
+        lines.append(head)
+        for name, art in task.inputs.items():
+            lines.append(f"    in  {name:<24} {art['digest'][:12]} {art['uri']}")
+        for name, art in task.outputs.items():
+            lines.append(f"    out {name:<24} {art['digest'][:12]} {art['uri']}")
+            if art.get("metadata"):
+                lines.append(f"        metadata {json.dumps(art['metadata'], default=str)[:300]}")
+        if task.log:
+            lines.append(f"    log {task.log}")
+    return "\n".join(lines)
