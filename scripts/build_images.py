@@ -536,6 +536,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         help="where to write {name: image ref} (default: <VAR_DIR>/images.json)",
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="also write {name: {ref, id, digest}} JSON here (digest when pushed)",
+    )
     parser.add_argument("--repo", type=Path, default=REPO, help="build context (repo root)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show build output")
     return parser.parse_args(argv)  # fmt: skip
@@ -563,6 +568,10 @@ def main(argv: Sequence[str] | None = None, client_factory: Any = None) -> int:
         results = build_all(client, repo, planned, git_sha=git_sha, push=args.push,
                             pull=args.pull)  # fmt: skip
         write_image_map(planned, images_json)
+        if args.report:
+            from components.contracts.storage import write_json
+
+            write_json(results, str(args.report))
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
