@@ -1,0 +1,285 @@
+"""train-xgb logic: training data checks, imbalance weight, early stopping, novelty model,
+metrics, and the atomic model-folder / MLflow-guard helpers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+from sklearn.metrics import roc_auc_score
+from train_synthetic import features_table
+
+from components.contracts import storage
+from components.contracts.features import FEATURE_NAMES, LABEL_COLUMNS, SUBSET_COLUMN
+from components.train_xgb import logic
+from components.train_xgb.outputs import (
+    MlflowLoggingError,
+    file_digests,
+    mlflow_guard,
+    staged_model_dir,
+)
+
+FAST = {"n_estimators": 40, "max_depth": 3, "early_stopping_rounds": 5, "nthread": 1}
+
+
+@pytest.fixture(scope="module")
+def table() -> pa.Table:
+    return features_table(4000, seed=11, fraud_rate=0.12)
+
+
+@pytest.fixture(scope="module")
+def data(table) -> logic.TrainingData:
+    return logic.training_data(table, FEATURE_NAMES, source="features.parquet")
+
+
+def _set_labels(table: pa.Table, subset: str, value: bool) -> pa.Table:
+    label = LABEL_COLUMNS[0]
+    mask = pc.equal(table.column(SUBSET_COLUMN), subset)
+    column = pc.if_else(mask, pa.scalar(value), table.column(label))
+    return table.set_column(table.schema.get_field_index(label), label, column)
+
+
+# ------------------------------------------------------------------ training data
+
+
+def test_training_data_takes_features_in_feature_names_order(table, data):
+    assert data.feature_names == FEATURE_NAMES
+    train = table.filter(pc.equal(table.column(SUBSET_COLUMN), "train"))
+    for j in (0, len(FEATURE_NAMES) // 2, len(FEATURE_NAMES) - 1):
+        np.testing.assert_array_equal(data.train.X[:, j], train.column(FEATURE_NAMES[j]).to_numpy())
+    assert data.train.n == 2400 and data.valid.n == 800  # test rows are never used
+    assert data.train.positives == int(pc.sum(train.column("is_fraud")).as_py())
+
+
+def test_training_data_reordered_columns_give_same_matrix(table, data):
+    shuffled = table.select(list(reversed(table.column_names)))
+    again = logic.training_data(shuffled, FEATURE_NAMES)
+    np.testing.assert_array_equal(again.train.X, data.train.X)
+
+
+@pytest.mark.parametrize("column", [FEATURE_NAMES[3], SUBSET_COLUMN, LABEL_COLUMNS[1]])
+def test_missing_column_names_file_and_column(table, column):
+    broken = table.drop_columns([column])
+    with pytest.raises(
+        logic.TrainingDataError, match=rf"features\.parquet: missing column.*'{column}'"
+    ):
+        logic.training_data(broken, FEATURE_NAMES, source="features.parquet")
+
+
+def test_non_numeric_feature_is_rejected(table):
+    name = FEATURE_NAMES[0]
+    broken = table.set_column(
+        table.schema.get_field_index(name), name, pc.cast(table.column(name), pa.string())
+    )
+    with pytest.raises(logic.TrainingDataError, match=f"'{name}' must be numeric"):
+        logic.training_data(broken, FEATURE_NAMES, source="f.parquet")
+
+
+def test_no_positives_in_train_is_rejected(table):
+    with pytest.raises(logic.TrainingDataError, match="subset 'train' has no fraud rows"):
+        logic.training_data(_set_labels(table, "train", False), FEATURE_NAMES, source="f.parquet")
+
+
+def test_no_positives_allowed_when_not_required(table):
+    data = logic.training_data(
+        _set_labels(table, "train", False), FEATURE_NAMES, require_positives=False
+    )
+    assert data.train.positives == 0
+
+
+def test_empty_valid_subset_is_rejected(table):
+    no_valid = table.filter(pc.not_equal(table.column(SUBSET_COLUMN), "valid"))
+    with pytest.raises(logic.TrainingDataError, match="subset 'valid' is empty"):
+        logic.training_data(no_valid, FEATURE_NAMES, source="f.parquet")
+
+
+def test_only_fraud_in_valid_is_rejected(table):
+    with pytest.raises(logic.TrainingDataError, match="subset 'valid' has only fraud rows"):
+        logic.training_data(_set_labels(table, "valid", True), FEATURE_NAMES)
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_recall_at_fpr_hand_computed():
+    # 100 negatives, 4 positives. With no false positive the threshold stays above the
+    # negative at 0.95 (2 positives caught); one false positive (1% FPR) lets it drop to
+    # 0.94 (3 caught). The positive at 0.5 needs far more false positives.
+    y = np.array([0] * 100 + [1] * 4)
+    score = np.array([*np.linspace(0.0, 0.9, 99), 0.95, 0.99, 0.97, 0.94, 0.5])
+    assert logic.recall_at_fpr(y, score, 0.01) == pytest.approx(0.75)
+    assert logic.recall_at_fpr(y, score, 0.0) == pytest.approx(0.5)
+
+
+def test_ranking_metrics_single_class_is_nan():
+    out = logic.ranking_metrics(np.zeros(5), np.arange(5.0))
+    assert all(np.isnan(v) for v in out.values())
+
+
+def test_ranking_metrics_perfect_score():
+    y = np.array([0, 0, 1, 1])
+    assert logic.ranking_metrics(y, np.array([0.1, 0.2, 0.8, 0.9])) == {
+        "roc_auc": 1.0,
+        "pr_auc": 1.0,
+        "recall_at_1pct_fpr": 1.0,
+    }
+
+
+# ------------------------------------------------------------------ training
+
+
+def test_imbalance_weight_is_negatives_over_positives():
+    assert logic.imbalance_weight(np.array([0] * 95 + [1] * 5)) == pytest.approx(19.0)
+    assert logic.imbalance_weight(np.zeros(3)) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_estimators", 0), ("learning_rate", 0.0), ("subsample", 1.5), ("scale_pos_weight", -1.0)],
+)
+def test_invalid_hyperparameters_are_rejected(field, value):
+    with pytest.raises(ValueError, match=f"{field}="):
+        logic.XgbParams(**{field: value})
+
+
+def test_early_stopping_trims_booster_to_best_iteration(data):
+    params = logic.XgbParams(**{**FAST, "n_estimators": 300, "learning_rate": 0.3})
+    result = logic.train_booster(data.train, data.valid, data.feature_names, params)
+    # The synthetic signal saturates quickly: training stops long before 300 rounds, exactly
+    # early_stopping_rounds after the best iteration.
+    assert result.rounds_trained < 300
+    assert result.rounds_trained == result.best_iteration + 1 + params.early_stopping_rounds
+    assert result.booster.num_boosted_rounds() == result.best_iteration + 1
+    assert result.booster.feature_names == list(FEATURE_NAMES)
+    assert result.valid_metrics["pr_auc"] > 0.8
+    assert result.scale_pos_weight == pytest.approx(logic.imbalance_weight(data.train.y))
+
+
+def test_no_early_stopping_trains_all_rounds(data):
+    params = logic.XgbParams(**{**FAST, "n_estimators": 12, "early_stopping_rounds": 0})
+    result = logic.train_booster(data.train, data.valid, data.feature_names, params)
+    assert result.booster.num_boosted_rounds() == 12 and result.best_iteration == 11
+
+
+def test_scale_pos_weight_override_reaches_xgboost(data):
+    params = logic.XgbParams(**{**FAST, "n_estimators": 3, "scale_pos_weight": 2.5})
+    result = logic.train_booster(data.train, data.valid, data.feature_names, params)
+    assert result.scale_pos_weight == 2.5
+    config = json.loads(result.booster.save_config())
+    assert float(config["learner"]["objective"]["reg_loss_param"]["scale_pos_weight"]) == 2.5
+
+
+def test_trimmed_booster_survives_ubj_round_trip(data, tmp_path):
+    params = logic.XgbParams(**FAST)
+    result = logic.train_booster(data.train, data.valid, data.feature_names, params)
+    path = tmp_path / "xgb.ubj"
+    result.booster.save_model(str(path))
+    loaded = xgb.Booster(model_file=str(path))
+    assert loaded.feature_names == list(FEATURE_NAMES)
+    dm = xgb.DMatrix(data.valid.X, feature_names=list(FEATURE_NAMES))
+    np.testing.assert_array_equal(loaded.predict(dm), result.booster.predict(dm))
+
+
+def test_novelty_model_never_sees_the_novel_type(data):
+    novel = "scan_avoidance"
+    models = logic.train_models(data, logic.XgbParams(**FAST), novel)
+    in_train = int(np.sum(data.train.fraud_type == novel))
+    in_valid = int(np.sum(data.valid.fraud_type == novel))
+    assert in_train > 0 and in_valid > 0
+    assert models.dropped_rows == {"train": in_train, "valid": in_valid}
+    assert models.novelty.n_train == data.train.n - in_train
+    assert models.novelty.n_valid == data.valid.n - in_valid
+    assert models.novelty.train_positives == data.train.positives - in_train
+    # Behaviour: each fraud type shifts its own features, so the booster that never saw the
+    # novel type cannot tell its rows from legitimate ones, while the production booster can.
+    rows = np.isin(data.valid.fraud_type, [novel, "none"])
+    dm = xgb.DMatrix(data.valid.X[rows], feature_names=list(FEATURE_NAMES))
+    y = data.valid.y[rows]
+    production_auc = roc_auc_score(y, models.production.booster.predict(dm))
+    novelty_auc = roc_auc_score(y, models.novelty.booster.predict(dm))
+    assert production_auc > 0.9
+    assert novelty_auc < production_auc - 0.2
+    flat = logic.flat_metrics(models)
+    assert {"valid_pr_auc", "valid_recall_at_1pct_fpr", "novelty_valid_pr_auc"} <= set(flat)
+
+
+def test_novel_type_none_disables_novelty_model(data):
+    models = logic.train_models(data, logic.XgbParams(**FAST), logic.NO_NOVEL_TYPE)
+    assert models.novelty is None
+    assert not any(k.startswith("novelty") for k in logic.flat_metrics(models))
+
+
+def test_novelty_without_positives_left_is_a_clear_error(table):
+    # Every fraud row of train becomes the novel type: nothing left to learn from.
+    mask = pc.and_(pc.equal(table.column(SUBSET_COLUMN), "train"), table.column("is_fraud"))
+    types = pc.if_else(mask, pa.scalar("void_abuse"), table.column("fraud_type"))
+    table = table.set_column(table.schema.get_field_index("fraud_type"), "fraud_type", types)
+    data = logic.training_data(table, FEATURE_NAMES)
+    with pytest.raises(
+        logic.TrainingDataError, match="novelty model without fraud type 'void_abuse'"
+    ):
+        logic.train_models(data, logic.XgbParams(**FAST), "void_abuse")
+
+
+# ------------------------------------------------------------------ output helpers
+
+
+def test_staged_model_dir_publishes_with_digests(tmp_path):
+    target = tmp_path / "out" / "model"
+    with staged_model_dir(str(target)) as staging:
+        (staging / "a.bin").write_bytes(b"abc")
+        assert not target.exists()  # nothing visible until the block succeeds
+    marker = json.loads((target / storage.SUCCESS_MARKER).read_text())
+    assert marker["files"] == file_digests(target)
+    assert set(marker["files"]) == {"a.bin"}
+    assert storage.is_complete_dataset(str(target))
+    assert [p.name for p in target.parent.iterdir()] == ["model"]  # no staging left behind
+
+
+def test_staged_model_dir_failure_leaves_old_output_untouched(tmp_path):
+    target = tmp_path / "model"
+    with staged_model_dir(str(target)) as staging:
+        (staging / "old.bin").write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="killed"), staged_model_dir(str(target)) as staging:
+        (staging / "new.bin").write_bytes(b"new")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in target.iterdir()) == ["_SUCCESS", "old.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_staged_model_dir_replaces_previous_output(tmp_path):
+    target = tmp_path / "model"
+    for name in ("first.bin", "second.bin"):
+        with staged_model_dir(str(target)) as staging:
+            (staging / name).write_bytes(name.encode())
+    assert sorted(p.name for p in target.iterdir()) == ["_SUCCESS", "second.bin"]
+
+
+def test_mlflow_guard_names_the_store():
+    with (
+        pytest.raises(
+            MlflowLoggingError,
+            match=r"MLflow logging failed \(tracking URI http://x\)"
+            r": ConnectionError: refused",
+        ),
+        mlflow_guard("logging", "http://x"),
+    ):
+        raise ConnectionError("refused")
+
+
+def test_cli_bad_input_exits_2_without_output(tmp_path, local_env, table, capsys):
+    from components.train_xgb.__main__ import main
+
+    path = tmp_path / "features.parquet"
+    pq.write_table(table.drop_columns([FEATURE_NAMES[5]]), path)
+    out = tmp_path / "model"
+    code = main(["--in-features", str(path), "--out-model", str(out), "--n-estimators", "3"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"train-xgb: error: {path}: missing column(s) '{FEATURE_NAMES[5]}'")
+    assert not out.exists()
