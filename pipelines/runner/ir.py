@@ -6,7 +6,6 @@ Pure functions over the ``PipelineSpec`` protobuf: no file I/O except ``load_pip
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,13 +116,10 @@ def load_pipeline(path: str | Path) -> tuple[pb.PipelineSpec, dict[str, Any]]:
     return spec, platform
 
 
-def _duration_s(text: str, default: float) -> float:
-    if not text:
+def _duration_s(policy, field_name: str, default: float) -> float:
+    if not policy.HasField(field_name):
         return default
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", text.strip())
-    if not match:
-        raise PipelineError(f"unsupported duration '{text}' (expected e.g. '30s')")
-    return float(match.group(1))
+    return getattr(policy, field_name).ToTimedelta().total_seconds()
 
 
 def _platform_timeouts(platform: Mapping[str, Any]) -> dict[str, float]:
@@ -201,9 +197,9 @@ def build_dag(spec: pb.PipelineSpec, platform: Mapping[str, Any] | None = None) 
             rp = task.retry_policy
             retry = RetryPolicy(
                 max_retries=int(rp.max_retry_count),
-                backoff_s=_duration_s(rp.backoff_duration, 0.0),
+                backoff_s=_duration_s(rp, "backoff_duration", 0.0),
                 backoff_factor=float(rp.backoff_factor or 2.0),
-                backoff_max_s=_duration_s(rp.backoff_max_duration, 3600.0),
+                backoff_max_s=_duration_s(rp, "backoff_max_duration", 3600.0),
             )
         tasks[name] = TaskNode(
             name=name,

@@ -1,0 +1,57 @@
+"""Local runner: run records survive a save/load round trip and list newest first."""
+
+import pytest
+
+from pipelines.runner import record
+from pipelines.runner.record import RunRecord, TaskRecord
+from pipelines.runner.summary import headline_metrics, run_summary, runs_table, show
+
+
+def _record(
+    run_id="toy-20260101-000000-abcd", started="2026-01-01T00:00:00.000+00:00"
+) -> RunRecord:
+    return RunRecord(
+        run_id=run_id, pipeline_name="toy", pipeline_file="/p.yaml", pipeline_sha256="0" * 64,
+        pipeline_root="/root", parameters={"rows": 10, "rate": 0.5}, started_at=started,
+        status=record.RUN_SUCCEEDED, duration_s=3.5,
+        tasks={
+            "datagen": TaskRecord(name="datagen", status=record.SUCCEEDED, cache="hit", attempts=0,
+                                  outputs={"transactions": {"uri": "/root/x", "digest": "a" * 64, "type": "system.Dataset", "metadata": {}}}),
+            "evaluate": TaskRecord(name="evaluate", status=record.SUCCEEDED, cache="miss", attempts=2, duration_s=1.25,
+                                   inputs={"features": {"uri": "/root/f", "digest": "b" * 64, "producer": "features"}},
+                                   outputs={"metrics": {"uri": "/root/m", "digest": "c" * 64, "type": "system.Metrics",
+                                                        "metadata": {"pr_auc": 0.875, "label": "x", "flag": True}}}),
+        },
+    )  # fmt: skip
+
+
+def test_round_trip(tmp_path):
+    rec = _record()
+    record.save(rec, tmp_path)
+    loaded = record.load(tmp_path, rec.run_id)
+    assert loaded == rec
+    assert record.load(tmp_path, rec.run_id[:-2]) == rec  # unique prefix
+
+
+def test_load_unknown_run_names_the_id(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        record.load(tmp_path, "nope")
+
+
+def test_list_runs_newest_first_and_skips_garbage(tmp_path):
+    record.save(_record("toy-a", "2026-01-01T00:00:00"), tmp_path)
+    record.save(_record("toy-b", "2026-01-02T00:00:00"), tmp_path)
+    (record.runs_dir(tmp_path) / "junk.json").write_text("{}")
+    assert [r.run_id for r in record.list_runs(tmp_path)] == ["toy-b", "toy-a"]
+
+
+def test_summaries_show_cache_metrics_and_lineage(tmp_path):
+    from components.contracts.settings import Settings
+
+    rec = _record()
+    assert headline_metrics(rec) == {"pr_auc": 0.875}
+    text = run_summary(rec, Settings.from_env())
+    assert "cache hits: 1/2" in text and "pr_auc" in text and "make serve" in text
+    assert rec.run_id in runs_table([rec])
+    detail = show(rec)
+    assert "out metrics" in detail and "cccccccccccc" in detail and "in  features" in detail
