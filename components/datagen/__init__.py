@@ -1,0 +1,1 @@
+"""datagen stage: synthetic labelled POS transactions (see README.md)."""

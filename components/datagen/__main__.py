@@ -1,0 +1,111 @@
+"""datagen: write synthetic labelled POS transactions as a Parquet dataset folder.
+
+Days are generated one at a time (each from its own seeded random stream) and written in
+``--chunk-rows`` pieces through ``storage.DatasetWriter``, so memory is bounded by one day
+plus one chunk, and the data does not depend on the chunk size. Nothing is published unless
+every chunk was written.
+
+Example:
+    python -m components.datagen --out-transactions var/transactions --rows 200000 --seed 42
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import sys
+import time
+
+import pyarrow.compute as pc
+
+from components.contracts import cli, storage
+from components.datagen.logic import DatagenParams, generate, parse_date, rechunk, summarize
+
+log = logging.getLogger("datagen")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (the stage CLI contract)
+        print(f"datagen: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = _Parser(
+        prog="python -m components.datagen",
+        description="Generate synthetic labelled POS transactions with injected fraud patterns.",
+    )
+    p.add_argument(
+        "--out-transactions",
+        required=True,
+        help="Output dataset folder (local path or s3:// URI): Parquet, LABELLED_TRANSACTION.",
+    )
+    p.add_argument("--rows", type=int, default=200_000, help="Total transactions (default 200000).")
+    p.add_argument("--days", type=int, default=28, help="Calendar days covered (default 28).")
+    p.add_argument("--stores", type=int, default=8, help="Number of stores (default 8).")
+    p.add_argument(
+        "--cashiers-per-store", type=int, default=12, help="Cashiers per store (default 12)."
+    )
+    p.add_argument(
+        "--fraud-rate",
+        type=float,
+        default=0.02,
+        help="Overall fraction of fraudulent transactions, 0..0.5 (default 0.02).",
+    )
+    p.add_argument(
+        "--seed", type=int, default=42, help="Random seed; same seed, same data (default 42)."
+    )
+    p.add_argument(
+        "--start-date", default="2026-01-05", help="First day, YYYY-MM-DD (default 2026-01-05)."
+    )
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=1_000_000,
+        help="Rows per written Parquet file; bounds memory, does not change the data "
+        "(default 1000000).",
+    )
+    return p.parse_args(argv)
+
+
+def params_from_args(args: argparse.Namespace) -> DatagenParams:
+    """Validated generation parameters (``ValueError`` naming the bad flag)."""
+    params = DatagenParams(
+        rows=args.rows,
+        days=args.days,
+        stores=args.stores,
+        cashiers_per_store=args.cashiers_per_store,
+        fraud_rate=args.fraud_rate,
+        seed=args.seed,
+        start_date=parse_date(args.start_date),
+    )
+    params.validate()
+    if args.chunk_rows <= 0:
+        raise ValueError(f"--chunk-rows must be positive, got {args.chunk_rows}")
+    return params
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params = params_from_args(args)  # before any output exists
+    started = time.perf_counter()
+    counts: collections.Counter[str] = collections.Counter()
+    with storage.DatasetWriter(args.out_transactions) as writer:
+        for chunk in rechunk(generate(params), args.chunk_rows):
+            writer.write(chunk)
+            vc = pc.value_counts(chunk.column("fraud_type"))
+            counts.update(
+                dict(
+                    zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)
+                )
+            )
+            log.info("wrote %d / %d rows", writer.rows, params.rows)
+    elapsed = time.perf_counter() - started
+    lines = summarize(counts, writer.rows)
+    print(f"datagen: {args.out_transactions}  ({elapsed:.1f}s)")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run("datagen", main))

@@ -1,0 +1,633 @@
+"""Synthetic POS transactions with labelled cashier-fraud patterns: pure, vectorized, seeded.
+
+The generator models a small retail chain:
+
+* **Stores** with different traffic, a few staffed lanes and a bank of self-checkout (SCO)
+  lanes; opening hours depend on the weekday.
+* **Cashiers** work in one home store on a fixed shift (early / mid / late) with two fixed
+  days off a week; faster cashiers handle more baskets. Staffed-lane transactions belong to
+  the cashier on the lane; SCO transactions are attributed to the attendant on duty.
+* **Time**: the day's volume follows a weekly pattern (busier Fridays and weekends) and an
+  intraday curve with lunch and evening peaks.
+* **Baskets**: item count (smaller at SCO), price and weight per item with basket-level
+  variation, scan duration = payment overhead + items x per-cashier speed, payment types,
+  and the ordinary noise of a real store: legit voids (some expensive, a few after payment),
+  returns with and without receipt, promotions and staff discounts, price overrides,
+  no-sale drawer opens to give change, and SCO scale noise and glitches in
+  ``weight_variance`` (staffed lanes have no security scale: ~0 noise).
+
+Fraud (``schemas.FRAUD_TYPES``) is injected mostly by a minority of dishonest cashiers
+(``DISHONEST_SHARE`` of staff; each favours one or two patterns, some start stealing part-way
+through the period), partly by otherwise honest cashiers (opportunistic), and at SCO by
+customers (``scan_avoidance``). Every pattern has a clear majority signature and a subtle
+minority that overlaps legit behaviour, so the classes are learnable but not separable by a
+single threshold.
+
+Determinism: the world (stores, cashiers) comes from ``SeedSequence([seed, 0])`` and each
+day from ``SeedSequence([seed, 1, day])``, so the output depends only on the parameters,
+never on how the days are chunked for writing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from components.contracts.schemas import (
+    FRAUD_TYPES,
+    LABELLED_TRANSACTION,
+    LANE_TYPES,
+    PAYMENT_TYPES,
+)
+
+# ---------------------------------------------------------------- knobs of the simulation
+
+DISHONEST_SHARE = 0.08
+"""Fraction of cashiers who steal repeatedly."""
+DISHONEST_FRAUD_SHARE = 0.75
+"""Share of cashier fraud (all but scan avoidance) committed by dishonest cashiers."""
+SCAN_AVOIDANCE_SHARE = 0.2
+"""Share of all fraud that is customer scan avoidance at self-checkout."""
+CASHIER_PATTERNS = (
+    "sweethearting",
+    "void_abuse",
+    "no_sale_abuse",
+    "refund_fraud",
+    "discount_abuse",
+)
+OPPORTUNISTIC_MIX = (0.3, 0.22, 0.13, 0.15, 0.2)
+"""Pattern probabilities (in ``CASHIER_PATTERNS`` order) for fraud by otherwise honest cashiers."""
+VOID_REVIEW_LIMIT = 50.0
+"""Voids at or above this amount need a supervisor; abusers stay just under it."""
+SUBTLE_SHARE = 0.1
+"""Fraction of fraud done carefully enough to look almost legit."""
+
+SHIFTS = ((7, 15), (11, 19), (14, 22))
+"""Shift hours [start, end) for early / mid / late cashiers."""
+OPENING_HOURS = {0: (7, 22), 1: (7, 22), 2: (7, 22), 3: (7, 22), 4: (7, 22), 5: (8, 22), 6: (9, 20)}
+"""Opening hours [open, close) per weekday (Monday = 0)."""
+WEEKDAY_VOLUME = (0.9, 0.86, 0.9, 0.96, 1.15, 1.35, 1.0)
+"""Relative number of transactions per weekday (Monday = 0)."""
+
+_FRAUD_CODE = {name: i for i, name in enumerate(FRAUD_TYPES)}
+_NONE = _FRAUD_CODE["none"]
+_SWEET = _FRAUD_CODE["sweethearting"]
+_VOID = _FRAUD_CODE["void_abuse"]
+_NOSALE = _FRAUD_CODE["no_sale_abuse"]
+_REFUND = _FRAUD_CODE["refund_fraud"]
+_DISC = _FRAUD_CODE["discount_abuse"]
+_SCAN = _FRAUD_CODE["scan_avoidance"]
+_PATTERN_CODES = np.array([_FRAUD_CODE[p] for p in CASHIER_PATTERNS])
+_CASH, _CARD, _MOBILE, _GIFT = (
+    PAYMENT_TYPES.index(p) for p in ("cash", "card", "mobile", "gift_card")
+)
+_US_PER_DAY = 86_400_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatagenParams:
+    """Size and shape of the generated data (the stage's run knobs)."""
+
+    rows: int = 200_000
+    """Total number of transactions."""
+    days: int = 28
+    """Number of calendar days, starting at ``start_date``."""
+    stores: int = 8
+    """Number of stores."""
+    cashiers_per_store: int = 12
+    """Cashiers employed per store."""
+    fraud_rate: float = 0.02
+    """Overall fraction of fraudulent transactions, in [0, 0.5]."""
+    seed: int = 42
+    """Random seed: same parameters and seed give identical data."""
+    start_date: date = date(2026, 1, 5)
+    """First generated day."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad parameter."""
+        if self.rows <= 0:
+            raise ValueError(f"--rows must be positive, got {self.rows}")
+        if not 1 <= self.days <= 3660:
+            raise ValueError(f"--days must be between 1 and 3660, got {self.days}")
+        if not 1 <= self.stores <= 999:
+            raise ValueError(f"--stores must be between 1 and 999, got {self.stores}")
+        if not 1 <= self.cashiers_per_store <= 99:
+            raise ValueError(
+                f"--cashiers-per-store must be between 1 and 99, got {self.cashiers_per_store}"
+            )
+        if not (0.0 <= self.fraud_rate <= 0.5) or math.isnan(self.fraud_rate):
+            raise ValueError(f"--fraud-rate must be in [0, 0.5], got {self.fraud_rate}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
+        per_store_day = self.rows / (self.days * self.stores)
+        if per_store_day > 999_999:
+            raise ValueError(
+                f"--rows {self.rows} over {self.days} days and {self.stores} stores exceeds "
+                "999999 transactions per store and day (transaction ids have 6 digits)"
+            )
+
+
+def parse_date(text: str) -> date:
+    """Parse ``YYYY-MM-DD``; raise ``ValueError`` with a clear message otherwise."""
+    try:
+        return date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--start-date must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+# ---------------------------------------------------------------- the world
+
+
+@dataclass(frozen=True)
+class World:
+    """Stores, lanes and cashiers: fixed for the whole period."""
+
+    store_ids: list[str]
+    store_weight: np.ndarray
+    """Share of the chain's traffic per store."""
+    sco_share: np.ndarray
+    """Fraction of a store's transactions at self-checkout."""
+    n_staffed: np.ndarray
+    n_sco: np.ndarray
+    cashier_ids: list[str]
+    """Global cashier ids; cashier ``s * cashiers_per_store + k`` works in store ``s``."""
+    speed: np.ndarray
+    """Seconds per item multiplier (lower is faster)."""
+    shift: np.ndarray
+    """Index into ``SHIFTS``."""
+    off_days: np.ndarray
+    """(cashiers, 7) bool: weekly days off."""
+    dishonest: np.ndarray
+    patterns: np.ndarray
+    """(cashiers, 2) fraud codes a dishonest cashier uses (second may repeat the first)."""
+    primary_prob: np.ndarray
+    """Probability a dishonest cashier's fraud uses the first pattern."""
+    intensity: np.ndarray
+    """Relative theft frequency of a dishonest cashier."""
+    start_day: np.ndarray
+    """Day index from which a dishonest cashier steals."""
+
+    @property
+    def cashiers_per_store(self) -> int:
+        return len(self.cashier_ids) // len(self.store_ids)
+
+
+def make_world(params: DatagenParams) -> World:
+    """Create the stores and cashiers for ``params`` (deterministic in ``params.seed``)."""
+    rng = np.random.default_rng([params.seed, 0])
+    s, k = params.stores, params.cashiers_per_store
+    n = s * k
+    store_weight = rng.lognormal(0.0, 0.35, s)
+    store_weight /= store_weight.sum()
+    sco_share = rng.uniform(0.25, 0.42, s)
+    n_staffed = rng.integers(4, 9, s)
+    n_sco = rng.integers(4, 7, s)
+
+    speed = rng.lognormal(0.0, 0.18, n)
+    shift = np.empty(n, dtype=np.int64)
+    off_days = np.zeros((n, 7), dtype=bool)
+    for store in range(s):  # per store, not per row: balanced shifts and staggered days off
+        order = rng.permutation(k)
+        shift[store * k + order] = np.arange(k) % len(SHIFTS)
+        first_off = (np.arange(k) * 3 + rng.integers(7)) % 7
+        idx = store * k + order
+        off_days[idx, first_off] = True
+        off_days[idx, (first_off + 1) % 7] = True
+
+    n_dishonest = max(1, round(DISHONEST_SHARE * n))
+    dishonest_idx = rng.choice(n, size=n_dishonest, replace=False)
+    dishonest = np.zeros(n, dtype=bool)
+    dishonest[dishonest_idx] = True
+    # Primary patterns cycle through a permutation so that every pattern has a thief
+    # whenever there are at least five of them; the second pattern is random.
+    patterns = np.full((n, 2), _NONE, dtype=np.int64)
+    cycle = rng.permutation(len(CASHIER_PATTERNS))
+    primary = _PATTERN_CODES[cycle[np.arange(n_dishonest) % len(CASHIER_PATTERNS)]]
+    second = _PATTERN_CODES[rng.integers(len(CASHIER_PATTERNS), size=n_dishonest)]
+    single = rng.random(n_dishonest) < 0.45
+    patterns[dishonest_idx, 0] = primary
+    patterns[dishonest_idx, 1] = np.where(single, primary, second)
+    primary_prob = np.where(dishonest, 0.7, 1.0)
+    intensity = np.where(dishonest, rng.lognormal(0.0, 0.4, n), 0.0)
+    late = rng.random(n) < 0.3
+    start_day = np.where(dishonest & late, rng.integers(0, max(1, params.days // 2), n), 0).astype(
+        np.int64
+    )
+    return World(
+        store_ids=[f"S{i + 1:02d}" for i in range(s)]
+        if s < 100
+        else [f"S{i + 1:03d}" for i in range(s)],
+        store_weight=store_weight,
+        sco_share=sco_share,
+        n_staffed=n_staffed,
+        n_sco=n_sco,
+        cashier_ids=[f"C{i + 1:04d}" for i in range(n)],
+        speed=speed,
+        shift=shift,
+        off_days=off_days,
+        dishonest=dishonest,
+        patterns=patterns,
+        primary_prob=primary_prob,
+        intensity=intensity,
+        start_day=start_day,
+    )
+
+
+def allocate(total: int, weights: np.ndarray) -> np.ndarray:
+    """Split ``total`` into integers proportional to ``weights`` (largest remainder)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    exact = total * weights / weights.sum()
+    counts = np.floor(exact).astype(np.int64)
+    short = total - int(counts.sum())
+    if short:
+        counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+    return counts
+
+
+def day_row_counts(params: DatagenParams) -> np.ndarray:
+    """Transactions per day: weekly pattern times a little day-to-day noise, summing to rows."""
+    rng = np.random.default_rng([params.seed, 2])
+    weekday0 = params.start_date.weekday()
+    weekdays = (weekday0 + np.arange(params.days)) % 7
+    weights = np.asarray(WEEKDAY_VOLUME)[weekdays] * rng.lognormal(0.0, 0.06, params.days)
+    return allocate(params.rows, weights)
+
+
+def intraday_density(weekday: int) -> np.ndarray:
+    """Probability of a transaction in each minute of the day (zero outside opening hours)."""
+    minutes = np.arange(1440) / 60.0
+    open_h, close_h = OPENING_HOURS[weekday]
+    base = 0.45 + 1.0 * np.exp(-0.5 * ((minutes - 12.6) / 0.9) ** 2)
+    base += 1.3 * np.exp(-0.5 * ((minutes - 17.8) / 1.25) ** 2)
+    if weekday >= 5:
+        base += 0.8 * np.exp(-0.5 * ((minutes - 14.0) / 2.5) ** 2)
+    density = np.where((minutes >= open_h) & (minutes < close_h), base, 0.0)
+    return density / density.sum()
+
+
+# ---------------------------------------------------------------- one day
+
+
+def _fill(weights: np.ndarray, target: float, cap: float) -> np.ndarray:
+    """Probabilities ``min(cap, a * weights)`` whose sum is ``target`` (or as close as caps allow)."""
+    p = np.zeros_like(weights, dtype=np.float64)
+    total_w = float(weights.sum())
+    if target <= 0 or total_w <= 0:
+        return p
+    if cap * np.count_nonzero(weights) <= target:
+        p[weights > 0] = cap
+        return p
+    lo, hi = 0.0, target / total_w
+    while np.minimum(cap, hi * weights).sum() < target:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if np.minimum(cap, mid * weights).sum() < target:
+            lo = mid
+        else:
+            hi = mid
+    return np.minimum(cap, hi * weights)
+
+
+def fraud_probabilities(
+    *,
+    staffed: np.ndarray,
+    dishonest_active: np.ndarray,
+    intensity: np.ndarray,
+    risky_hour: np.ndarray,
+    expected_frauds: float,
+) -> np.ndarray:
+    """Per-transaction fraud probability whose sum is ``expected_frauds``.
+
+    Fills, in order, dishonest cashiers' staffed transactions (``DISHONEST_FRAUD_SHARE`` of
+    cashier fraud), self-checkout scan avoidance (``SCAN_AVOIDANCE_SHARE`` of all fraud) and
+    honest cashiers' staffed transactions (the rest); a pool that hits its cap passes the
+    remainder on, so the total is met whenever it is reachable.
+    """
+    hour_w = np.where(risky_hour, 1.6, 1.0)
+    sco = ~staffed
+    cashier_target = (
+        expected_frauds * (1.0 - SCAN_AVOIDANCE_SHARE) if sco.any() else expected_frauds
+    )
+    p = np.zeros(staffed.shape, dtype=np.float64)
+    dis = staffed & dishonest_active
+    p[dis] = _fill(intensity[dis] * hour_w[dis], cashier_target * DISHONEST_FRAUD_SHARE, 0.7)
+    remaining = expected_frauds - p.sum()
+    sco_target = min(remaining, expected_frauds * SCAN_AVOIDANCE_SHARE)
+    p[sco] = _fill(np.ones(int(sco.sum())), sco_target, 0.7)
+    honest = staffed & ~dishonest_active
+    remaining = expected_frauds - p.sum()
+    p[honest] = _fill(hour_w[honest], remaining, 0.6)
+    remaining = expected_frauds - p.sum()
+    if remaining > 1e-9:  # very high fraud rates: lift every cap
+        p = _fill(np.where(p > 0, p, 1e-3), expected_frauds, 1.0)
+    return p
+
+
+def _lognormal(
+    rng: np.random.Generator, median: float | np.ndarray, sigma, size: int
+) -> np.ndarray:
+    return np.asarray(median) * np.exp(rng.normal(0.0, 1.0, size) * sigma)
+
+
+def _choice(rng: np.random.Generator, probs: np.ndarray, size: int) -> np.ndarray:
+    """Vectorized categorical draw; ``probs`` is (k,) or (size, k)."""
+    cum = np.cumsum(np.broadcast_to(probs, (size, np.shape(probs)[-1])), axis=1)
+    u = rng.random(size)[:, None] * cum[:, -1:]
+    return np.minimum((cum < u).sum(axis=1), cum.shape[1] - 1)
+
+
+def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Table:
+    """Generate the ``n`` transactions of day index ``day`` as a LABELLED_TRANSACTION table.
+
+    The table is sorted by timestamp. Deterministic in (``params.seed``, ``day``, ``n``).
+    """
+    rng = np.random.default_rng([params.seed, 1, day])
+    the_date = params.start_date + timedelta(days=day)
+    weekday = the_date.weekday()
+    k = world.cashiers_per_store
+    n_stores = len(world.store_ids)
+
+    # -- where and when
+    store = np.repeat(np.arange(n_stores), allocate(n, world.store_weight))
+    minute = rng.choice(1440, size=n, p=intraday_density(weekday))
+    micros = minute * 60_000_000 + rng.integers(0, 60_000_000, n)
+    hour = minute // 60
+    open_h = OPENING_HOURS[weekday][0]
+    # SCO is busier mid-day, when queues at staffed lanes are long.
+    peak = (hour >= 11) & (hour < 19)
+    sco = rng.random(n) < world.sco_share[store] * np.where(peak, 1.15, 0.8)
+    staffed = ~sco
+
+    # -- who: cashiers on duty in this store and hour, weighted by speed
+    on_duty = np.zeros((n_stores, 24, k))
+    shift_start = np.array([SHIFTS[i][0] for i in world.shift])
+    shift_end = np.array([SHIFTS[i][1] for i in world.shift])
+    hours = np.arange(24)[:, None]
+    for s in range(n_stores):  # per store, not per row
+        g = s * k + np.arange(k)
+        works = ~world.off_days[g, weekday]
+        duty = works & (shift_start[g] <= hours) & (hours < shift_end[g])  # (24, k)
+        # Edges of the day or a tiny staff: whoever works today (or anyone) covers.
+        fallback = works if works.any() else np.ones(k, dtype=bool)
+        duty = np.where(duty.any(axis=1, keepdims=True), duty, fallback)
+        on_duty[s] = duty / world.speed[g]
+    cashier_local = _choice(rng, on_duty[store, hour], n)
+    # One attendant per store and hour watches the SCO bank.
+    attendant = np.argmax(on_duty * rng.random(on_duty.shape), axis=2)
+    cashier_local = np.where(sco, attendant[store, hour], cashier_local)
+    cashier = store * k + cashier_local
+    staffed_lane = (cashier_local + day) % world.n_staffed[store]
+    sco_lane = rng.integers(0, 1 << 30, n) % world.n_sco[store]
+
+    # -- fraud labels
+    dishonest_active = world.dishonest[cashier] & (world.start_day[cashier] <= day)
+    risky_hour = (hour >= 19) | (hour < open_h + 2)
+    p_fraud = fraud_probabilities(
+        staffed=staffed,
+        dishonest_active=dishonest_active,
+        intensity=world.intensity[cashier],
+        risky_hour=risky_hour,
+        expected_frauds=params.fraud_rate * n,
+    )
+    is_fraud = rng.random(n) < p_fraud
+    use_primary = rng.random(n) < world.primary_prob[cashier]
+    favoured = np.where(use_primary, world.patterns[cashier, 0], world.patterns[cashier, 1])
+    opportunistic = _PATTERN_CODES[_choice(rng, np.asarray(OPPORTUNISTIC_MIX), n)]
+    ftype = np.where(sco, _SCAN, np.where(dishonest_active, favoured, opportunistic))
+    ftype = np.where(is_fraud, ftype, _NONE)
+    subtle = rng.random(n) < SUBTLE_SHARE
+
+    f_sweet, f_void, f_nosale = ftype == _SWEET, ftype == _VOID, ftype == _NOSALE
+    f_refund, f_disc, f_scan = ftype == _REFUND, ftype == _DISC, ftype == _SCAN
+
+    # -- basket: true items in the basket, items actually rung up
+    weekend = weekday >= 5
+    median_items = np.where(sco, 4.5, 9.0) * (1.15 if weekend else 1.0)
+    median_items = np.where(f_sweet | f_disc, 13.0, median_items)
+    median_items = np.where(f_nosale, 3.0, median_items)
+    median_items = np.where(f_scan, 7.0, median_items)
+    items_true = np.clip(np.rint(_lognormal(rng, median_items, np.where(sco, 0.7, 0.9), n)), 1, 150)
+    items_true = np.where(f_sweet, np.maximum(items_true, 3), items_true)
+    items_true = np.where(f_scan, np.maximum(items_true, 2), items_true).astype(np.int64)
+
+    unrung = np.zeros(n, dtype=np.int64)
+    frac = rng.uniform(0.35, 0.75, n)
+    unrung_sweet = np.where(subtle, 1 + (items_true >= 12), np.rint(items_true * frac))
+    unrung_scan = np.where(subtle, 1, np.rint(items_true * rng.uniform(0.35, 0.75, n)))
+    unrung = np.where(f_sweet, unrung_sweet, unrung)
+    unrung = np.where(f_scan, unrung_scan, unrung)
+    unrung = np.clip(unrung, 0, items_true - 1).astype(np.int64)
+    unrung = np.where(f_sweet | f_scan, np.maximum(unrung, 1), unrung)
+    rung = items_true - unrung
+
+    price_level = _lognormal(rng, 3.9, 0.3, n)
+    price_noise = np.exp(rng.normal(0.0, 1.0, n) * 0.55 / np.sqrt(np.maximum(rung, 1)))
+    gross = rung * price_level * price_noise
+    unit_kg = _lognormal(rng, 0.55, 0.3, n)
+    weight_true = items_true * unit_kg * np.exp(rng.normal(0.0, 1.0, n) * 0.5 / np.sqrt(items_true))
+
+    # Refunds: returns at the service desk (staffed lanes). Some are refund-only
+    # transactions with nothing bought.
+    legit_refund = staffed & ~is_fraud & (rng.random(n) < 0.022)
+    refund = legit_refund | f_refund
+    refund_amount = np.where(
+        f_refund,
+        np.where(subtle, _lognormal(rng, 38.0, 0.5, n), _lognormal(rng, 85.0, 0.55, n)),
+        _lognormal(rng, 20.0, 0.9, n),
+    )
+    refund_amount = np.where(refund, np.clip(refund_amount, 1.0, 900.0), 0.0)
+    refund_no_receipt = refund & (
+        rng.random(n) < np.where(f_refund, np.where(subtle, 0.2, 0.75), 0.17)
+    )
+    refund_only = refund & (rng.random(n) < np.where(f_refund, 0.65, 0.35))
+    items_true = np.where(refund_only, 0, items_true)
+    rung = np.where(refund_only, 0, rung)
+    unrung = np.where(refund_only, 0, unrung)
+    gross = np.where(refund_only, 0.0, gross)
+    weight_true = np.where(refund_only, 0.0, weight_true)
+
+    # Discounts and price overrides.
+    promo = rng.random(n) < 0.28
+    staff_disc = rng.random(n) < 0.03
+    disc_frac = np.where(promo, rng.uniform(0.02, 0.15, n), 0.0)
+    disc_frac = np.where(staff_disc, np.maximum(disc_frac, rng.uniform(0.1, 0.25, n)), disc_frac)
+    legit_override = rng.random(n) < np.where(staffed, 0.015, 0.003)
+    overrides = np.where(legit_override, 1 + (rng.random(n) < 0.1), 0)
+    disc_frac = np.where(legit_override, disc_frac + rng.uniform(0.02, 0.12, n), disc_frac)
+    abuse_frac = np.where(subtle, rng.uniform(0.15, 0.3, n), rng.uniform(0.3, 0.9, n))
+    abuse_overrides = np.where(subtle, 1, np.where(rng.random(n) < 0.75, rng.integers(1, 5, n), 0))
+    disc_frac = np.where(f_disc, abuse_frac, disc_frac)
+    overrides = np.where(f_disc, abuse_overrides, overrides)
+    discount = np.round(np.minimum(gross * disc_frac, gross), 2)
+    total = np.round(np.maximum(gross - discount, 0.0), 2)
+
+    # Voids: a mis-scan corrected (cheap line), sometimes an expensive one, rarely after
+    # payment with a supervisor; abusers void high-value lines, stay under the review
+    # limit, or void after the customer has paid cash.
+    legit_void = ~is_fraud & (rng.random(n) < np.where(staffed, 0.07, 0.04))
+    void_count = np.where(legit_void, _choice(rng, np.array([0.85, 0.12, 0.03]), n) + 1, 0)
+    line = _lognormal(rng, 1.0, 0.7, n) * price_level
+    void_amount = void_count * line
+    pricey = legit_void & (rng.random(n) < 0.08)
+    void_amount = np.where(pricey, rng.uniform(30.0, 150.0, n), void_amount)
+    post_payment = legit_void & (rng.random(n) < 0.035)
+
+    mode = _choice(rng, np.array([0.4, 0.35, 0.25]), n)  # high value / under limit / post-pay
+    abuse_count = rng.integers(1, 4, n)
+    high_value = abuse_count * rng.uniform(35.0, 180.0, n)
+    under_limit = abuse_count * rng.uniform(VOID_REVIEW_LIMIT - 6.0, VOID_REVIEW_LIMIT - 0.01, n)
+    after_pay = np.minimum(abuse_count, 2) * rng.uniform(10.0, 60.0, n)
+    abuse_amount = np.select([mode == 0, mode == 1], [high_value, under_limit], after_pay)
+    abuse_count = np.where(mode == 2, np.minimum(abuse_count, 2), abuse_count)
+    abuse_ppv = (mode == 2) | (rng.random(n) < 0.3)
+    void_count = np.where(f_void, np.where(subtle, 1, abuse_count), void_count)
+    void_amount = np.where(
+        f_void, np.where(subtle, rng.uniform(12.0, 35.0, n), abuse_amount), void_amount
+    )
+    post_payment = np.where(f_void, ~subtle & abuse_ppv, post_payment)
+    void_amount = np.round(np.where(void_count > 0, void_amount, 0.0), 2)
+
+    # No-sale drawer opens: to give change (rare, one), or to take cash (several).
+    legit_nosale = staffed & ~is_fraud & (rng.random(n) < 0.014)
+    no_sale = np.where(legit_nosale, 1 + (rng.random(n) < 0.1), 0)
+    nosale_abuse = np.where(subtle, 1, _choice(rng, np.array([0.25, 0.4, 0.22, 0.13]), n) + 1)
+    no_sale = np.where(f_nosale, nosale_abuse, no_sale)
+
+    # Payment.
+    pay_probs = np.where(
+        sco[:, None],
+        np.array([0.1, 0.66, 0.2, 0.04]),
+        np.array([0.24, 0.56, 0.15, 0.05]),
+    )
+    pay_probs = np.where(
+        (f_sweet | f_void | f_nosale)[:, None], np.array([0.6, 0.3, 0.07, 0.03]), pay_probs
+    )
+    pay_probs = np.where(f_refund[:, None], np.array([0.38, 0.55, 0.02, 0.05]), pay_probs)
+    payment = _choice(rng, pay_probs, n)
+
+    # Scale: staffed lanes have no security scale (scanner-scale rounding only); SCO has
+    # noise, bags on the scale and glitches of either sign. Scan avoidance leaves
+    # unexpected weight in the bagging area unless the item went around it.
+    weight_var = np.where(sco, rng.normal(0.0, 0.04, n), rng.normal(0.0, 0.004, n))
+    bag = sco & (rng.random(n) < 0.06)
+    weight_var = np.where(bag, weight_var + rng.uniform(0.03, 0.25, n), weight_var)
+    glitch = sco & (rng.random(n) < 0.01)
+    glitch_kg = _lognormal(rng, 0.5, 0.6, n) * np.where(rng.random(n) < 0.65, 1.0, -1.0)
+    weight_var = np.where(glitch, glitch_kg, weight_var)
+    hidden_kg = weight_true * unrung / np.maximum(items_true, 1)
+    weight_var = np.where(
+        f_scan,
+        np.where(subtle, rng.uniform(0.05, 0.3, n), hidden_kg * rng.uniform(0.7, 1.0, n))
+        + rng.normal(0.0, 0.04, n),
+        weight_var,
+    )
+    basket_kg = np.maximum(weight_true * rng.normal(1.0, 0.01, n), 0.0)
+
+    # Scan duration: payment overhead + items at the cashier's pace; unrung items are still
+    # handled (passed around the scanner, or bagged without scanning).
+    overhead = np.array([38.0, 22.0, 18.0, 26.0])[payment] * _lognormal(rng, 1.0, 0.25, n)
+    per_item = np.where(sco, _lognormal(rng, 6.5, 0.35, n), 3.1 * world.speed[cashier])
+    per_item = per_item * _lognormal(rng, 1.0, 0.15, n)
+    handled = rung + unrung * np.where(sco, rng.uniform(0.8, 1.2, n), rng.uniform(0.7, 1.0, n))
+    duration = overhead + handled * per_item + 12.0 * void_count + 9.0 * no_sale
+    duration += np.where(refund, 45.0, 0.0) + 15.0 * overrides + np.where(post_payment, 30.0, 0.0)
+    duration = np.maximum(duration, 5.0)
+
+    # -- ids, ordering
+    order = np.lexsort((micros, store))  # per store, in time order
+    seq = np.empty(n, dtype=np.int64)
+    store_sorted = store[order]
+    starts = np.searchsorted(store_sorted, np.arange(n_stores))
+    seq[order] = np.arange(n) - starts[store_sorted] + 1
+    final = np.lexsort((seq, store, micros))
+
+    day_start = np.datetime64(datetime.combine(the_date, datetime.min.time()), "us")
+    stamp = the_date.strftime("%Y%m%d")
+    store_arr = pa.array(world.store_ids)
+    prefix = pa.array([f"{sid}-{stamp}-" for sid in world.store_ids])
+    max_lanes = int(max(world.n_staffed.max(), world.n_sco.max()))
+    lane_names = pa.array(
+        [f"{sid}-L{j + 1:02d}" for sid in world.store_ids for j in range(max_lanes)]
+        + [f"{sid}-SCO{j + 1}" for sid in world.store_ids for j in range(max_lanes)]
+    )
+    lane_code = np.where(
+        sco, n_stores * max_lanes + store * max_lanes + sco_lane, store * max_lanes + staffed_lane
+    )
+
+    def take(values: np.ndarray) -> np.ndarray:
+        return values[final]
+
+    ids = pc.binary_join_element_wise(
+        prefix.take(pa.array(take(store))),
+        pc.utf8_lpad(pc.cast(pa.array(take(seq)), pa.string()), 6, "0"),
+        "",
+    )
+    columns = {
+        "transaction_id": ids,
+        "timestamp": pa.array(day_start + take(micros).astype("timedelta64[us]")),
+        "store_id": store_arr.take(pa.array(take(store))),
+        "lane_id": lane_names.take(pa.array(take(lane_code))),
+        "lane_type": pa.array(np.asarray(LANE_TYPES, dtype=object)[take(sco.astype(np.int64))]),
+        "cashier_id": pa.array(world.cashier_ids).take(pa.array(take(cashier))),
+        "item_count": take(rung).astype(np.int32),
+        "total_amount": take(total),
+        "void_count": take(void_count).astype(np.int32),
+        "void_amount": take(void_amount),
+        "post_payment_void": take(post_payment).astype(bool),
+        "no_sale_count": take(no_sale).astype(np.int32),
+        "refund_amount": np.round(take(refund_amount), 2),
+        "refund_no_receipt": take(refund_no_receipt),
+        "discount_amount": take(discount),
+        "price_override_count": take(overrides).astype(np.int32),
+        "payment_type": pa.array(np.asarray(PAYMENT_TYPES, dtype=object)[take(payment)]),
+        "weight_variance": np.round(take(weight_var), 3),
+        "basket_weight_kg": np.round(take(basket_kg), 3),
+        "scan_duration_s": np.round(take(duration), 1),
+        "is_fraud": take(is_fraud),
+        "fraud_type": pa.array(np.asarray(FRAUD_TYPES, dtype=object)[take(ftype)]),
+    }
+    return pa.table(columns, schema=LABELLED_TRANSACTION)
+
+
+def generate(params: DatagenParams) -> Iterator[pa.Table]:
+    """Yield one table per day (time-ordered), ``params.rows`` rows in total."""
+    params.validate()
+    world = make_world(params)
+    for day, n in enumerate(day_row_counts(params)):
+        if n:
+            yield generate_day(world, params, day, int(n))
+
+
+def rechunk(tables: Iterator[pa.Table], chunk_rows: int) -> Iterator[pa.Table]:
+    """Regroup a stream of tables into tables of exactly ``chunk_rows`` rows (last one shorter)."""
+    if chunk_rows <= 0:
+        raise ValueError(f"--chunk-rows must be positive, got {chunk_rows}")
+    pending: list[pa.Table] = []
+    size = 0
+    for table in tables:
+        pending.append(table)
+        size += table.num_rows
+        while size >= chunk_rows:
+            merged = pa.concat_tables(pending)
+            yield merged.slice(0, chunk_rows).combine_chunks()
+            rest = merged.slice(chunk_rows)
+            pending, size = ([rest] if rest.num_rows else []), rest.num_rows
+    if size:
+        yield pa.concat_tables(pending).combine_chunks()
+
+
+def summarize(counts: dict[str, int], rows: int) -> list[str]:
+    """Human summary lines: rows and the share of each fraud type."""
+    fraud = sum(v for k, v in counts.items() if k != "none")
+    lines = [f"rows {rows:,}  fraud {fraud:,} ({fraud / max(rows, 1):.2%})"]
+    for name in FRAUD_TYPES[1:]:
+        c = counts.get(name, 0)
+        lines.append(f"  {name:<15} {c:>9,}  {c / max(rows, 1):.3%}")
+    return lines

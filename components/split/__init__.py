@@ -1,0 +1,1 @@
+"""split stage: time-based historic lake / live stream split (see README.md)."""

@@ -1,0 +1,184 @@
+"""split: cut labelled transactions by time into a historic lake and a held-out live stream.
+
+Two streaming passes over the input, so memory is bounded by one read buffer plus the
+live window (a few days): the first reads only the timestamps to fix the boundaries, the
+second validates every batch against ``LABELLED_TRANSACTION`` and routes its rows to the
+Hive-partitioned historic lake or to the live window. Outputs are published only when all
+of them have been written.
+
+Example:
+    python -m components.split --in-transactions var/transactions --out-historic var/lake \\
+        --out-live-stream var/live.jsonl --out-live-labels var/live_labels.parquet \\
+        --out-time-splits var/time_splits.json --live-days 3 --valid-days 4 --test-days 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import logging
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from components.contracts import cli, storage
+from components.contracts.schemas import LABELLED_TRANSACTION, validate_table
+from components.split.logic import (
+    DATE_COLUMN,
+    SUBSETS,
+    TimeBoundaries,
+    assign_subset,
+    live_labels,
+    live_stream,
+    split_by_time,
+    time_boundaries,
+    with_date_partition,
+)
+
+log = logging.getLogger("split")
+
+BUFFER_ROWS = 1_000_000
+"""Historic rows gathered before one write (one Parquet file per date per write)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (the stage CLI contract)
+        print(f"split: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = _Parser(
+        prog="python -m components.split",
+        description="Split transactions by time into a historic lake (train/valid/test "
+        "boundaries) and a live stream with its labels held out.",
+    )
+    p.add_argument(
+        "--in-transactions",
+        required=True,
+        help="Labelled transactions: dataset folder or Parquet file (local or s3://).",
+    )
+    p.add_argument(
+        "--out-historic",
+        required=True,
+        help="Historic lake to write: Parquet dataset folder, Hive-partitioned by date=YYYY-MM-DD.",
+    )
+    p.add_argument(
+        "--out-live-stream",
+        required=True,
+        help="Live stream to write: JSON Lines of raw transactions (no labels), time-ordered.",
+    )
+    p.add_argument(
+        "--out-live-labels",
+        required=True,
+        help="Live labels to write: Parquet (transaction_id, is_fraud, fraud_type).",
+    )
+    p.add_argument(
+        "--out-time-splits",
+        required=True,
+        help="Boundaries JSON to write: train_end, valid_end, historic_end, live_end.",
+    )
+    p.add_argument(
+        "--live-days", type=int, default=3, help="Final days held out as live (default 3)."
+    )
+    p.add_argument(
+        "--valid-days",
+        type=int,
+        default=4,
+        help="Days before the test window used for validation (default 4).",
+    )
+    p.add_argument(
+        "--test-days",
+        type=int,
+        default=5,
+        help="Days before the live window used for the offline test (default 5).",
+    )
+    return p.parse_args(argv)
+
+
+def read_boundaries(uri: str, args: argparse.Namespace) -> TimeBoundaries:
+    """First pass: the time range from the timestamp column alone."""
+    ts_schema = pa.schema([LABELLED_TRANSACTION.field("timestamp")])
+    ts = storage.read_table(uri, ts_schema).column("timestamp")
+    bounds = pc.min_max(ts).as_py()
+    return time_boundaries(
+        bounds["min"], bounds["max"],
+        live_days=args.live_days, valid_days=args.valid_days, test_days=args.test_days,
+    )  # fmt: skip
+
+
+def _delete_quietly(uri: str) -> None:
+    with contextlib.suppress(OSError):
+        fs, path = storage.filesystem(uri)
+        fs.delete_file(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    for name in ("live_days", "valid_days", "test_days"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be at least 1, got {getattr(args, name)}")
+    started = time.perf_counter()
+    src = args.in_transactions
+    b = read_boundaries(src, args)
+    log.info("boundaries %s", b.to_json())
+
+    counts: collections.Counter[str] = collections.Counter()
+    live_parts: list[pa.Table] = []
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    written: list[str] = []
+    with storage.DatasetWriter(args.out_historic, partition_cols=[DATE_COLUMN]) as writer:
+        try:
+            for batch in storage.iter_dataset_batches(src):
+                table = validate_table(
+                    pa.Table.from_batches([batch]), LABELLED_TRANSACTION, source=src
+                )
+                subsets, n = np.unique(
+                    assign_subset(table.column("timestamp"), b), return_counts=True
+                )
+                counts.update(dict(zip(subsets.tolist(), n.tolist(), strict=True)))
+                historic, live = split_by_time(table, b)
+                if live.num_rows:
+                    live_parts.append(live)
+                if historic.num_rows:
+                    pending.append(historic)
+                    pending_rows += historic.num_rows
+                if pending_rows >= BUFFER_ROWS:
+                    writer.write(with_date_partition(pa.concat_tables(pending)))
+                    pending, pending_rows = [], 0
+            if pending:
+                writer.write(with_date_partition(pa.concat_tables(pending)))
+            empty = [s for s in SUBSETS if not counts[s]]
+            if empty:
+                raise ValueError(
+                    f"{src}: no transactions in the {empty[0]} window {b.to_json()} "
+                    "(gap in the data?)"
+                )
+            live = pa.concat_tables(live_parts)
+            for uri, write in (
+                (args.out_live_stream, lambda u: storage.write_jsonl(live_stream(live), u)),
+                (args.out_live_labels, lambda u: storage.write_table(live_labels(live), u)),
+                (args.out_time_splits, lambda u: storage.write_json(b.to_json(), u)),
+            ):
+                write(uri)
+                written.append(uri)
+        except BaseException:
+            for uri in written:  # the historic lake is aborted by the writer itself
+                _delete_quietly(uri)
+            raise
+    elapsed = time.perf_counter() - started
+    total = sum(counts.values())
+    print(f"split: {total:,} rows in {elapsed:.1f}s")
+    for s in SUBSETS:
+        print(f"  {s:<5} {counts[s]:>11,}  ({counts[s] / total:.1%})")
+    print(f"  boundaries {b.to_json()}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run("split", main))
