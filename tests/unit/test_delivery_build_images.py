@@ -109,8 +109,10 @@ def test_plan_digest_tracks_exactly_the_image_files(tiny_repo):
     (p,) = bi.plan_images(tiny_repo, "reg.example/ci", "abc1234", ["datagen"])
     assert p.files[0] == "components/datagen/Dockerfile"
     assert set(p.files) == {
-        "components/datagen/Dockerfile", "components/__init__.py",
-        "components/contracts/schemas.py", "components/datagen/__main__.py",
+        "components/datagen/Dockerfile",
+        "components/__init__.py",
+        "components/contracts/schemas.py",
+        "components/datagen/__main__.py",
         "components/datagen/requirements.txt",
     }  # fmt: skip  (no __pycache__: .dockerignore applies)
     assert re.fullmatch(r"reg\.example/ci/datagen:abc1234-[0-9a-f]{12}", p.ref)
@@ -148,7 +150,7 @@ def test_build_and_push_calls_with_mocked_client(tiny_repo, tmp_path):
     assert kwargs["dockerfile"] == "components/datagen/Dockerfile"
     assert kwargs["tag"] == planned[0].ref and kwargs["target"] is None
     assert kwargs["labels"]["org.opencontainers.image.revision"] == "abc1234"
-    repo, = client.images.push.call_args.args
+    (repo,) = client.images.push.call_args.args
     assert repo == "reg.example/ci/datagen"
     assert client.images.push.call_args.kwargs["tag"] == planned[0].tag
     assert results["datagen"]["digest"] == "sha256:" + "a" * 64
@@ -168,7 +170,7 @@ def test_push_error_is_one_clear_line():
 def test_serving_build_refuses_unbaked_bundle(tiny_repo):
     planned = bi.plan_images(tiny_repo, "r.example", "abc1234", ["serving-lambda"])
     client = _fake_client()
-    with pytest.raises(bi.BuildError, match="bake_bundle.py"):
+    with pytest.raises(bi.BuildError, match=r"bake_bundle\.py"):
         bi.build_all(client, tiny_repo, planned, git_sha="abc1234")
     client.images.build.assert_not_called()
 

@@ -62,7 +62,9 @@ def test_hadolint_passes(path):
 
 def test_hadolint_rejects_a_bad_dockerfile(tmp_path):
     bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python\nRUN apt-get update && apt-get install -y gcc\nRUN pip install numpy\n")
+    bad.write_text(
+        "FROM python\nRUN apt-get update && apt-get install -y gcc\nRUN pip install numpy\n"
+    )
     out = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True)
     assert out.returncode != 0
     assert "DL3006" in out.stdout  # untagged base image
@@ -120,7 +122,8 @@ def _requirements(path: Path) -> list[Requirement]:
 
 @pytest.mark.parametrize(
     "path",
-    [REPO / f"components/{s}/requirements.txt" for s in STAGES] + [REPO / "serving/requirements.txt"],
+    [REPO / f"components/{s}/requirements.txt" for s in STAGES]
+    + [REPO / "serving/requirements.txt"],
     ids=lambda p: str(p.relative_to(REPO)),
 )
 def test_requirements_pinned_to_pyproject_and_venv(path):
@@ -133,7 +136,9 @@ def test_requirements_pinned_to_pyproject_and_venv(path):
         pinned = spec[0].version
         name = req.name.lower()
         assert name in deps, f"{path}: {req.name} is not a dependency in pyproject.toml"
-        assert deps[name].specifier.contains(pinned), f"{path}: {req} violates pyproject {deps[name]}"
+        assert deps[name].specifier.contains(pinned), (
+            f"{path}: {req} violates pyproject {deps[name]}"
+        )
         installed = importlib.metadata.version(req.name)
         assert installed == pinned, f"{path}: {req} but the tested venv has {installed}"
 

@@ -54,8 +54,10 @@ def test_cfn_lint_passes():
 
 
 def test_cfn_lint_catches_a_broken_template(tmp_path):
-    broken = (MANIFESTS / "lambda/template.yaml").read_text().replace(
-        "PackageType: Image", "PackageType: Imag"
+    broken = (
+        (MANIFESTS / "lambda/template.yaml")
+        .read_text()
+        .replace("PackageType: Image", "PackageType: Imag")
     )
     path = tmp_path / "template.yaml"
     path.write_text(broken)
@@ -97,13 +99,18 @@ def test_ecs_task_definition_is_a_valid_register_request():
 
     raw = (MANIFESTS / "ecs/task-definition.json").read_text()
     placeholders = {m.group(1) for m in re.finditer(r"\$\{(\w+)\}", raw)}
-    assert placeholders == set(ECS_VARS), "every placeholder is documented in manifests/ecs/README.md"
+    assert placeholders == set(ECS_VARS), (
+        "every placeholder is documented in manifests/ecs/README.md"
+    )
     readme = (MANIFESTS / "ecs/README.md").read_text()
     assert all(f"`{name}`" in readme for name in placeholders)
     params = json.loads(string.Template(raw).substitute(ECS_VARS))
-    shape = botocore.session.get_session().get_service_model("ecs").operation_model(
-        "RegisterTaskDefinition"
-    ).input_shape
+    shape = (
+        botocore.session.get_session()
+        .get_service_model("ecs")
+        .operation_model("RegisterTaskDefinition")
+        .input_shape
+    )
     report = ParamValidator().validate(params, shape)
     assert not report.has_errors(), report.generate_report()
 
@@ -158,7 +165,10 @@ def test_k8s_objects_fit_together():
                                             "name": dep["metadata"]["name"]}  # fmt: skip
     assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     sm = docs["ServiceMonitor"]
-    assert sm["spec"]["selector"]["matchLabels"].items() <= docs["Service"]["metadata"]["labels"].items()
+    assert (
+        sm["spec"]["selector"]["matchLabels"].items()
+        <= docs["Service"]["metadata"]["labels"].items()
+    )
     assert sm["spec"]["endpoints"][0]["port"] == "http"
     kust = docs["Kustomization"]
     assert container["image"] == kust["images"][0]["name"]
