@@ -206,9 +206,7 @@ class XGBTrees:
     def margins(self, X: np.ndarray) -> np.ndarray:
         """Margins of every row of ``X`` (n, F) as float32 (blocks of rows in parallel)."""
         out = np.empty(X.shape[0], dtype=np.float32)
-        _xgb_margin_batch(
-            np.ascontiguousarray(X), *self._args(), self.roots, self.base_margin, out
-        )
+        _xgb_margin_batch(np.ascontiguousarray(X), *self._args(), self.roots, self.base_margin, out)
         return out
 
     def margins_contribs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,8 +215,14 @@ class XGBTrees:
         margins = np.empty(n, dtype=np.float32)
         contribs = np.empty((n, self.num_features + 1), dtype=np.float32)
         _xgb_margin_contribs_batch(
-            np.ascontiguousarray(X), *self._args(), self.delta, self.roots, self.base_margin,
-            self.bias, margins, contribs,
+            np.ascontiguousarray(X),
+            *self._args(),
+            self.delta,
+            self.roots,
+            self.base_margin,
+            self.bias,
+            margins,
+            contribs,
         )
         return margins, contribs
 
@@ -402,8 +406,13 @@ class IForestTrees:
         """sklearn ``score_samples`` of every row of ``X`` (blocks of rows in parallel)."""
         out = np.empty(X.shape[0], dtype=np.float64)
         _iforest_path_batch(
-            np.ascontiguousarray(X), self.child, self.feature, self.threshold,
-            self.missing_left, self.roots, out,
+            np.ascontiguousarray(X),
+            self.child,
+            self.feature,
+            self.threshold,
+            self.missing_left,
+            self.roots,
+            out,
         )
         if self.denominator == 0:
             return np.full_like(out, -0.5)
@@ -450,3 +459,104 @@ def _iforest_path_batch(X, child, feature, threshold, missing_left, roots, out):
                 acc[r] += threshold[node]
         for r in range(hi - lo):
             out[lo + r] = acc[r]
+
+
+# --------------------------------------------------------------------------------------
+# Both models on one row, in one compiled call (the single-request hot path)
+# --------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def top_positive(contribs, top):
+    """Fill ``top`` with the indices of the largest positive ``contribs[:-1]``, descending.
+
+    Unused slots are ``-1``. Returns the number of slots filled.
+    """
+    k = top.size
+    for j in range(k):
+        top[j] = -1
+    filled = 0
+    for f in range(contribs.size - 1):
+        v = contribs[f]
+        if not v > 0.0:
+            continue
+        pos = filled if filled < k else k
+        while pos > 0 and contribs[top[pos - 1]] < v:
+            pos -= 1
+        if pos < k:
+            last = filled if filled < k else k - 1
+            for m in range(last, pos, -1):
+                top[m] = top[m - 1]
+            top[pos] = f
+            if filled < k:
+                filled += 1
+    return filled
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_pair_row(
+    x,
+    xc,
+    xf,
+    xt,
+    xd,
+    xdelta,
+    xroots,
+    base,
+    bias,
+    fc,
+    ff,
+    ft,
+    fm,
+    froots,
+    contribs,
+    top,
+):
+    margin = _xgb_margin_contribs_row(x, xc, xf, xt, xd, xdelta, xroots, base, bias, contribs)
+    path = _iforest_path_row(x, fc, ff, ft, fm, froots)
+    n_top = top_positive(contribs, top)
+    return margin, path, n_top
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def top_positive_batch(contribs, top):
+    """Row-wise ``top_positive`` over (n, F + 1) contributions into (n, k) ``top``."""
+    for i in numba.prange(contribs.shape[0]):
+        top_positive(contribs[i], top[i])
+
+
+def score_pair_row(
+    x: np.ndarray, xgb: XGBTrees, forest: IForestTrees, contribs: np.ndarray, top: np.ndarray
+) -> tuple[float, float, int]:
+    """Score one row with both models in one compiled call.
+
+    Args:
+        x: (F,) float64 features.
+        xgb: The XGBoost trees.
+        forest: The isolation-forest trees.
+        contribs: (F + 1,) float32 buffer receiving the Saabas attributions.
+        top: (k,) int64 buffer receiving the top positive attributions' feature indices.
+
+    Returns:
+        ``(xgb_margin, iforest_score, n_top)``; ``iforest_score`` is sklearn's
+        ``score_samples`` value.
+    """
+    margin, path, n_top = _score_pair_row(
+        x,
+        xgb.child,
+        xgb.feature,
+        xgb.threshold,
+        xgb.default_left,
+        xgb.delta,
+        xgb.roots,
+        xgb.base_margin,
+        xgb.bias,
+        forest.child,
+        forest.feature,
+        forest.threshold,
+        forest.missing_left,
+        forest.roots,
+        contribs,
+        top,
+    )
+    return float(margin), forest._finish(path), int(n_top)
