@@ -1,0 +1,300 @@
+"""Local runner on tiny toy pipelines compiled with the real KFP compiler.
+
+Toy container components (``python -c`` scripts) keep these fast; they exercise caching,
+cache busting by content, --rerun-from / --only, failures, SIGKILL + resume, timeouts,
+retries and an S3 pipeline root on the moto server. The real stages are covered by
+``tests/e2e/test_pipeline_e2e.py``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kfp import compiler, dsl
+
+from components.contracts.settings import Settings
+from pipelines.runner import RunFailed, Runner, RunOptions, record
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+TOY = r"""
+import hashlib, os, pathlib, sys, time
+a = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+h = hashlib.sha256(a["--tag"].encode())
+for key in ("--in-a", "--in-b"):
+    if key in a:
+        p = pathlib.Path(a[key])
+        for f in (sorted(p.rglob("*")) if p.is_dir() else [p]):
+            if f.is_file():
+                h.update(f.read_bytes())
+if a.get("--fail-marker") and os.path.exists(a["--fail-marker"]):
+    print("toy: failing on purpose because", a["--fail-marker"], "exists", file=sys.stderr)
+    sys.exit(3)
+out = pathlib.Path(a["--out"])
+out.mkdir(parents=True, exist_ok=True)
+(out / "partial.txt").write_text("partial")
+if a.get("--pidfile"):
+    pathlib.Path(a["--pidfile"]).write_text(str(os.getpid()))
+hold, deadline = a.get("--hold"), time.time() + 60
+while hold and os.path.exists(hold) and time.time() < deadline:
+    time.sleep(0.05)
+(out / "result.txt").write_text(h.hexdigest())
+print("toy done", a["--tag"])
+"""
+
+
+@dsl.container_component
+def first(src: dsl.Input[dsl.Dataset], out: dsl.Output[dsl.Dataset], tag: str):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", TOY],
+                             args=["--in-a", src.path, "--out", out.path, "--tag", tag])  # fmt: skip
+
+
+@dsl.container_component
+def second(src: dsl.Input[dsl.Dataset], out: dsl.Output[dsl.Dataset], tag: str, fail_marker: str):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", TOY],
+                             args=["--in-a", src.path, "--out", out.path, "--tag", tag,
+                                   "--fail-marker", fail_marker])  # fmt: skip
+
+
+@dsl.container_component
+def side(
+    src: dsl.Input[dsl.Dataset], out: dsl.Output[dsl.Dataset], tag: str, hold: str, pidfile: str
+):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", TOY],
+                             args=["--in-a", src.path, "--out", out.path, "--tag", tag,
+                                   "--hold", hold, "--pidfile", pidfile])  # fmt: skip
+
+
+@dsl.container_component
+def join(
+    a: dsl.Input[dsl.Dataset], b: dsl.Input[dsl.Dataset], out: dsl.Output[dsl.Dataset], tag: str
+):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", TOY],
+                             args=["--in-a", a.path, "--in-b", b.path, "--out", out.path, "--tag", tag])  # fmt: skip
+
+
+@dsl.pipeline(name="toy")
+def toy(
+    file1: str, file2: str, tag: str = "t", fail_marker: str = "", hold: str = "", pidfile: str = ""
+):
+    """importer -> first -> second ---+
+    importer-2 -> side -----------+-> join"""
+    i1 = dsl.importer(artifact_uri=file1, artifact_class=dsl.Dataset)
+    i2 = dsl.importer(artifact_uri=file2, artifact_class=dsl.Dataset)
+    a = first(src=i1.output, tag=tag)
+    b = second(src=a.outputs["out"], tag=tag, fail_marker=fail_marker)
+    b.set_retry(num_retries=1, backoff_duration="0s")
+    c = side(src=i2.output, tag=tag, hold=hold, pidfile=pidfile)
+    join(a=b.outputs["out"], b=c.outputs["out"], tag=tag)
+
+
+WORK = ("first", "second", "side", "join")
+
+
+@pytest.fixture(scope="module")
+def toy_yaml(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("toy") / "toy.yaml"
+    compiler.Compiler().compile(toy, str(path))
+    return path
+
+
+@pytest.fixture
+def toy_inputs(tmp_path) -> dict[str, str]:
+    (tmp_path / "f1.txt").write_text("hello\n")
+    (tmp_path / "f2.txt").write_text("world\n")
+    return {"file1": str(tmp_path / "f1.txt"), "file2": str(tmp_path / "f2.txt")}
+
+
+def run(yaml_path, params, **options) -> record.RunRecord:
+    return Runner(Settings.from_env(), out=None).run(
+        yaml_path, RunOptions(params=dict(params), **options)
+    )
+
+
+def statuses(rec) -> dict[str, str]:
+    return {n: rec.tasks[n].cache for n in WORK}
+
+
+def test_second_run_is_all_cache_hits_with_same_outputs(local_env, toy_yaml, toy_inputs):
+    one = run(toy_yaml, toy_inputs)
+    assert one.status == record.RUN_SUCCEEDED
+    assert statuses(one) == dict.fromkeys(WORK, "miss")
+    two = run(toy_yaml, toy_inputs)
+    assert statuses(two) == dict.fromkeys(WORK, "hit")
+    assert two.tasks["join"].outputs == one.tasks["join"].outputs
+    assert two.run_id != one.run_id
+    assert record.load(local_env, two.run_id) == two  # the record on disk is the final state
+
+
+def test_changing_one_input_byte_busts_exactly_the_dependent_tasks(local_env, toy_yaml, toy_inputs):
+    run(toy_yaml, toy_inputs)
+    Path(toy_inputs["file2"]).write_text("worle\n")
+    rec = run(toy_yaml, toy_inputs)
+    assert statuses(rec) == {"first": "hit", "second": "hit", "side": "miss", "join": "miss"}
+    # A parameter change busts every task that takes it.
+    rec = run(toy_yaml, {**toy_inputs, "tag": "u"})
+    assert statuses(rec) == dict.fromkeys(WORK, "miss")
+
+
+def test_tampered_cached_output_is_not_trusted(local_env, toy_yaml, toy_inputs):
+    one = run(toy_yaml, toy_inputs)
+    Path(one.tasks["side"].outputs["out"]["uri"], "result.txt").write_text("tampered")
+    rec = run(toy_yaml, toy_inputs)
+    assert rec.tasks["side"].cache == "miss"
+    assert rec.tasks["join"].cache == "hit"  # side's fresh output has the original content
+
+
+def test_rerun_from_and_only(local_env, toy_yaml, toy_inputs):
+    run(toy_yaml, toy_inputs)
+    rec = run(toy_yaml, toy_inputs, rerun_from="second")
+    assert statuses(rec) == {
+        "first": "hit",
+        "second": "disabled",
+        "side": "hit",
+        "join": "disabled",
+    }
+    rec = run(toy_yaml, toy_inputs, only="join")
+    assert statuses(rec) == {"first": "hit", "second": "hit", "side": "hit", "join": "disabled"}
+    rec = run(toy_yaml, toy_inputs, only="side")
+    assert rec.tasks["side"].cache == "disabled"
+    skipped = {n for n, t in rec.tasks.items() if t.status == record.SKIPPED}
+    assert skipped == {"importer", "first", "second", "join"}
+
+
+def test_only_without_cached_upstream_fails_clearly(local_env, toy_yaml, toy_inputs):
+    with pytest.raises(RunFailed, match="no cached result"):
+        run(toy_yaml, toy_inputs, only="join")
+
+
+def test_failing_task_fails_the_run_and_siblings_stay_cached(
+    local_env, toy_yaml, toy_inputs, tmp_path
+):
+    marker = tmp_path / "fail-now"
+    marker.write_text("x")
+    params = {**toy_inputs, "fail_marker": str(marker)}
+    env = {**os.environ, "VAR_DIR": str(local_env)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines", "run", str(toy_yaml), *[f"--param={k}={v}" for k, v in params.items()]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "task 'second' failed: exited with code 3" in proc.stderr
+    assert "toy: failing on purpose" in proc.stderr  # the tail of its log
+    rec = record.list_runs(local_env)[0]
+    assert rec.status == record.RUN_FAILED
+    assert rec.tasks["second"].attempts == 2  # set_retry(num_retries=1) from the YAML
+    assert rec.tasks["side"].status == record.SUCCEEDED
+    assert rec.tasks["join"].status == record.NOT_RUN
+    marker.unlink()
+    again = run(toy_yaml, params)
+    assert statuses(again) == {"first": "hit", "second": "miss", "side": "hit", "join": "miss"}
+
+
+def _cache_entry(root: Path, key: str) -> Path:
+    return root / ".cache" / key[:2] / f"{key}.json"
+
+
+def test_sigkilled_task_leaves_a_resumable_run_and_no_cache_entry(
+    local_env, toy_yaml, toy_inputs, tmp_path
+):
+    hold, pidfile = tmp_path / "hold", tmp_path / "side.pid"
+    hold.write_text("wait")
+    params = {**toy_inputs, "hold": str(hold), "pidfile": str(pidfile)}
+    env = {**os.environ, "VAR_DIR": str(local_env)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run", str(toy_yaml), *[f"--param={k}={v}" for k, v in params.items()]],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and pidfile.read_text()):
+            assert time.monotonic() < deadline, "side task never started"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "task 'side' failed: killed by SIGKILL" in err
+    rec = record.list_runs(local_env)[0]
+    side = rec.tasks["side"]
+    assert side.status == record.FAILED
+    out_dir = Path(local_env) / "pipeline-root" / "toy" / rec.run_id / "side" / "out"
+    assert (out_dir / "partial.txt").exists() and not (out_dir / "result.txt").exists()
+    assert not _cache_entry(Path(local_env) / "pipeline-root", side.cache_key).exists()
+    done_before = {n: rec.tasks[n].finished_at for n in ("first", "second")}
+
+    hold.unlink()
+    pidfile.unlink()
+    resumed = Runner(Settings.from_env(), out=None).run(None, RunOptions(resume=rec.run_id))
+    assert resumed.run_id == rec.run_id and resumed.resumed == 1
+    assert resumed.status == record.RUN_SUCCEEDED
+    assert {n: resumed.tasks[n].finished_at for n in ("first", "second")} == done_before
+    assert (
+        resumed.tasks["side"].status == record.SUCCEEDED and resumed.tasks["side"].cache == "miss"
+    )
+    assert (out_dir / "result.txt").exists()
+    assert _cache_entry(Path(local_env) / "pipeline-root", resumed.tasks["side"].cache_key).exists()
+    with pytest.raises(Exception, match="already succeeded"):
+        Runner(Settings.from_env(), out=None).run(None, RunOptions(resume=rec.run_id))
+
+
+def test_task_timeout_kills_the_task(local_env, toy_yaml, toy_inputs, tmp_path):
+    hold = tmp_path / "hold"
+    hold.write_text("wait")
+    with pytest.raises(RunFailed, match=r"task 'side' failed: timed out after 0.5s"):
+        run(toy_yaml, {**toy_inputs, "hold": str(hold)}, task_timeout=0.5)
+
+
+def test_s3_pipeline_root_uploads_outputs_and_caches(local_env, s3_bucket, toy_yaml, toy_inputs):
+    import boto3
+
+    root = f"s3://{s3_bucket}/pipeline-root"
+    one = run(toy_yaml, toy_inputs, pipeline_root=root)
+    assert statuses(one) == dict.fromkeys(WORK, "miss")
+    join_uri = one.tasks["join"].outputs["out"]["uri"]
+    assert join_uri == f"{root}/toy/{one.run_id}/join/out"
+    s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert f"pipeline-root/toy/{one.run_id}/join/out/result.txt" in keys
+    assert any(k.startswith("pipeline-root/.cache/") for k in keys)
+    # join read both inputs downloaded from S3: its digest matches the local-root run
+    two = run(toy_yaml, toy_inputs, pipeline_root=root)
+    assert statuses(two) == dict.fromkeys(WORK, "hit")
+    local = run(toy_yaml, toy_inputs)
+    assert (
+        local.tasks["join"].outputs["out"]["digest"] == one.tasks["join"].outputs["out"]["digest"]
+    )
+    body = s3.get_object(
+        Bucket=s3_bucket, Key=f"pipeline-root/toy/{one.run_id}/join/out/result.txt"
+    )["Body"].read()
+    assert len(body) == 64
+
+
+def test_cli_runs_and_show(local_env, toy_yaml, toy_inputs):
+    env = {**os.environ, "VAR_DIR": str(local_env)}
+    args = [f"--param={k}={v}" for k, v in toy_inputs.items()]
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "run", str(toy_yaml), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "cache hits: 0/6" in proc.stdout
+    assert "join" in proc.stderr and "finished" in proc.stderr  # live progress
+    run_id = record.list_runs(local_env)[0].run_id
+    listing = subprocess.run([sys.executable, "-m", "pipelines", "runs"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run_id in listing.stdout
+    shown = subprocess.run([sys.executable, "-m", "pipelines", "show", run_id, "--json"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert json.loads(shown.stdout)["tasks"]["join"]["status"] == "succeeded"
+    bad = subprocess.run([sys.executable, "-m", "pipelines", "run", str(toy_yaml), "--param", "nope=1"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "unknown pipeline parameter(s): nope" in bad.stderr
