@@ -237,15 +237,17 @@ def build_bundle_files(
     return folder
 
 
-def write_bundle(out_dir: str | Path, **kwargs: Any) -> Bundle:
+def write_bundle(out_dir: str | Path, *, check_versions: bool = True, **kwargs: Any) -> Bundle:
     """Assemble the serving bundle at ``out_dir`` atomically and return it verified.
 
-    ``out_dir`` must be a local folder (register uploads it elsewhere if needed). Keyword
-    arguments are those of ``build_bundle_files``.
+    The bundle is verified with ``load_bundle`` before it is published, so a bundle that
+    would not load is never written. ``out_dir`` must be a local folder (``register``
+    uploads elsewhere if needed). Other keyword arguments are those of ``build_bundle_files``.
     """
     with staged_output(str(out_dir)) as tmp:
         build_bundle_files(tmp, **kwargs)
-    return load_bundle(out_dir)
+        load_bundle(tmp, check_versions=check_versions)
+    return load_bundle(out_dir, check_versions=check_versions)
 
 
 def write_registry_sidecar(
@@ -322,10 +324,11 @@ def load_bundle(
     for name in REQUIRED_FILES:
         if name not in files:
             raise BundleError(f"{root / name}: required file not listed in {MANIFEST}")
+    for rel in files:
+        if root not in (root / rel).resolve().parents:
+            raise BundleError(f"{manifest_path}: listed path {rel!r} escapes the bundle")
     for rel, expected in files.items():
         path = (root / rel).resolve()
-        if root not in path.parents:
-            raise BundleError(f"{manifest_path}: listed path {rel!r} escapes the bundle")
         if not path.is_file():
             raise BundleError(f"{path}: listed in {MANIFEST} but missing")
         actual = sha256_file(path)

@@ -1,0 +1,182 @@
+"""Register logic: the quality gate and the pyfunc's input/output schema. No I/O.
+
+Quality gate for a candidate model version (metrics of the blend on the TEST subset,
+from ``evaluate``'s ``metrics.json`` summary):
+
+1. absolute floors: ``blend_pr_auc >= min_pr_auc`` and
+   ``blend_recall_at_1pct_fpr >= min_recall_at_1pct_fpr``;
+2. no regression: for the same two metrics, ``candidate >= champion - max_regression``
+   against the version currently holding the ``champion`` alias (skipped, and said so,
+   when there is no champion yet or it carries no such metric).
+
+Pass -> the alias moves to the candidate; reject -> the alias is untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from components.contracts.schemas import RAW_TRANSACTION
+
+GATED_METRICS = ("blend_pr_auc", "blend_recall_at_1pct_fpr")
+METRIC_TAG_PREFIX = "metric."
+"""Model-version tags holding the candidate's metrics (``metric.blend_pr_auc`` ...)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate condition and its outcome."""
+
+    name: str
+    value: float | None
+    bound: float | None
+    passed: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of the quality gate."""
+
+    passed: bool
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        failed = [c for c in self.checks if not c.passed]
+        if not failed:
+            return "all checks passed: " + "; ".join(_describe(c) for c in self.checks)
+        return "rejected: " + "; ".join(_describe(c) for c in failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _describe(c: Check) -> str:
+    if c.value is None or c.bound is None:
+        return f"{c.name}: {c.note}"
+    op = ">=" if c.passed else "<"
+    text = f"{c.name} {c.value:.4f} {op} {c.bound:.4f}"
+    return f"{text} ({c.note})" if c.note else text
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def gate(
+    candidate: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    *,
+    min_pr_auc: float,
+    min_recall_at_1pct_fpr: float,
+    max_regression: float,
+) -> GateDecision:
+    """Apply the quality gate (module docstring) to the candidate's metrics.
+
+    Args:
+        candidate: Candidate metrics (the ``metrics.json`` summary).
+        champion: Current champion's metrics, or None when there is no champion.
+        min_pr_auc: Floor for ``blend_pr_auc``.
+        min_recall_at_1pct_fpr: Floor for ``blend_recall_at_1pct_fpr``.
+        max_regression: Largest allowed drop of either metric against the champion.
+    """
+    if max_regression < 0:
+        raise ValueError(f"--max-regression must be >= 0, got {max_regression}")
+    checks: list[Check] = []
+    floors = {"blend_pr_auc": min_pr_auc, "blend_recall_at_1pct_fpr": min_recall_at_1pct_fpr}
+    for name, floor in floors.items():
+        value = _finite(candidate.get(name))
+        if value is None:
+            checks.append(Check(f"{name} floor", None, floor, False, "candidate metric missing"))
+        else:
+            checks.append(Check(f"{name} floor", value, floor, value >= floor))
+    for name in GATED_METRICS:
+        label = f"{name} vs champion"
+        if champion is None:
+            checks.append(Check(label, None, None, True, "no current champion"))
+            continue
+        reference = _finite(champion.get(name))
+        value = _finite(candidate.get(name))
+        if reference is None:
+            checks.append(Check(label, None, None, True, "champion has no such metric"))
+        elif value is None:
+            checks.append(Check(label, None, None, False, "candidate metric missing"))
+        else:
+            bound = reference - max_regression
+            checks.append(
+                Check(
+                    label,
+                    value,
+                    bound,
+                    value >= bound - 1e-12,
+                    f"champion {reference:.4f} - max regression {max_regression:g}",
+                )
+            )
+    return GateDecision(passed=all(c.passed for c in checks), checks=checks)
+
+
+def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """Model-version tags for the candidate's metrics (strings, finite values only)."""
+    return {
+        f"{METRIC_TAG_PREFIX}{k}": repr(float(v))
+        for k, v in metrics.items()
+        if _finite(v) is not None
+    }
+
+
+def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
+    """Inverse of ``metric_tags``."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG_PREFIX) and _finite(value) is not None:
+            out[key[len(METRIC_TAG_PREFIX) :]] = float(value)
+    return out
+
+
+_MLFLOW_TYPES = {"string": "string", "int32": "long", "double": "double", "bool": "boolean"}
+REQUIRED_INPUTS = (
+    "transaction_id",
+    "cashier_id",
+    "item_count",
+    "total_amount",
+    "void_count",
+    "no_sale_count",
+    "weight_variance",
+)
+
+
+def model_signature():
+    """The pyfunc's ``ModelSignature``: raw transaction fields in, risk score/level out.
+
+    The seed brief's fields are required; every other ``RAW_TRANSACTION`` field is optional
+    (``required=False``). ``timestamp`` is an ISO-8601 string (what the API receives).
+    Counts are ``long`` so JSON integers pass MLflow's schema enforcement.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = []
+    for f in RAW_TRANSACTION:
+        kind = "string" if f.name == "timestamp" else _MLFLOW_TYPES[str(f.type)]
+        inputs.append(ColSpec(kind, f.name, required=f.name in REQUIRED_INPUTS))
+    outputs = Schema(
+        [
+            ColSpec("string", "transaction_id"),
+            ColSpec("double", "risk_score"),
+            ColSpec("string", "risk_level"),
+            ColSpec("string", "action"),
+        ]
+    )
+    return ModelSignature(inputs=Schema(inputs), outputs=outputs)
