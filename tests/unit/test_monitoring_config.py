@@ -306,3 +306,53 @@ def test_compose_stack_wires_app_prometheus_and_grafana():
     serving = next(j for j in prom["scrape_configs"] if j["job_name"] == "pos-risk-serving")
     assert serving["static_configs"][0]["targets"] == ["app:8000"]
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+# ---------------------------------------------------------------- render_dashboard helpers
+
+
+def _render_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "render_dashboard", REPO / "scripts" / "render_dashboard.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["render_dashboard"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grafana_interval_variables_are_substituted_like_grafana():
+    rd = _render_module()
+    expr = "increase(x[$__rate_interval]) + increase(y[$__range]) + z[${__interval}]"
+    # rate interval = max(step + scrape, 4 * scrape) = max(20 + 15, 60) = 60s
+    assert rd.substitute_variables(expr, range_s=1800, step_s=20, scrape_s=15) == (
+        "increase(x[60s]) + increase(y[1800s]) + z[20s]"
+    )
+    assert (
+        rd.substitute_variables("x[$__rate_interval]", range_s=60, step_s=1, scrape_s=1) == "x[4s]"
+    )
+
+
+def test_legend_format_and_bucket_decumulation():
+    rd = _render_module()
+    assert rd.legend("{{route}} {{ status }}", {"route": "/v1/predict", "status": "200"}) == (
+        "/v1/predict 200"
+    )
+    assert rd.legend("", {"b": "2", "a": "1"}) == '{a="1", b="2"}'
+    inf = float("inf")
+    assert rd.decumulate([10, 5, inf], [9, 4, 10]) == [4, 5, 1]
+    assert rd.unit_scale("s") == (1000.0, "ms")
+    assert rd.format_value(0.0421, "s", 1) == "42.1 ms"
+
+
+def test_render_dashboard_fails_cleanly_without_prometheus(tmp_path, capsys):
+    from tests.conftest import free_port
+
+    rd = _render_module()
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code = rd.main(["--prometheus-url", url, "--out", str(tmp_path / "d.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "cannot reach Prometheus" in err[0]
+    assert not (tmp_path / "d.png").exists()
