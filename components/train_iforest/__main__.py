@@ -20,9 +20,13 @@ from components.contracts import cli, kfp_io, storage, tracking
 from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
 from components.contracts.settings import Settings
+from components.contracts.training import (
+    MlflowLoggingError,
+    mlflow_guard,
+    staged_model_dir,
+    training_data,
+)
 from components.train_iforest import logic
-from components.train_xgb.logic import training_data
-from components.train_xgb.outputs import MlflowLoggingError, mlflow_guard, staged_model_dir
 
 STAGE = "train-iforest"
 FOREST_FILE = "forest.npz"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from components.contracts.forest import ForestArrays
-from components.train_xgb.logic import Subset, TrainingData, ranking_metrics
+from components.contracts.training import Subset, TrainingData, ranking_metrics
 
 logger = logging.getLogger(__name__)
 

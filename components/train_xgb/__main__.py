@@ -19,8 +19,14 @@ from components.contracts import cli, kfp_io, storage, tracking
 from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.schemas import FRAUD_TYPES
 from components.contracts.settings import Settings
+from components.contracts.training import (
+    MlflowLoggingError,
+    TrainingData,
+    mlflow_guard,
+    staged_model_dir,
+    training_data,
+)
 from components.train_xgb import logic
-from components.train_xgb.outputs import MlflowLoggingError, mlflow_guard, staged_model_dir
 
 STAGE = "train-xgb"
 MODEL_FILE = "xgb.ubj"
@@ -135,7 +141,7 @@ def log_to_mlflow(
     settings: Settings,
     staging: Path,
     models: logic.XgbModels,
-    data: logic.TrainingData,
+    data: TrainingData,
     meta: dict[str, Any],
     metrics: dict[str, float],
 ) -> str:
@@ -186,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     settings = Settings.from_env()
     params = params_from_args(args)
     table = storage.read_table(args.in_features)
-    data = logic.training_data(table, FEATURE_NAMES, source=args.in_features)
+    data = training_data(table, FEATURE_NAMES, source=args.in_features)
     logger.info(
         "training on %d rows (%d fraud), validating on %d rows (%d fraud), %d features",
         data.train.n,

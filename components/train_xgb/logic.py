@@ -1,8 +1,8 @@
-"""Pure logic of ``train-xgb``: training matrices, the XGBoost fit, ranking metrics.
+"""Pure logic of ``train-xgb``: the XGBoost fit (production + novelty boosters) and metrics.
 
 No file, network or MLflow access here: the CLI (``__main__``) reads the features table,
-calls these functions and writes the outputs. ``training_data`` and ``ranking_metrics`` are
-shared with ``train-iforest`` so both stages read the table and score validation the same way.
+turns it into matrices (``contracts.training.training_data``), calls these functions and
+writes the outputs.
 """
 
 from __future__ import annotations
@@ -15,147 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from components.contracts.features import LABEL_COLUMNS, SUBSET_COLUMN
+from components.contracts.training import Subset, TrainingData, TrainingDataError, ranking_metrics
 
 logger = logging.getLogger(__name__)
 
 NO_NOVEL_TYPE = "none"
 """``--novel-fraud-type`` value that disables the novelty model (``none`` is also the
 ``fraud_type`` of legitimate rows, so dropping it would make no sense anyway)."""
-
-MAX_FPR = 0.01
-"""False-positive rate at which recall is reported (``recall_at_1pct_fpr``)."""
-
-
-class TrainingDataError(ValueError):
-    """The features table cannot be trained on; the message names the file and the problem."""
-
-
-# ---------------------------------------------------------------------- training data
-
-
-@dataclass(frozen=True)
-class Subset:
-    """One subset (train or valid) of the features table as numpy arrays."""
-
-    X: np.ndarray
-    """(n, F) float64 features in ``feature_names`` order."""
-    y: np.ndarray
-    """(n,) int8 labels: 1 = fraud."""
-    fraud_type: np.ndarray
-    """(n,) object array of fraud type names (``"none"`` for legitimate rows)."""
-
-    @property
-    def n(self) -> int:
-        return int(self.y.shape[0])
-
-    @property
-    def positives(self) -> int:
-        return int(self.y.sum())
-
-    def without_type(self, fraud_type: str) -> Subset:
-        """The subset minus every row of ``fraud_type``."""
-        keep = self.fraud_type != fraud_type
-        return Subset(self.X[keep], self.y[keep], self.fraud_type[keep])
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """Train and valid subsets of the features table, plus the feature order."""
-
-    feature_names: tuple[str, ...]
-    train: Subset
-    valid: Subset
-
-
-def training_data(
-    table: pa.Table,
-    feature_names: Sequence[str],
-    *,
-    source: str = "features table",
-    require_positives: bool = True,
-) -> TrainingData:
-    """Split the features table into train/valid numpy matrices (time split already done).
-
-    Args:
-        table: Features table: ``SUBSET_COLUMN``, ``LABEL_COLUMNS`` and every feature column.
-        feature_names: Feature columns, in model input order (``features.FEATURE_NAMES``).
-        source: File name used in error messages.
-        require_positives: Demand fraud rows in both subsets (supervised training and
-            PR-AUC early stopping need them; the isolation forest does not).
-
-    Raises:
-        TrainingDataError: A required column is missing or not numeric, a subset is empty,
-            or (``require_positives``) a subset has no fraud or no legitimate rows.
-    """
-    required = [SUBSET_COLUMN, *LABEL_COLUMNS, *feature_names]
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise TrainingDataError(
-            f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}"
-        )
-    for name in feature_names:
-        typ = table.schema.field(name).type
-        if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_boolean(typ)):
-            raise TrainingDataError(f"{source}: column '{name}' must be numeric, got {typ}")
-    label, fraud_type = LABEL_COLUMNS
-    if table.column(label).null_count or table.column(SUBSET_COLUMN).null_count:
-        raise TrainingDataError(f"{source}: column '{label}' or '{SUBSET_COLUMN}' has nulls")
-
-    subsets = {}
-    for name in ("train", "valid"):
-        part = table.filter(pc.equal(table.column(SUBSET_COLUMN), name))
-        if part.num_rows == 0:
-            raise TrainingDataError(
-                f"{source}: subset '{name}' is empty (column '{SUBSET_COLUMN}')"
-            )
-        X = np.empty((part.num_rows, len(feature_names)), dtype=np.float64)
-        for j, col in enumerate(feature_names):
-            X[:, j] = part.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
-        y = part.column(label).to_numpy(zero_copy_only=False).astype(np.int8)
-        types = np.asarray(part.column(fraud_type).to_pylist(), dtype=object)
-        subset = Subset(X, y, types)
-        if require_positives and subset.positives == 0:
-            raise TrainingDataError(
-                f"{source}: subset '{name}' has no fraud rows ('{label}' all false)"
-            )
-        if require_positives and subset.positives == subset.n:
-            raise TrainingDataError(f"{source}: subset '{name}' has only fraud rows")
-        subsets[name] = subset
-    return TrainingData(tuple(feature_names), subsets["train"], subsets["valid"])
-
-
-# ---------------------------------------------------------------------- metrics
-
-
-def recall_at_fpr(y: np.ndarray, score: np.ndarray, max_fpr: float = MAX_FPR) -> float:
-    """Highest recall over thresholds whose false-positive rate is at most ``max_fpr``."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
-    ok = fpr <= max_fpr + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
-
-
-def ranking_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    """ROC-AUC, PR-AUC (average precision) and recall at 1% FPR of a fraud score.
-
-    Returns NaN for every metric when ``y`` holds a single class (undefined).
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    y = np.asarray(y)
-    if y.size == 0 or y.min() == y.max():
-        return {"roc_auc": float("nan"), "pr_auc": float("nan"), "recall_at_1pct_fpr": float("nan")}
-    return {
-        "roc_auc": float(roc_auc_score(y, score)),
-        "pr_auc": float(average_precision_score(y, score)),
-        "recall_at_1pct_fpr": recall_at_fpr(y, score),
-    }
-
 
 # ---------------------------------------------------------------------- XGBoost
 

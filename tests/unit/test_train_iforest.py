@@ -11,8 +11,8 @@ from train_synthetic import features_table
 
 from components.contracts.features import FEATURE_NAMES, LABEL_COLUMNS
 from components.contracts.forest import ForestArrays
+from components.contracts.training import training_data
 from components.train_iforest import logic
-from components.train_xgb.logic import training_data
 
 FAST = logic.IForestParams(n_estimators=25, max_samples=128, seed=3, n_jobs=1)
 

@@ -16,13 +16,18 @@ from train_synthetic import features_table
 
 from components.contracts import storage
 from components.contracts.features import FEATURE_NAMES, LABEL_COLUMNS, SUBSET_COLUMN
-from components.train_xgb import logic
-from components.train_xgb.outputs import (
+from components.contracts.training import (
     MlflowLoggingError,
+    TrainingData,
+    TrainingDataError,
     file_digests,
     mlflow_guard,
+    ranking_metrics,
+    recall_at_fpr,
     staged_model_dir,
+    training_data,
 )
+from components.train_xgb import logic
 
 FAST = {"n_estimators": 40, "max_depth": 3, "early_stopping_rounds": 5, "nthread": 1}
 
@@ -33,8 +38,8 @@ def table() -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def data(table) -> logic.TrainingData:
-    return logic.training_data(table, FEATURE_NAMES, source="features.parquet")
+def data(table) -> TrainingData:
+    return training_data(table, FEATURE_NAMES, source="features.parquet")
 
 
 def _set_labels(table: pa.Table, subset: str, value: bool) -> pa.Table:
@@ -58,17 +63,15 @@ def test_training_data_takes_features_in_feature_names_order(table, data):
 
 def test_training_data_reordered_columns_give_same_matrix(table, data):
     shuffled = table.select(list(reversed(table.column_names)))
-    again = logic.training_data(shuffled, FEATURE_NAMES)
+    again = training_data(shuffled, FEATURE_NAMES)
     np.testing.assert_array_equal(again.train.X, data.train.X)
 
 
 @pytest.mark.parametrize("column", [FEATURE_NAMES[3], SUBSET_COLUMN, LABEL_COLUMNS[1]])
 def test_missing_column_names_file_and_column(table, column):
     broken = table.drop_columns([column])
-    with pytest.raises(
-        logic.TrainingDataError, match=rf"features\.parquet: missing column.*'{column}'"
-    ):
-        logic.training_data(broken, FEATURE_NAMES, source="features.parquet")
+    with pytest.raises(TrainingDataError, match=rf"features\.parquet: missing column.*'{column}'"):
+        training_data(broken, FEATURE_NAMES, source="features.parquet")
 
 
 def test_non_numeric_feature_is_rejected(table):
@@ -76,31 +79,29 @@ def test_non_numeric_feature_is_rejected(table):
     broken = table.set_column(
         table.schema.get_field_index(name), name, pc.cast(table.column(name), pa.string())
     )
-    with pytest.raises(logic.TrainingDataError, match=f"'{name}' must be numeric"):
-        logic.training_data(broken, FEATURE_NAMES, source="f.parquet")
+    with pytest.raises(TrainingDataError, match=f"'{name}' must be numeric"):
+        training_data(broken, FEATURE_NAMES, source="f.parquet")
 
 
 def test_no_positives_in_train_is_rejected(table):
-    with pytest.raises(logic.TrainingDataError, match="subset 'train' has no fraud rows"):
-        logic.training_data(_set_labels(table, "train", False), FEATURE_NAMES, source="f.parquet")
+    with pytest.raises(TrainingDataError, match="subset 'train' has no fraud rows"):
+        training_data(_set_labels(table, "train", False), FEATURE_NAMES, source="f.parquet")
 
 
 def test_no_positives_allowed_when_not_required(table):
-    data = logic.training_data(
-        _set_labels(table, "train", False), FEATURE_NAMES, require_positives=False
-    )
+    data = training_data(_set_labels(table, "train", False), FEATURE_NAMES, require_positives=False)
     assert data.train.positives == 0
 
 
 def test_empty_valid_subset_is_rejected(table):
     no_valid = table.filter(pc.not_equal(table.column(SUBSET_COLUMN), "valid"))
-    with pytest.raises(logic.TrainingDataError, match="subset 'valid' is empty"):
-        logic.training_data(no_valid, FEATURE_NAMES, source="f.parquet")
+    with pytest.raises(TrainingDataError, match="subset 'valid' is empty"):
+        training_data(no_valid, FEATURE_NAMES, source="f.parquet")
 
 
 def test_only_fraud_in_valid_is_rejected(table):
-    with pytest.raises(logic.TrainingDataError, match="subset 'valid' has only fraud rows"):
-        logic.training_data(_set_labels(table, "valid", True), FEATURE_NAMES)
+    with pytest.raises(TrainingDataError, match="subset 'valid' has only fraud rows"):
+        training_data(_set_labels(table, "valid", True), FEATURE_NAMES)
 
 
 # ------------------------------------------------------------------ metrics
@@ -112,18 +113,18 @@ def test_recall_at_fpr_hand_computed():
     # 0.94 (3 caught). The positive at 0.5 needs far more false positives.
     y = np.array([0] * 100 + [1] * 4)
     score = np.array([*np.linspace(0.0, 0.9, 99), 0.95, 0.99, 0.97, 0.94, 0.5])
-    assert logic.recall_at_fpr(y, score, 0.01) == pytest.approx(0.75)
-    assert logic.recall_at_fpr(y, score, 0.0) == pytest.approx(0.5)
+    assert recall_at_fpr(y, score, 0.01) == pytest.approx(0.75)
+    assert recall_at_fpr(y, score, 0.0) == pytest.approx(0.5)
 
 
 def test_ranking_metrics_single_class_is_nan():
-    out = logic.ranking_metrics(np.zeros(5), np.arange(5.0))
+    out = ranking_metrics(np.zeros(5), np.arange(5.0))
     assert all(np.isnan(v) for v in out.values())
 
 
 def test_ranking_metrics_perfect_score():
     y = np.array([0, 0, 1, 1])
-    assert logic.ranking_metrics(y, np.array([0.1, 0.2, 0.8, 0.9])) == {
+    assert ranking_metrics(y, np.array([0.1, 0.2, 0.8, 0.9])) == {
         "roc_auc": 1.0,
         "pr_auc": 1.0,
         "recall_at_1pct_fpr": 1.0,
@@ -219,10 +220,8 @@ def test_novelty_without_positives_left_is_a_clear_error(table):
     mask = pc.and_(pc.equal(table.column(SUBSET_COLUMN), "train"), table.column("is_fraud"))
     types = pc.if_else(mask, pa.scalar("void_abuse"), table.column("fraud_type"))
     table = table.set_column(table.schema.get_field_index("fraud_type"), "fraud_type", types)
-    data = logic.training_data(table, FEATURE_NAMES)
-    with pytest.raises(
-        logic.TrainingDataError, match="novelty model without fraud type 'void_abuse'"
-    ):
+    data = training_data(table, FEATURE_NAMES)
+    with pytest.raises(TrainingDataError, match="novelty model without fraud type 'void_abuse'"):
         logic.train_models(data, logic.XgbParams(**FAST), "void_abuse")
 
 
