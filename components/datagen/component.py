@@ -5,7 +5,6 @@ stage image; ``build(image)`` returns the component so the image name comes from
 compile time, never at import time.
 """
 
-
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
@@ -32,8 +31,6 @@ def build(image: str):
         """Generate synthetic labelled POS transactions with injected fraud patterns.
 
         Args:
-            transactions: Output dataset folder of labelled transactions (Parquet,
-                ``LABELLED_TRANSACTION`` schema, ``_SUCCESS`` marker).
             rows: Number of transactions to generate.
             days: Number of calendar days the transactions span.
             stores: Number of stores.
@@ -42,6 +39,10 @@ def build(image: str):
             seed: Random seed; the same seed and sizes give byte-identical data.
             start_date: First day of the generated period (YYYY-MM-DD).
             chunk_rows: Rows generated per chunk (bounds memory).
+
+        Returns:
+            transactions: Output dataset folder of labelled transactions (Parquet,
+                ``LABELLED_TRANSACTION`` schema, ``_SUCCESS`` marker).
         """
         return dsl.ContainerSpec(
             image=image,

@@ -1,6 +1,5 @@
 """KFP v2 container component for the ``evaluate`` stage (``python -m components.evaluate``)."""
 
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -30,14 +29,16 @@ def build(image: str):
             features: Feature table from ``features`` (its ``test`` subset is scored).
             xgb_model: Model folder from ``train-xgb``.
             iforest_model: Model folder from ``train-iforest``.
+            high_precision_target: Precision the "High Risk" threshold must reach.
+            medium_recall_target: Recall the "Medium Risk" threshold must reach.
+
+        Returns:
             evaluation: Output folder: ``blend.json`` (weights, calibration, thresholds,
                 reference score histogram), ``metrics.json``, ``plots/*.png``, ``report.md``.
             metrics: Output headline test metrics (KFP Metrics).
             classification_metrics: Output confusion matrix and ROC curve (KFP
                 ClassificationMetrics).
             report: Output evaluation report (HTML, rendered in the KFP UI).
-            high_precision_target: Precision the "High Risk" threshold must reach.
-            medium_recall_target: Recall the "Medium Risk" threshold must reach.
         """
         return dsl.ContainerSpec(
             image=image,

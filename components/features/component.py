@@ -23,6 +23,8 @@ def build(image: str):
         Args:
             historic: Historic lake (Hive-partitioned Parquet) from ``split``.
             time_splits: Time boundaries JSON from ``split``; sets each row's ``subset``.
+
+        Returns:
             features: Output feature table (one Parquet file): ids, subset, labels and
                 every feature in ``FEATURE_NAMES``.
             profiles: Output per-cashier / per-store / global profile table (Parquet)

@@ -9,7 +9,6 @@ CLI's ``--fail-on-reject`` flag is not exposed: a KFP container component cannot
 flag conditionally on a boolean parameter's value.
 """
 
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
@@ -40,12 +39,14 @@ def build(image: str):
             iforest_model: Model folder from ``train-iforest``.
             evaluation: Evaluation folder from ``evaluate`` (blend, thresholds, metrics).
             profiles: Cashier profile table from ``features``.
-            bundle: Output serving bundle folder (manifest with sha256 of every file).
-            decision: Output JSON: registered model version, gate results and whether the
-                ``champion`` alias moved.
             min_pr_auc: Minimum test PR-AUC for the new model to become champion.
             min_recall_at_1pct_fpr: Minimum recall at 1% false-positive rate.
             max_regression: Largest allowed PR-AUC drop against the current champion.
+
+        Returns:
+            bundle: Output serving bundle folder (manifest with sha256 of every file).
+            decision: Output JSON: registered model version, gate results and whether the
+                ``champion`` alias moved.
         """
         return dsl.ContainerSpec(
             image=image,

@@ -1,6 +1,5 @@
 """KFP v2 container component for the ``split`` stage (``python -m components.split``)."""
 
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
@@ -27,15 +26,17 @@ def build(image: str):
 
         Args:
             transactions: Labelled transactions dataset folder from ``datagen``.
+            live_days: Number of final days held out as the live stream.
+            valid_days: Number of days before the test window used for validation.
+            test_days: Number of days before the live window used for the offline test.
+
+        Returns:
             historic: Output historic lake, Parquet Hive-partitioned by ``date=YYYY-MM-DD``.
             live_stream: Output live stream, JSON Lines of raw transactions in time order
                 (labels removed), replayed by the traffic simulator.
             live_labels: Output labels of the live stream (Parquet), for online evaluation.
             time_splits: Output JSON with the ISO timestamps ``train_end``, ``valid_end``,
                 ``historic_end`` and ``live_end``.
-            live_days: Number of final days held out as the live stream.
-            valid_days: Number of days before the test window used for validation.
-            test_days: Number of days before the live window used for the offline test.
         """
         return dsl.ContainerSpec(
             image=image,

@@ -1,6 +1,5 @@
 """KFP v2 container component for ``train-iforest`` (``python -m components.train_iforest``)."""
 
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -25,12 +24,14 @@ def build(image: str):
 
         Args:
             features: Feature table from ``features``.
-            model: Output model folder: ``forest.npz`` (plain arrays, no pickle),
-                ``iforest.skops`` and ``meta.json``.
-            metrics: Output validation metrics (KFP Metrics, shown in the run's UI).
             n_estimators: Number of isolation trees.
             max_samples: Rows sampled to grow each tree.
             seed: Random seed.
+
+        Returns:
+            model: Output model folder: ``forest.npz`` (plain arrays, no pickle),
+                ``iforest.skops`` and ``meta.json``.
+            metrics: Output validation metrics (KFP Metrics, shown in the run's UI).
         """
         return dsl.ContainerSpec(
             image=image,

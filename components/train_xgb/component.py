@@ -1,6 +1,5 @@
 """KFP v2 container component for the ``train-xgb`` stage (``python -m components.train_xgb``)."""
 
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -31,9 +30,6 @@ def build(image: str):
 
         Args:
             features: Feature table from ``features``.
-            model: Output model folder: ``xgb.ubj`` (production booster), ``novelty_xgb.ubj``
-                (same parameters, ``novel_fraud_type`` rows dropped) and ``meta.json``.
-            metrics: Output validation metrics (KFP Metrics, shown in the run's UI).
             n_estimators: Maximum number of boosting rounds.
             max_depth: Maximum tree depth.
             learning_rate: Shrinkage per boosting round.
@@ -44,6 +40,11 @@ def build(image: str):
             novel_fraud_type: Fraud type withheld from the novelty booster, to measure how
                 the blend catches a pattern it was never trained on.
             seed: Random seed.
+
+        Returns:
+            model: Output model folder: ``xgb.ubj`` (production booster), ``novelty_xgb.ubj``
+                (same parameters, ``novel_fraud_type`` rows dropped) and ``meta.json``.
+            metrics: Output validation metrics (KFP Metrics, shown in the run's UI).
         """
         return dsl.ContainerSpec(
             image=image,

@@ -11,6 +11,18 @@ from pipelines.runner.record import RunRecord
 
 HEADLINE_TASK = "evaluate"
 DECISION_TASK = "register"
+# Shown first when present (evaluate's Metrics names); other scalars fill up to the limit.
+HEADLINE_KEYS = (
+    "blend_pr_auc",
+    "blend_roc_auc",
+    "blend_recall_at_1pct_fpr",
+    "novel_production_blend_recall_at_1pct_fpr",
+    "xgb_pr_auc",
+    "iforest_pr_auc",
+    "threshold_high",
+    "threshold_medium",
+    "test_rows",
+)
 
 
 def _number(value: Any) -> str:
@@ -19,7 +31,7 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def headline_metrics(rec: RunRecord, limit: int = 8) -> dict[str, Any]:
+def headline_metrics(rec: RunRecord, limit: int = 9) -> dict[str, Any]:
     """Scalar metrics of the evaluate task's ``metrics`` artifact (KFP Metrics metadata)."""
     task = rec.tasks.get(HEADLINE_TASK)
     if task is None:
