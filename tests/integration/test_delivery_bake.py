@@ -1,0 +1,99 @@
+"""Model baking against a real local MLflow registry (SQLite store in a temp folder).
+
+* ``scripts/record_deployment.py`` tags the deployed model version with the image digest.
+* ``scripts/bake_bundle.py`` (serving engineer) resolves ``models:/<name>@champion``,
+  downloads the bundle and verifies it; a tampered file is rejected. Skipped until the
+  script lands.
+AWS itself is not involved; the registry is real.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "b" * 64
+IMAGE = f"registry.example/ci/serving-lambda@{DIGEST}"
+
+
+def _load_record():
+    spec = importlib.util.spec_from_file_location(
+        "record_deployment", REPO / "scripts/record_deployment.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rd = _load_record()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A SQLite MLflow registry with model ``risk-test`` versions 1-3, champion -> 2."""
+    import mlflow
+
+    tmp_path = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("risk-test")
+    source = tmp_path / "artifacts"
+    source.mkdir()
+    for _ in range(3):
+        client.create_model_version("risk-test", source.as_uri())
+    client.set_registered_model_alias("risk-test", "champion", "2")
+    return uri, client
+
+
+def record_cli(uri: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MODEL_NAME": "risk-test"}
+    return subprocess.run([sys.executable, str(REPO / "scripts/record_deployment.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+
+
+def test_record_tags_the_bundle_model_version(registry, tmp_path):
+    uri, client = registry
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"model_name": "risk-test",
+                                                      "model_version": "1"}))  # fmt: skip
+    out = record_cli(uri, "--bundle-dir", str(bundle), "--image-uri", IMAGE, "--target",
+                 "lambda:stack", "--git-sha", "abc1234", "--endpoint", "https://api.example/")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    tags = client.get_model_version("risk-test", "1").tags
+    assert tags["deploy.image_digest"] == DIGEST and tags["deploy.image_uri"] == IMAGE
+    assert tags["deploy.target"] == "lambda:stack" and tags["deploy.git_sha"] == "abc1234"
+    assert "deploy.image_digest" not in client.get_model_version("risk-test", "3").tags
+
+
+def test_record_resolves_the_alias_without_a_version(registry, monkeypatch):
+    uri, client = registry
+    monkeypatch.setenv("MODEL_NAME", "risk-test")
+    code = rd.main(["--tracking-uri", uri, "--image-uri", IMAGE, "--target", "lambda:stack"])
+    assert code == 0
+    assert client.get_model_version("risk-test", "2").tags["deploy.image_digest"] == DIGEST
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("--model-version", "9"), "model risk-test version 9 not in the registry"),
+     (("--alias", "nobody"), "models:/risk-test@nobody: cannot resolve"),
+     (("--image-uri", "r.example/x@sha256:short"), "digest must be sha256:<64 hex>")],
+)  # fmt: skip
+def test_record_bad_input_is_one_line(registry, args, message, monkeypatch, capsys):
+    uri, _ = registry
+    monkeypatch.setenv("MODEL_NAME", "risk-test")
+    base = ["--tracking-uri", uri, "--image-uri", IMAGE, "--target", "lambda:stack"]
+    assert rd.main([*base, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err, err
+    assert len(err.splitlines()) == 1
