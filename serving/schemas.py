@@ -119,7 +119,7 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     features: list[str]
 
 
-class Status(msgspec.Struct, kw_only=True):
+class Status(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     model_version: str | None = None
     detail: str | None = None

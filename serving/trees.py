@@ -137,8 +137,8 @@ class XGBTrees:
             base_margin = np.float32(base_score)
         else:
             # XGBoost stores base_score as a probability and converts it with ProbToMargin.
-            p = np.float32(base_score)
-            base_margin = np.float32(-np.log(np.float32(1.0) / p - np.float32(1.0)))
+            # (in double precision, then rounded: matches Booster.predict bit for bit).
+            base_margin = np.float32(-math.log(1.0 / base_score - 1.0))
         num_features = int(params["num_feature"])
         names = learner.get("feature_names") or None
 
@@ -390,10 +390,14 @@ class IForestTrees:
 
         return cls.from_forest(ForestArrays.from_sklearn(model))
 
-    def _finish(self, total):
+    def _finish(self, total: float) -> float:
         if self.denominator == 0:
             return -0.5
-        return -math.pow(2.0, -(total / self.denominator))
+        # numpy's power (not math.pow, which can differ in the last bit) so one row scores
+        # exactly like the same row in a batch, and like sklearn.
+        buf = np.array([-(total / self.denominator)])
+        np.power(2.0, buf, out=buf)
+        return -float(buf[0])
 
     def score_row(self, x: np.ndarray) -> float:
         """sklearn ``score_samples`` of one row (higher = more normal, range [-1, 0])."""

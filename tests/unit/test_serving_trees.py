@@ -1,0 +1,154 @@
+"""Compiled tree walks vs the libraries that trained the models (exact parity)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from sklearn.ensemble import IsolationForest
+
+from components.contracts.forest import ForestArrays
+from serving.trees import (
+    IForestTrees,
+    TreeModelError,
+    XGBTrees,
+    score_pair_row,
+    top_positive,
+    top_positive_batch,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 12)) * rng.uniform(0.1, 100, size=12)
+    X[rng.random(X.shape) < 0.08] = np.nan  # missing values exercise default_left
+    y = ((np.nan_to_num(X[:, 0]) > 0) ^ (rng.random(3000) < 0.1)).astype(int)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def booster(data):
+    X, y = data
+    return xgb.train(
+        {
+            "objective": "binary:logistic",
+            "max_depth": 6,
+            "eta": 0.3,
+            "nthread": 1,
+            "base_score": 0.3,
+        },
+        xgb.DMatrix(X, label=y),
+        num_boost_round=40,
+    )
+
+
+def test_xgb_margins_equal_booster_margins_with_missing_values(data, booster):
+    X, _ = data
+    trees = XGBTrees.from_booster(booster)
+    expected = booster.predict(xgb.DMatrix(X), output_margin=True)
+    np.testing.assert_array_equal(trees.margins(X), expected)
+    singles = np.array([trees.margin_row(x) for x in X[:200]], dtype=np.float32)
+    np.testing.assert_array_equal(singles, expected[:200])
+
+
+def test_xgb_path_attributions_match_approx_contribs(data, booster):
+    X, _ = data
+    trees = XGBTrees.from_booster(booster)
+    expected = booster.predict(xgb.DMatrix(X), pred_contribs=True, approx_contribs=True)
+    margins, contribs = trees.margins_contribs(X)
+    np.testing.assert_allclose(contribs, expected, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(contribs.sum(axis=1), margins, rtol=1e-5, atol=1e-4)
+    out = np.empty(X.shape[1] + 1, dtype=np.float32)
+    m = trees.margin_contribs_row(X[5], out)
+    assert m == margins[5]
+    np.testing.assert_array_equal(out, contribs[5])
+
+
+def test_xgb_rejects_multiclass():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    booster = xgb.train(
+        {"objective": "multi:softprob", "num_class": 3, "nthread": 1},
+        xgb.DMatrix(X, label=rng.integers(0, 3, 200)),
+        2,
+    )
+    with pytest.raises(TreeModelError, match="objective"):
+        XGBTrees.from_booster(booster)
+
+
+def test_xgb_handles_pruned_trees_with_non_adjacent_children(data, booster):
+    """Renumbering must not assume XGBoost's own node order: shuffle the node ids."""
+    X, _ = data
+    model = json.loads(booster.save_raw("json"))
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    n = len(tree["left_children"])
+    perm = np.concatenate([[0], np.random.default_rng(3).permutation(np.arange(1, n))])
+    inv = np.argsort(perm)
+    for key in (
+        "base_weights",
+        "default_left",
+        "loss_changes",
+        "split_conditions",
+        "split_indices",
+        "split_type",
+        "sum_hessian",
+    ):
+        tree[key] = [tree[key][perm[i]] for i in range(n)]
+    for key in ("left_children", "right_children", "parents"):
+        old = [tree[key][perm[i]] for i in range(n)]
+        tree[key] = [int(inv[c]) if 0 <= c < n else c for c in old]
+    shuffled = XGBTrees.from_json(json.dumps(model))
+    np.testing.assert_array_equal(shuffled.margins(X), XGBTrees.from_booster(booster).margins(X))
+
+
+@pytest.mark.parametrize("max_features", [1.0, 0.5])
+def test_iforest_scores_equal_sklearn(data, max_features):
+    X = np.nan_to_num(data[0])
+    model = IsolationForest(
+        n_estimators=40, max_samples=200, max_features=max_features, random_state=0
+    ).fit(X[:2000])
+    trees = IForestTrees.from_forest(ForestArrays.from_sklearn(model))
+    expected = model.score_samples(X)
+    np.testing.assert_allclose(trees.scores(X), expected, rtol=0, atol=1e-9)
+    singles = np.array([trees.score_row(x) for x in X[:100]])
+    np.testing.assert_allclose(singles, expected[:100], rtol=0, atol=1e-9)
+
+
+def test_iforest_from_npz_roundtrip(tmp_path, data):
+    X = np.nan_to_num(data[0])
+    model = IsolationForest(n_estimators=10, max_samples=64, random_state=1).fit(X)
+    ForestArrays.from_sklearn(model).save(tmp_path / "forest.npz")
+    trees = IForestTrees.from_forest(ForestArrays.load(tmp_path / "forest.npz"))
+    np.testing.assert_allclose(trees.scores(X), model.score_samples(X), rtol=0, atol=1e-9)
+
+
+def test_score_pair_row_matches_batch_paths(data, booster):
+    X = np.nan_to_num(data[0])
+    model = IsolationForest(n_estimators=20, max_samples=128, random_state=2).fit(X)
+    forest = IForestTrees.from_sklearn(model)
+    trees = XGBTrees.from_booster(booster)
+    margins, contribs = trees.margins_contribs(X[:50])
+    scores = forest.scores(X[:50])
+    out = np.empty(X.shape[1] + 1, dtype=np.float32)
+    top = np.empty(3, dtype=np.int64)
+    for i in range(50):
+        m, s, n_top = score_pair_row(X[i], trees, forest, out, top)
+        assert m == margins[i] and s == scores[i]
+        positive = np.flatnonzero(contribs[i, :-1] > 0)
+        want = positive[np.argsort(-contribs[i, positive], kind="stable")][:3]
+        assert n_top == len(want)
+        np.testing.assert_array_equal(np.sort(top[:n_top]), np.sort(want))
+        assert np.all(np.diff(contribs[i, top[:n_top]]) <= 0)
+
+
+def test_top_positive_ignores_bias_and_non_positive():
+    c = np.array([0.5, -1.0, 2.0, 0.0, 0.7, 100.0], dtype=np.float32)  # last = bias
+    top = np.empty(4, dtype=np.int64)
+    assert top_positive(c, top) == 3
+    assert list(top) == [2, 4, 0, -1]
+    batch = np.empty((2, 2), dtype=np.int64)
+    top_positive_batch(np.stack([c, -c]), batch)
+    assert batch.tolist() == [[2, 4], [1, -1]]
