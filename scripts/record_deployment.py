@@ -68,17 +68,25 @@ def deployment_tags(
 
 
 def bundle_model(bundle_dir: Path) -> tuple[str | None, str | None]:
-    """``(model_name, model_version)`` from a bundle's ``manifest.json`` (None when absent)."""
-    path = bundle_dir / "manifest.json"
-    if not path.is_file():
-        raise RecordError(f"{path}: bundle manifest not found (bake the bundle first)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path}: not valid JSON ({exc})") from exc
-    name = manifest.get("model_name")
-    version = manifest.get("model_version")
-    return (str(name) if name else None, str(version) if version not in (None, "") else None)
+    """``(model_name, model_version)`` of a baked bundle (None when unknown).
+
+    The ``registry.json`` sidecar written by ``bake_bundle.py`` wins over ``manifest.json``.
+    """
+    manifest = bundle_dir / "manifest.json"
+    if not manifest.is_file():
+        raise RecordError(f"{manifest}: bundle manifest not found (bake the bundle first)")
+    name = version = None
+    for path in (manifest, bundle_dir / "registry.json"):
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}: not valid JSON ({exc})") from exc
+        name = data.get("model_name") or name
+        if data.get("model_version") not in (None, ""):
+            version = str(data["model_version"])
+    return (str(name) if name else None, version)
 
 
 def resolve_version(client, name: str, alias: str) -> str:

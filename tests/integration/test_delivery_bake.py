@@ -97,3 +97,70 @@ def test_record_bad_input_is_one_line(registry, args, message, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err, err
     assert len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def registered_bundle(tmp_path_factory):
+    """A real bundle (serving.testing.build_demo_bundle) logged to a run and registered as
+    ``bake-test`` version 1 with alias ``champion``, in a SQLite registry."""
+    if not (REPO / "scripts/bake_bundle.py").exists():
+        pytest.skip("scripts/bake_bundle.py not written yet")
+    import mlflow
+
+    from serving.testing import build_demo_bundle
+
+    tmp = tmp_path_factory.mktemp("bake")
+    build_demo_bundle(tmp / "bundle", rows=2000, n_estimators=15, iforest_trees=20)
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("bake", artifact_location=(tmp / "artifacts").as_uri())
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(tmp / "bundle"), "bundle")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("bake-test")
+    client.create_model_version("bake-test", f"runs:/{run.info.run_id}/bundle",
+                                run_id=run.info.run_id)  # fmt: skip
+    client.set_registered_model_alias("bake-test", "champion", "1")
+    stored = Path(client.get_run(run.info.run_id).info.artifact_uri.removeprefix("file://"))
+    return uri, client, tmp, stored / "bundle"
+
+
+def bake(uri: str, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MODEL_NAME": "bake-test"}
+    return subprocess.run([sys.executable, str(REPO / "scripts/bake_bundle.py"), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+
+
+def test_bake_downloads_verifies_and_records(registered_bundle, monkeypatch):
+    import hashlib
+
+    uri, client, tmp, _ = registered_bundle
+    out = tmp / "serving-model"
+    result = bake(uri, out)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    for rel, sha in manifest["files"].items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha, rel
+    # the baked folder is what the serving image copies in, and it names its registry version
+    assert rd.bundle_model(out) == ("bake-test", "1")
+    monkeypatch.delenv("MODEL_NAME", raising=False)
+    code = rd.main(["--tracking-uri", uri, "--bundle-dir", str(out), "--image-uri", IMAGE,
+                    "--target", "lambda:stack"])  # fmt: skip
+    assert code == 0
+    assert client.get_model_version("bake-test", "1").tags["deploy.image_digest"] == DIGEST
+
+
+def test_bake_rejects_a_tampered_artifact(registered_bundle):
+    uri, _, tmp, stored = registered_bundle
+    target = stored / "blend.json"
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original.replace(b"{", b"{ ", 1))
+        out = tmp / "tampered-out"
+        result = bake(uri, out)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert "blend.json" in lines[-1], result.stderr
+        assert not out.exists(), "nothing is written when verification fails"
+    finally:
+        target.write_bytes(original)
