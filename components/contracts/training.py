@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -167,6 +168,28 @@ def ranking_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
         "pr_auc": float(average_precision_score(y, score)),
         "recall_at_1pct_fpr": recall_at_fpr(y, score),
     }
+
+
+# ---------------------------------------------------------------------- threads
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` as fallback)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def prefer_passive_openmp() -> None:
+    """Make OpenMP threads sleep instead of spin while waiting (unless the user chose).
+
+    Under CPU contention (shared CI runners, busy nodes) libgomp's default spin-waiting made
+    2-thread XGBoost ~10x slower than passive waiting (55 s vs 5.7 s on 28k rows here);
+    when the CPUs are idle passive waiting costs next to nothing. Must run before the
+    OpenMP runtime is loaded (before ``import xgboost``).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # ---------------------------------------------------------------------- outputs

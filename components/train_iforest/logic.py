@@ -8,7 +8,6 @@ not used for fitting; they only feed the informational validation metrics). The 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from components.contracts.forest import ForestArrays
-from components.contracts.training import Subset, TrainingData, ranking_metrics
+from components.contracts.training import Subset, TrainingData, available_cpus, ranking_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class IForestParams:
     n_estimators: int = 200
     max_samples: int = 512
     seed: int = 42
-    n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    n_jobs: int = field(default_factory=available_cpus)
 
     def __post_init__(self) -> None:
         bad = [

@@ -23,6 +23,7 @@ from components.contracts.training import (
     MlflowLoggingError,
     TrainingData,
     mlflow_guard,
+    prefer_passive_openmp,
     staged_model_dir,
     training_data,
 )
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraud type withheld from the novelty booster; 'none' = no novelty booster",
     )
     hp.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    hp.add_argument(
+        "--nthread", type=int, default=0, help="XGBoost threads; 0 = every CPU available"
+    )
     return p
 
 
@@ -105,6 +109,7 @@ def params_from_args(args: argparse.Namespace) -> logic.XgbParams:
         early_stopping_rounds=args.early_stopping_rounds,
         seed=args.seed,
         scale_pos_weight=args.scale_pos_weight,
+        **({"nthread": args.nthread} if args.nthread > 0 else {}),
     )
 
 
@@ -230,6 +235,7 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_openmp()
     args = build_parser().parse_args(argv)
     try:
         return cli.run(STAGE, lambda: run(args))

@@ -8,7 +8,6 @@ writes the outputs.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from components.contracts.training import Subset, TrainingData, TrainingDataError, ranking_metrics
+from components.contracts.training import (
+    Subset,
+    TrainingData,
+    TrainingDataError,
+    available_cpus,
+    ranking_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ class XgbParams:
     seed: int = 42
     scale_pos_weight: float | None = None
     """None: negatives / positives of the training rows."""
-    nthread: int = field(default_factory=lambda: os.cpu_count() or 1)
+    nthread: int = field(default_factory=available_cpus)
 
     def __post_init__(self) -> None:
         checks = {
