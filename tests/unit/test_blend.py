@@ -181,3 +181,25 @@ def test_psi_zero_for_same_distribution_and_large_for_shift():
 def test_histogram_includes_100_in_last_bin():
     hist = blend.score_histogram(np.array([100.0, 0.0]))
     assert hist[-1] == 0.5 and hist[0] == 0.5
+
+
+def test_fit_blend_converges_with_large_margins_and_rare_positives():
+    """Plain Newton overshoots on this (well separated margins, 2% positives) and lands on a
+    negative margin weight; the damped fit must match an independent solver."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    n = 30_000
+    y = rng.random(n) < 0.02
+    margin = np.where(y, rng.normal(4.0, 0.8, n), rng.normal(-5.0, 1.0, n))
+    forest = -(0.36 + 0.025 * rng.standard_normal(n) + 0.04 * y)
+    p = blend.fit_blend(valid_margin=margin, valid_iforest_score=forest, valid_labels=y,
+                        train_iforest_score=forest[~y], l2=1e-4)
+    z = blend.iforest_z(forest, p)
+    # Same objective: sklearn's 0.5 |w|^2 + C * logloss with C = 1 / (l2 * n).
+    ref = LogisticRegression(C=1 / (1e-4 * n), tol=1e-12, max_iter=10_000)
+    ref.fit(np.column_stack([margin, z]), y)
+    assert p.xgb_weight == pytest.approx(ref.coef_[0][0], rel=1e-3)
+    assert p.iforest_weight == pytest.approx(ref.coef_[0][1], rel=1e-3, abs=1e-3)
+    assert p.intercept == pytest.approx(ref.intercept_[0], rel=1e-3)
+    assert p.xgb_weight > 1.0

@@ -191,6 +191,7 @@ def test_registry_sidecar_gives_the_version_without_changing_identity(bundle_dir
     after = B.load_bundle(bundle_dir)
     assert after.model_version == "7" and after.registry["run_id"] == "r"
     assert after.sha256 == before.sha256
+    assert (bundle_dir / "registry.json").stat().st_mode & 0o044 == 0o044  # world-readable
 
 
 def test_corrupt_json_is_named(bundle_dir):

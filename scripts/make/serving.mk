@@ -1,0 +1,22 @@
+# Serving: run the API, bake the champion into serving/model/, benchmark.
+SERVE_PORT ?= 8000
+SERVE_WORKERS ?= 1
+MODEL_URI ?= models:/$${MODEL_NAME:-cashier-integrity-risk}@$${CHAMPION_ALIAS:-champion}
+
+.PHONY: serve
+serve: $(STAMP) ## serve the API on :$(SERVE_PORT): MODEL_DIR=<bundle folder> if set, else the registry champion (MODEL_URI)
+	@if [ -n "$$MODEL_DIR" ]; then echo "serving bundle $$MODEL_DIR"; else echo "serving $(MODEL_URI)"; fi
+	MODEL_URI="$(MODEL_URI)" $(VENV)/bin/uvicorn --factory serving.app:create_app \
+		--host 0.0.0.0 --port $(SERVE_PORT) --workers $(SERVE_WORKERS) --no-access-log
+
+.PHONY: bake
+bake: $(STAMP) ## download the registry champion into serving/model/ (manifest sha256 verified)
+	$(PY) scripts/bake_bundle.py --model-uri "$(MODEL_URI)" --out serving/model
+
+.PHONY: bench-serving
+bench-serving: $(STAMP) ## serving benchmark (BENCH_ARGS=--quick for a short run); writes .bench/serving.json
+	$(PY) scripts/bench_serving.py $(BENCH_ARGS)
+
+.PHONY: test-serving
+test-serving: $(STAMP) ## serving unit and integration tests
+	$(PY) -m pytest -q tests/unit/test_serving_*.py tests/integration/test_serving_*.py
