@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import logging
 import os
@@ -114,7 +115,10 @@ class Progress:
             return
         with self.lock:
             elapsed = time.monotonic() - self.started
-            print(f"[{_fmt_s(elapsed)}] {task:<16} {text}", file=self.out, flush=True)
+            try:
+                print(f"[{_fmt_s(elapsed)}] {task:<16} {text}", file=self.out, flush=True)
+            except OSError:  # a closed terminal or pipe must not fail the run
+                self.out = None
 
 
 class Runner:
@@ -482,9 +486,9 @@ class Runner:
         if not result.ok:
             task_rec.status = record.FAILED
             progress.line(task.name, f"FAILED: {result.error} (log: {log_path})")
-            if self.out is not None:
-                snippet = executor.tail(log_path)
-                if snippet:
+            snippet = executor.tail(log_path)
+            if progress.out is not None and snippet:
+                with contextlib.suppress(OSError):
                     print(
                         f"----- last lines of {log_path} -----\n{snippet}\n-----",
                         file=self.out,
