@@ -269,44 +269,66 @@ class ForestArrays:
 
     # ------------------------------------------------------------------ scoring
 
-    def leaf_indices(self, X: np.ndarray, *, chunk_rows: int = 4096) -> np.ndarray:
-        """Global index of the leaf reached by each row in each tree, shape (n, n_trees)."""
+    def _walk_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feature (0 on leaves) and children with leaves pointing at themselves.
+
+        Self-loops let every row take exactly ``max_depth`` steps with no leaf test.
+        """
+        leaf = self.left == -1
+        own = np.arange(self.n_nodes, dtype=np.int64)
+        return (
+            np.where(leaf, 0, self.feature).astype(np.int64),
+            np.where(leaf, own, self.left).astype(np.int64),
+            np.where(leaf, own, self.right).astype(np.int64),
+        )
+
+    def _leaves_of_tree(
+        self, t: int, flat: np.ndarray, row_base: np.ndarray, walk: tuple, has_nan: bool
+    ) -> np.ndarray:
+        feature, left, right = walk
+        node = np.full(row_base.shape[0], self.tree_offsets[t], dtype=np.int64)
+        for _ in range(self.max_depth):
+            x = flat[row_base + feature[node]]
+            go_left = x <= self.threshold[node]  # float32 x promoted to float64, like sklearn
+            if has_nan:
+                go_left |= np.isnan(x) & (self.missing_left[node] == 1)
+            node = np.where(go_left, left[node], right[node])
+        return node
+
+    def _chunks(self, X: np.ndarray, chunk_rows: int):
         X32 = self._as_float32(X)
-        n = X32.shape[0]
-        out = np.empty((n, self.n_trees), dtype=np.int64)
-        roots = self.tree_offsets[:-1].astype(np.int64)
-        for start in range(0, n, chunk_rows):
+        walk = self._walk_arrays()
+        for start in range(0, X32.shape[0], chunk_rows):
             block = X32[start : start + chunk_rows]
-            rows = np.arange(block.shape[0])[:, None]
-            node = np.broadcast_to(roots, (block.shape[0], self.n_trees)).copy()
-            for _ in range(self.max_depth + 1):
-                inner = self.left[node] != -1
-                if not inner.any():
-                    break
-                feat = np.maximum(self.feature[node], 0)
-                x = block[rows, feat].astype(np.float64)
-                go_left = np.where(
-                    np.isnan(x), self.missing_left[node] == 1, x <= self.threshold[node]
+            row_base = np.arange(block.shape[0], dtype=np.int64) * self.n_features
+            yield start, block.ravel(), row_base, walk, bool(np.isnan(block).any())
+
+    def leaf_indices(self, X: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
+        """Global index of the leaf reached by each row in each tree, shape (n, n_trees)."""
+        out = np.empty((np.asarray(X).shape[0], self.n_trees), dtype=np.int64)
+        for start, flat, row_base, walk, has_nan in self._chunks(X, chunk_rows):
+            for t in range(self.n_trees):
+                out[start : start + row_base.shape[0], t] = self._leaves_of_tree(
+                    t, flat, row_base, walk, has_nan
                 )
-                nxt = np.where(go_left, self.left[node], self.right[node])
-                node = np.where(inner, nxt, node)
-            out[start : start + block.shape[0]] = node
         return out
 
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
+    def score_samples(self, X: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
         """Reference vectorised scorer; equals ``IsolationForest.score_samples(X)``.
 
         Args:
             X: (n, n_features) matrix in the global feature order. Cast to float32 first,
                 as sklearn does.
+            chunk_rows: Rows walked at once (bounds temporary memory).
 
         Returns:
             (n,) float64 scores; lower = more anomalous (use ``-score`` as anomaly score).
         """
-        leaves = self.leaf_indices(X)
-        depths = np.zeros(leaves.shape[0], dtype=np.float64)
-        for t in range(self.n_trees):  # tree order, like sklearn's accumulation
-            depths += self.path_length[leaves[:, t]]
+        depths = np.zeros(np.asarray(X).shape[0], dtype=np.float64)
+        for start, flat, row_base, walk, has_nan in self._chunks(X, chunk_rows):
+            acc = depths[start : start + row_base.shape[0]]
+            for t in range(self.n_trees):  # tree order, like sklearn's accumulation
+                acc += self.path_length[self._leaves_of_tree(t, flat, row_base, walk, has_nan)]
         denominator = self.n_trees * self.c_max_samples
         if denominator == 0:  # a single training sample: sklearn fixes 2 ** -1
             return np.full_like(depths, -0.5)
