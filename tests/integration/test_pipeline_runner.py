@@ -231,14 +231,18 @@ def test_sigkilled_task_leaves_a_resumable_run_and_no_cache_entry(
     out_dir = Path(local_env) / "pipeline-root" / "toy" / rec.run_id / "side" / "out"
     assert (out_dir / "partial.txt").exists() and not (out_dir / "result.txt").exists()
     assert not _cache_entry(Path(local_env) / "pipeline-root", side.cache_key).exists()
-    done_before = {n: rec.tasks[n].finished_at for n in ("first", "second")}
+    # Tasks already running finish; nothing new starts after a failure.
+    assert rec.tasks["first"].status == record.SUCCEEDED
+    assert rec.tasks["join"].status == record.NOT_RUN
+    done_before = {n: t.finished_at for n, t in rec.tasks.items() if t.status == record.SUCCEEDED}
 
     hold.unlink()
     pidfile.unlink()
     resumed = Runner(Settings.from_env(), out=None).run(None, RunOptions(resume=rec.run_id))
     assert resumed.run_id == rec.run_id and resumed.resumed == 1
     assert resumed.status == record.RUN_SUCCEEDED
-    assert {n: resumed.tasks[n].finished_at for n in ("first", "second")} == done_before
+    assert {n: resumed.tasks[n].finished_at for n in done_before} == done_before  # not redone
+    assert all(t.status == record.SUCCEEDED for t in resumed.tasks.values())
     assert (
         resumed.tasks["side"].status == record.SUCCEEDED and resumed.tasks["side"].cache == "miss"
     )
