@@ -31,10 +31,10 @@ from components.split.logic import (
     DATE_COLUMN,
     SUBSETS,
     TimeBoundaries,
-    assign_subset,
     live_labels,
     live_stream,
     split_by_time,
+    subset_codes,
     time_boundaries,
     with_date_partition,
 )
@@ -139,10 +139,9 @@ def main(argv: list[str] | None = None) -> None:
                 table = validate_table(
                     pa.Table.from_batches([batch]), LABELLED_TRANSACTION, source=src
                 )
-                subsets, n = np.unique(
-                    assign_subset(table.column("timestamp"), b), return_counts=True
-                )
-                counts.update(dict(zip(subsets.tolist(), n.tolist(), strict=True)))
+                codes = subset_codes(table.column("timestamp"), b)
+                n = np.bincount(codes, minlength=len(SUBSETS))
+                counts.update(dict(zip(SUBSETS, n.tolist(), strict=True)))
                 historic, live = split_by_time(table, b)
                 if live.num_rows:
                     live_parts.append(live)

@@ -94,11 +94,16 @@ def _scalar(ts: datetime) -> pa.Scalar:
     return pa.scalar(ts, type=TIMESTAMP)
 
 
-def assign_subset(timestamps: pa.Array | pa.ChunkedArray, b: TimeBoundaries) -> np.ndarray:
-    """Subset name (``SUBSETS``) of each timestamp."""
+def subset_codes(timestamps: pa.Array | pa.ChunkedArray, b: TimeBoundaries) -> np.ndarray:
+    """Index into ``SUBSETS`` of each timestamp (0 train, 1 valid, 2 test, 3 live)."""
     ts = np.asarray(pc.cast(timestamps, TIMESTAMP).to_numpy(zero_copy_only=False))
     edges = np.array([b.train_end, b.valid_end, b.historic_end], dtype="datetime64[us]")
-    return np.asarray(SUBSETS, dtype=object)[np.searchsorted(edges, ts, side="right")]
+    return np.searchsorted(edges, ts, side="right")
+
+
+def assign_subset(timestamps: pa.Array | pa.ChunkedArray, b: TimeBoundaries) -> np.ndarray:
+    """Subset name (``SUBSETS``) of each timestamp."""
+    return np.asarray(SUBSETS, dtype=object)[subset_codes(timestamps, b)]
 
 
 def split_by_time(table: pa.Table, b: TimeBoundaries) -> tuple[pa.Table, pa.Table]:
@@ -117,7 +122,8 @@ def split_by_time(table: pa.Table, b: TimeBoundaries) -> tuple[pa.Table, pa.Tabl
 
 def with_date_partition(table: pa.Table) -> pa.Table:
     """Append the ``date`` (YYYY-MM-DD) Hive partition column."""
-    dates = pc.strftime(table.column("timestamp"), format="%Y-%m-%d")
+    # date32 -> string is ISO (YYYY-MM-DD) and several times faster than strftime.
+    dates = pc.cast(pc.cast(table.column("timestamp"), pa.date32()), pa.string())
     return table.append_column(DATE_COLUMN, dates)
 
 

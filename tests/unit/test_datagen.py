@@ -1,0 +1,258 @@
+"""Unit tests of the synthetic POS generator (pure logic, tiny seeded data)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from components.contracts.schemas import FRAUD_TYPES, LABELLED_TRANSACTION, validate_table
+from components.datagen.logic import (
+    OPENING_HOURS,
+    VOID_REVIEW_LIMIT,
+    DatagenParams,
+    allocate,
+    day_row_counts,
+    fraud_probabilities,
+    generate,
+    make_world,
+    parse_date,
+    rechunk,
+    summarize,
+)
+
+SMALL = DatagenParams(
+    rows=30_000, days=14, stores=3, cashiers_per_store=10, fraud_rate=0.06, seed=7
+)
+
+
+def table_of(params: DatagenParams) -> pa.Table:
+    return pa.concat_tables(list(generate(params)))
+
+
+@pytest.fixture(scope="module")
+def small() -> pd.DataFrame:
+    return table_of(SMALL).to_pandas()
+
+
+def test_output_matches_schema_and_ids_are_unique():
+    table = table_of(SMALL)
+    assert table.schema.equals(LABELLED_TRANSACTION)
+    validate_table(table, LABELLED_TRANSACTION, source="generated")  # raises on a bad value
+    assert table.num_rows == SMALL.rows
+    ids = table.column("transaction_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    assert ids[0].count("-") == 2 and len(ids[0].split("-")[2]) == 6
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b = table_of(SMALL), table_of(SMALL)
+    assert a.equals(b)
+    other = table_of(DatagenParams(**{**SMALL.__dict__, "seed": 8}))
+    assert not a.equals(other)
+
+
+def test_chunk_size_does_not_change_the_data():
+    days = list(generate(SMALL))
+    whole = pa.concat_tables(days)
+    for size in (777, 5_000, 10**9):
+        chunks = list(rechunk(iter(days), size))
+        assert all(c.num_rows == size for c in chunks[:-1])
+        assert pa.concat_tables(chunks).equals(whole)
+
+
+def test_days_are_time_ordered_and_inside_opening_hours(small):
+    ts = small["timestamp"]
+    assert ts.is_monotonic_increasing
+    start = datetime.combine(SMALL.start_date, datetime.min.time())
+    assert ts.min() >= start and ts.max() < start + timedelta(days=SMALL.days)
+    hours = ts.dt.hour
+    opens = ts.dt.weekday.map(lambda d: OPENING_HOURS[d][0])
+    closes = ts.dt.weekday.map(lambda d: OPENING_HOURS[d][1])
+    assert ((hours >= opens) & (hours < closes)).all()
+
+
+def test_weekly_and_daily_seasonality(small):
+    per_day = small.groupby(small["timestamp"].dt.date).size()
+    weekday = pd.Series(pd.to_datetime(per_day.index).weekday, index=per_day.index)
+    assert per_day[weekday == 5].mean() > 1.2 * per_day[weekday.isin([0, 1, 2])].mean()
+    hourly = small.groupby(small["timestamp"].dt.hour).size()
+    assert hourly[17] > 2 * hourly[8] and hourly[12] > hourly[10]
+
+
+def test_fraud_rate_close_to_requested(small):
+    assert small["is_fraud"].mean() == pytest.approx(SMALL.fraud_rate, abs=0.006)
+    assert (small["is_fraud"] == (small["fraud_type"] != "none")).all()
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_fraud_rate_extremes(rate):
+    df = table_of(
+        DatagenParams(**{**SMALL.__dict__, "rows": 8_000, "fraud_rate": rate})
+    ).to_pandas()
+    assert df["is_fraud"].mean() == pytest.approx(rate, abs=0.03)
+
+
+def test_every_fraud_type_present(small):
+    counts = small["fraud_type"].value_counts()
+    for name in FRAUD_TYPES[1:]:
+        assert counts.get(name, 0) >= 30, name
+
+
+def test_scan_avoidance_only_at_self_checkout_other_fraud_only_staffed(small):
+    sco = small["lane_type"] == "self_checkout"
+    fraud = small["is_fraud"]
+    assert (small.loc[sco & fraud, "fraud_type"] == "scan_avoidance").all()
+    assert (small.loc[~sco, "fraud_type"] != "scan_avoidance").all()
+
+
+def test_self_checkout_attributed_to_a_cashier_of_the_store(small):
+    world = make_world(SMALL)
+    home = {
+        cid: world.store_ids[i // SMALL.cashiers_per_store]
+        for i, cid in enumerate(world.cashier_ids)
+    }
+    assert (small["cashier_id"].map(home) == small["store_id"]).all()
+    assert (small["lane_id"].str.split("-").str[0] == small["store_id"]).all()
+    assert set(small.loc[small["lane_type"] == "self_checkout", "lane_id"].str[4:7]) == {"SCO"}
+
+
+def test_most_cashier_fraud_comes_from_a_few_dishonest_cashiers(small):
+    cashier_fraud = small[small["is_fraud"] & (small["fraud_type"] != "scan_avoidance")]
+    per_cashier = cashier_fraud.groupby("cashier_id").size().sort_values(ascending=False)
+    top = max(1, round(0.1 * SMALL.stores * SMALL.cashiers_per_store))
+    assert per_cashier.iloc[:top].sum() > 0.5 * len(cashier_fraud)
+
+
+def _staffed_legit(df):
+    return df[(df["fraud_type"] == "none") & (df["lane_type"] == "staffed")]
+
+
+def test_fraud_signatures(small):
+    legit = _staffed_legit(small)
+    sco_legit = small[(small["fraud_type"] == "none") & (small["lane_type"] == "self_checkout")]
+    by = {name: small[small["fraud_type"] == name] for name in FRAUD_TYPES[1:]}
+
+    def kg_per_item(df):
+        return (df["basket_weight_kg"] / df["item_count"].clip(lower=1)).median()
+
+    # Under-ringing: more weight per rung item than a normal basket.
+    assert kg_per_item(by["sweethearting"]) > 1.5 * kg_per_item(legit)
+    # Void abuse: expensive voids, after payment, or just under the review limit.
+    voids = by["void_abuse"]
+    assert (voids["void_count"] > 0).all()
+    assert (
+        voids["void_amount"].median()
+        > 3 * legit.loc[legit["void_count"] > 0, "void_amount"].median()
+    )
+    assert voids["post_payment_void"].mean() > 0.2 > 10 * legit["post_payment_void"].mean()
+    per_void = voids["void_amount"] / voids["void_count"]
+    assert ((per_void >= VOID_REVIEW_LIMIT - 6) & (per_void < VOID_REVIEW_LIMIT)).mean() > 0.2
+    # No-sale abuse: drawer opens, mostly more than one.
+    assert (by["no_sale_abuse"]["no_sale_count"] >= 1).all()
+    assert (by["no_sale_abuse"]["no_sale_count"] >= 2).mean() > 0.5
+    # Refund fraud: large refunds, mostly without receipt.
+    refunds = by["refund_fraud"]
+    legit_refunds = legit[legit["refund_amount"] > 0]
+    assert (refunds["refund_amount"] > 0).all()
+    assert refunds["refund_no_receipt"].mean() > 2 * legit_refunds["refund_no_receipt"].mean()
+    assert refunds["refund_amount"].median() > 2 * legit_refunds["refund_amount"].median()
+
+    # Discount abuse: a large share of the basket given away.
+    def disc_ratio(df):
+        return (
+            df["discount_amount"] / (df["total_amount"] + df["discount_amount"] + 1e-9)
+        ).median()
+
+    assert disc_ratio(by["discount_abuse"]) > 0.25 > 4 * disc_ratio(legit)
+    # Scan avoidance: unexpected weight in the bagging area.
+    assert by["scan_avoidance"]["weight_variance"].median() > 0.3
+    assert sco_legit["weight_variance"].abs().median() < 0.05
+
+
+def test_legit_transactions_include_odd_but_honest_cases(small):
+    legit = small[small["fraud_type"] == "none"]
+    assert legit["post_payment_void"].sum() > 0
+    assert legit["refund_no_receipt"].sum() > 0
+    assert (legit["void_amount"] > 30).sum() > 0
+    assert (legit["no_sale_count"] > 0).sum() > 0
+    sco_legit = legit[legit["lane_type"] == "self_checkout"]
+    assert (sco_legit["weight_variance"].abs() > 0.3).sum() > 0  # scale glitches
+    staffed = legit[legit["lane_type"] == "staffed"]
+    assert staffed["weight_variance"].abs().max() < 0.05  # no security scale: ~0 noise
+
+
+def test_subtle_fraud_overlaps_legit(small):
+    """Not trivially separable: some fraud looks like ordinary baskets on each single signal."""
+    legit = _staffed_legit(small)
+    sweet = small[small["fraud_type"] == "sweethearting"]
+    ratio = sweet["basket_weight_kg"] / sweet["item_count"].clip(lower=1)
+    legit_ratio = legit["basket_weight_kg"] / legit["item_count"].clip(lower=1)
+    assert (ratio < legit_ratio.quantile(0.95)).mean() > 0.05
+    nosale = small[small["fraud_type"] == "no_sale_abuse"]
+    assert (nosale["no_sale_count"] == 1).mean() > 0.05
+
+
+def test_scan_duration_grows_with_items(small):
+    staffed = _staffed_legit(small)
+    corr = np.corrcoef(staffed["item_count"], staffed["scan_duration_s"])[0, 1]
+    assert corr > 0.7
+    assert (small["scan_duration_s"] >= 5).all()
+
+
+def test_allocate_and_day_counts():
+    counts = allocate(10, np.array([1.0, 1.0, 1.0]))
+    assert counts.sum() == 10 and sorted(counts) == [3, 3, 4]
+    days = day_row_counts(SMALL)
+    assert days.sum() == SMALL.rows and len(days) == SMALL.days
+
+
+def test_fraud_probabilities_hit_the_target():
+    staffed = np.array([True] * 80 + [False] * 20)
+    dishonest = np.zeros(100, dtype=bool)
+    dishonest[:8] = True
+    p = fraud_probabilities(
+        staffed=staffed,
+        dishonest_active=dishonest,
+        intensity=np.where(dishonest, 1.0, 0.0),
+        risky_hour=np.zeros(100, dtype=bool),
+        expected_frauds=10.0,
+    )
+    assert p.sum() == pytest.approx(10.0)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert p[:8].sum() > p[8:80].sum()  # the dishonest few do most of the cashier fraud
+    assert p[80:].sum() == pytest.approx(2.0)  # scan avoidance share
+
+
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        ({"rows": 0}, "--rows"),
+        ({"rows": -5}, "--rows"),
+        ({"days": 0}, "--days"),
+        ({"stores": 0}, "--stores"),
+        ({"cashiers_per_store": 0}, "--cashiers-per-store"),
+        ({"fraud_rate": -0.01}, "--fraud-rate"),
+        ({"fraud_rate": 0.51}, "--fraud-rate"),
+        ({"fraud_rate": float("nan")}, "--fraud-rate"),
+        ({"seed": -1}, "--seed"),
+    ],
+)
+def test_bad_parameters_are_rejected(change, flag):
+    with pytest.raises(ValueError, match=flag):
+        DatagenParams(**{**SMALL.__dict__, **change}).validate()
+
+
+def test_parse_date():
+    assert parse_date("2026-01-05") == date(2026, 1, 5)
+    with pytest.raises(ValueError, match="--start-date"):
+        parse_date("05/01/2026")
+
+
+def test_summary_mentions_every_type():
+    lines = summarize({"none": 90, "void_abuse": 10}, 100)
+    assert "10.00%" in lines[0]
+    assert len(lines) == len(FRAUD_TYPES)
