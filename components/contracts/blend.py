@@ -302,7 +302,7 @@ def robust_center_scale(anomaly: np.ndarray) -> tuple[float, float]:
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, *, l2: float = 1e-4, max_iter: int = 100, tol: float = 1e-10
 ) -> np.ndarray:
-    """Logistic regression by Newton's method (IRLS); returns ``[w_1..w_k, intercept]``.
+    """Logistic regression by damped Newton (IRLS + line search); returns ``[w_1..w_k, c]``.
 
     ``l2`` penalizes the weights (not the intercept) and keeps the fit finite when the
     classes are perfectly separable. Deterministic; k is tiny here (2), so each Newton
@@ -318,18 +318,32 @@ def fit_logistic(
     design = np.hstack([x, np.ones((n, 1))])
     penalty = np.full(k + 1, l2 * n)
     penalty[-1] = 0.0
+
+    def loss(w: np.ndarray) -> float:
+        z = design @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(penalty * w * w))
+
     w = np.zeros(k + 1)
     prior = y.mean()
     w[-1] = math.log(prior / (1 - prior))
+    current = loss(w)
     for _ in range(max_iter):
         p = _sigmoid(design @ w)
         grad = design.T @ (p - y) + penalty * w
-        hess = (
-            (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty) + 1e-9 * np.eye(k + 1)
-        )
-        step = np.linalg.solve(hess, grad)
-        w = w - step
-        if np.max(np.abs(step)) < tol:
+        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hess + 1e-9 * np.eye(k + 1), grad)
+        # Backtracking line search (Armijo): plain Newton overshoots on large margins.
+        t, decrease = 1.0, float(grad @ step)
+        while t > 1e-10:
+            candidate = w - t * step
+            new = loss(candidate)
+            if new <= current - 1e-4 * t * decrease:
+                break
+            t *= 0.5
+        else:
+            break
+        w, previous, current = candidate, current, new
+        if np.max(np.abs(t * step)) < tol or previous - current < tol * max(1.0, abs(current)):
             break
     if not np.all(np.isfinite(w)):
         raise BlendError("fit_logistic diverged")

@@ -260,17 +260,19 @@ def write_registry_sidecar(
 ) -> Path:
     """Write ``registry.json`` (MLflow name/version) beside a bundle without touching the manifest."""
     path = Path(bundle_dir) / REGISTRY_SIDECAR
-    storage.write_bytes(
-        _dump(
-            {
-                "model_name": model_name,
-                "model_version": str(model_version),
-                "run_id": run_id,
-                "alias": alias,
-            }
-        ),
-        str(path),
-    )
+    data = {
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "run_id": run_id,
+        "alias": alias,
+    }
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(_dump(data))
+        os.chmod(tmp, 0o644)  # readable like the other bundle files (serving may be another user)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -24,10 +24,12 @@ import sys
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from components.contracts import blend, cli, kfp_io, storage, tracking
 from components.contracts import features as F
 from components.contracts.bundle import staged_output
+from components.contracts.schemas import LABELS
 from components.contracts.settings import Settings
 from components.evaluate import logic, report
 
@@ -36,6 +38,14 @@ log = logging.getLogger("evaluate")
 TRAIN_SCORE_SAMPLE = 50_000
 """Train rows (seeded sample) scored by the forest to fix the blend's center/scale."""
 DEFAULT_NOVEL_TYPE = "scan_avoidance"
+FEATURE_COLUMNS = pa.schema(
+    [
+        pa.field(F.SUBSET_COLUMN, pa.string(), nullable=False),
+        *(f for f in LABELS),
+        *(pa.field(name, pa.float64(), nullable=False) for name in F.FEATURE_NAMES),
+    ]
+)
+"""The feature-table columns evaluate reads (the table also carries ids, ignored here)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -147,9 +157,7 @@ def _optional_json(uri: str) -> dict[str, Any]:
 
 def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X, subset, is_fraud, fraud_type) of the feature table."""
-    from components.features.logic import FEATURE_TABLE_SCHEMA
-
-    table = storage.read_table(uri, FEATURE_TABLE_SCHEMA)
+    table = storage.read_table(uri, FEATURE_COLUMNS)
     X = np.column_stack([table.column(n).to_numpy() for n in F.FEATURE_NAMES]).astype(np.float64)
     subset = table.column(F.SUBSET_COLUMN).to_numpy(zero_copy_only=False).astype(object)
     labels = table.column("is_fraud").to_numpy(zero_copy_only=False).astype(bool)

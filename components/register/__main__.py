@@ -180,6 +180,18 @@ def input_example(bundle: B.Bundle):
     )
 
 
+def pyfunc_code(work: Path) -> Path:
+    """A ``components`` package with only ``contracts``: all the pyfunc imports at load time."""
+    package = work / "code" / "components"
+    shutil.copytree(
+        COMPONENTS_DIR / "contracts",
+        package / "contracts",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    shutil.copyfile(COMPONENTS_DIR / "__init__.py", package / "__init__.py")
+    return package
+
+
 def pip_requirements() -> list[str]:
     reqs = []
     for name in PIP_PACKAGES:
@@ -238,7 +250,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
                 name=MODEL_ARTIFACT,
                 python_model=str(PYFUNC_FILE),
                 artifacts={"bundle": str(bundle.root)},
-                code_paths=[str(COMPONENTS_DIR)],
+                code_paths=[str(pyfunc_code(work))],
                 signature=logic.model_signature(),
                 input_example=input_example(bundle),
                 pip_requirements=pip_requirements(),

@@ -193,8 +193,13 @@ def test_fit_blend_converges_with_large_margins_and_rare_positives():
     y = rng.random(n) < 0.02
     margin = np.where(y, rng.normal(4.0, 0.8, n), rng.normal(-5.0, 1.0, n))
     forest = -(0.36 + 0.025 * rng.standard_normal(n) + 0.04 * y)
-    p = blend.fit_blend(valid_margin=margin, valid_iforest_score=forest, valid_labels=y,
-                        train_iforest_score=forest[~y], l2=1e-4)
+    p = blend.fit_blend(
+        valid_margin=margin,
+        valid_iforest_score=forest,
+        valid_labels=y,
+        train_iforest_score=forest[~y],
+        l2=1e-4,
+    )
     z = blend.iforest_z(forest, p)
     # Same objective: sklearn's 0.5 |w|^2 + C * logloss with C = 1 / (l2 * n).
     ref = LogisticRegression(C=1 / (1e-4 * n), tol=1e-12, max_iter=10_000)
