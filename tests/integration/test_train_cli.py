@@ -240,3 +240,35 @@ def test_bad_input_exits_2_with_one_line(local_env, tmp_path):
         f"train-xgb: error: {missing}: no such file or folder"
     )
     assert not out.exists()
+
+
+def test_train_iforest_logs_to_a_real_mlflow_server(
+    local_env, mlflow_server, tmp_path, features_file
+):
+    """Tracking over HTTP with artifacts proxied by the server (``mlflow-artifacts:``)."""
+    import uuid
+
+    from mlflow import MlflowClient
+
+    experiment = f"train-cli-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "MLFLOW_ARTIFACT_LOCATION": f"mlflow-artifacts:/{experiment}",
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+        "PIPELINE_RUN_ID": "run-123",
+    }
+    out = tmp_path / "model"
+    proc = run_cli(
+        "components.train_iforest", "--in-features", str(features_file), "--out-model", str(out),
+        "--n-estimators", "5", "--max-samples", "64", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name(experiment)
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["pipeline_run_id"] == "run-123"
+    assert run.data.tags["stage"] == "train-iforest"
+    assert run.info.run_id == json.loads((out / "meta.json").read_text())["mlflow_run_id"]
+    local = client.download_artifacts(run.info.run_id, "forest/forest.npz", str(tmp_path))
+    assert ForestArrays.load(local).n_trees == 5
