@@ -479,6 +479,16 @@ class _LambdaContext:
         return 30_000
 
 
+def _ensure_event_loop() -> None:
+    """Give a worker thread its own event loop: Mangum runs the ASGI app on the current one."""
+    import asyncio
+
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 class LambdaTransport:
     """Calls a Lambda handler in-process with API Gateway v2 events.
 
@@ -486,8 +496,10 @@ class LambdaTransport:
     time; concurrency > 1 only queues on the lock.
     """
 
-    def __init__(self, handler: Callable[[dict, Any], dict], *, api_key: str | None):
-        self.name = "lambda:" + getattr(handler, "__module__", "handler")
+    def __init__(
+        self, handler: Callable[[dict, Any], dict], *, api_key: str | None, name: str = "handler"
+    ):
+        self.name = f"lambda:{name}"
         self._handler = handler
         self._headers = {"x-api-key": api_key} if api_key else {}
         self._lock = threading.Lock()
@@ -495,6 +507,7 @@ class LambdaTransport:
 
     def send(self, body: bytes) -> tuple[int, Any]:
         event = api_gateway_v2_event(body, headers=self._headers)
+        _ensure_event_loop()
         with self._lock:
             try:
                 response = self._handler(event, _LambdaContext())
@@ -821,9 +834,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream_uri, labels_uri = _resolve_inputs(args)
         transactions = load_stream(stream_uri, limit=config.max_requests)
         labels = load_labels(labels_uri) if labels_uri else None
+        transport: Transport
         if args.lambda_handler:
-            transport: Transport = LambdaTransport(
-                load_lambda_handler(args.lambda_handler), api_key=args.api_key
+            transport = LambdaTransport(
+                load_lambda_handler(args.lambda_handler),
+                api_key=args.api_key,
+                name=args.lambda_handler,
             )
         else:
             transport = HttpTransport(

@@ -198,6 +198,10 @@ def test_api_gateway_v2_event_is_accepted_by_mangum():
     transport = sim.LambdaTransport(handler, api_key="k")
     status, payload = transport.send(json.dumps({"transaction_id": "T9"}).encode())
     assert (status, payload) == (200, {"echo": "T9"})
+    # From worker threads too (each needs its own event loop for Mangum).
+    config = SimulatorConfig(rate=None, concurrency=3, max_requests=6)
+    results, _ = sim.run(_txs(6), transport, config)
+    assert [r.status for r in results] == [200] * 6
     event = sim.api_gateway_v2_event(b"{}", headers={"X-API-Key": "k"})
     assert event["version"] == "2.0" and event["requestContext"]["http"]["method"] == "POST"
     assert event["headers"]["x-api-key"] == "k" and event["rawPath"] == "/v1/predict"
