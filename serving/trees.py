@@ -72,6 +72,30 @@ def _renumber(order: np.ndarray, left: np.ndarray, offset: int) -> np.ndarray:
     return child
 
 
+def _sync_layout(child: np.ndarray, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays for depth-synchronous batch walks.
+
+    Returns ``sync_child`` (leaves point to themselves), ``inner`` (1 for split nodes, 0 for
+    leaves) and each tree's depth. A batch kernel then advances a whole block of rows one
+    level at a time for exactly ``depth[t]`` steps without checking for leaves: the rows'
+    walks are independent, so the CPU overlaps their memory loads (about 2x faster per
+    thread than walking row by row).
+    """
+    n = child.size
+    inner = (child != LEAF).astype(np.int32)
+    sync_child = np.where(inner == 1, child, np.arange(n)).astype(np.int32)
+    node_depth = np.zeros(n, dtype=np.int32)
+    for i in range(n):  # parents precede children in breadth-first order
+        if inner[i]:
+            node_depth[child[i]] = node_depth[i] + 1
+            node_depth[child[i] + 1] = node_depth[i] + 1
+    ends = np.append(roots[1:], n)
+    depth = np.array(
+        [node_depth[a:b].max() for a, b in zip(roots, ends, strict=True)], dtype=np.int32
+    )
+    return sync_child, inner, depth
+
+
 BLOCK = 64
 """Rows scored together per tree in batch kernels: a tree's nodes stay in cache for the block."""
 
@@ -103,6 +127,21 @@ class XGBTrees:
     """Expected margin: base margin plus every tree's root mean (Saabas bias term)."""
     num_features: int
     feature_names: tuple[str, ...] | None = None
+    sync_child: np.ndarray | None = None
+    """Depth-synchronous layout for batch kernels (see ``_sync_layout``)."""
+    inner: np.ndarray | None = None
+    value: np.ndarray | None = None
+    """Leaf values (0 on split nodes), float32."""
+    depth: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        sync_child, inner, depth = _sync_layout(self.child, self.roots)
+        object.__setattr__(self, "sync_child", sync_child)
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "depth", depth)
+        object.__setattr__(
+            self, "value", np.where(inner == 1, np.float32(0), self.threshold).astype(np.float32)
+        )
 
     @property
     def num_trees(self) -> int:
@@ -206,7 +245,19 @@ class XGBTrees:
     def margins(self, X: np.ndarray) -> np.ndarray:
         """Margins of every row of ``X`` (n, F) as float32 (blocks of rows in parallel)."""
         out = np.empty(X.shape[0], dtype=np.float32)
-        _xgb_margin_batch(np.ascontiguousarray(X), *self._args(), self.roots, self.base_margin, out)
+        _xgb_margin_batch(
+            np.ascontiguousarray(X),
+            self.sync_child,
+            self.inner,
+            self.feature,
+            self.threshold,
+            self.default_left,
+            self.value,
+            self.roots,
+            self.depth,
+            self.base_margin,
+            out,
+        )
         return out
 
     def margins_contribs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,26 +341,35 @@ def _xgb_margin_contribs_row(
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _xgb_margin_batch(X, child, feature, threshold, default_left, roots, base, out):
+def _xgb_margin_batch(
+    X, sync_child, inner, feature, threshold, default_left, value, roots, depth, base, out
+):
     n = X.shape[0]
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in numba.prange(nblocks):
         lo = b * BLOCK
-        hi = min(n, lo + BLOCK)
-        acc = np.full(hi - lo, np.float32(base), dtype=np.float32)
-        xb = np.empty((hi - lo, X.shape[1]), dtype=np.float32)
-        for i in range(lo, hi):
+        m = min(n, lo + BLOCK) - lo
+        xb = np.empty((m, X.shape[1]), dtype=np.float32)
+        for i in range(m):
             for j in range(X.shape[1]):
-                xb[i - lo, j] = np.float32(X[i, j])
-        for t in range(roots.size):  # tree-major: one tree's nodes stay hot for the block
-            root = roots[t]
-            for r in range(hi - lo):
-                node = root
-                while child[node] != LEAF:
-                    node = _xgb_step(xb[r, feature[node]], node, child, threshold, default_left)
-                acc[r] = np.float32(acc[r] + threshold[node])
-        for r in range(hi - lo):
-            out[lo + r] = acc[r]
+                xb[i, j] = np.float32(X[lo + i, j])
+        acc = np.full(m, np.float32(base), dtype=np.float32)
+        nodes = np.empty(m, dtype=np.int32)
+        for t in range(roots.size):  # tree-major: a tree's nodes stay hot for the block
+            for i in range(m):
+                nodes[i] = roots[t]
+            for _ in range(depth[t]):  # one level for every row: independent walks overlap
+                for i in range(m):
+                    node = nodes[i]
+                    v = xb[i, feature[node]]
+                    go_left = np.int32(v < threshold[node]) | (
+                        np.int32(v != v) & np.int32(default_left[node])
+                    )
+                    nodes[i] = sync_child[node] + inner[node] * (1 - go_left)
+            for i in range(m):  # tree order per row: float32 sums match XGBoost's
+                acc[i] = np.float32(acc[i] + value[nodes[i]])
+        for i in range(m):
+            out[lo + i] = acc[i]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -345,6 +405,19 @@ class IForestTrees:
     denominator: float
     """``n_trees * c(max_samples)``; 0 means sklearn's constant score -0.5."""
     num_features: int
+    sync_child: np.ndarray | None = None
+    """Depth-synchronous layout for batch kernels (see ``_sync_layout``)."""
+    inner: np.ndarray | None = None
+    value: np.ndarray | None = None
+    """Leaf path lengths (0 on split nodes), float64."""
+    depth: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        sync_child, inner, depth = _sync_layout(self.child, self.roots)
+        object.__setattr__(self, "sync_child", sync_child)
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "depth", depth)
+        object.__setattr__(self, "value", np.where(inner == 1, 0.0, self.threshold))
 
     @property
     def num_trees(self) -> int:
@@ -411,11 +484,14 @@ class IForestTrees:
         out = np.empty(X.shape[0], dtype=np.float64)
         _iforest_path_batch(
             np.ascontiguousarray(X),
-            self.child,
+            self.sync_child,
+            self.inner,
             self.feature,
             self.threshold,
             self.missing_left,
+            self.value,
             self.roots,
+            self.depth,
             out,
         )
         if self.denominator == 0:
@@ -443,26 +519,35 @@ def _iforest_path_row(x, child, feature, threshold, missing_left, roots):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _iforest_path_batch(X, child, feature, threshold, missing_left, roots, out):
+def _iforest_path_batch(
+    X, sync_child, inner, feature, threshold, missing_left, value, roots, depth, out
+):
     n = X.shape[0]
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in numba.prange(nblocks):
         lo = b * BLOCK
-        hi = min(n, lo + BLOCK)
-        acc = np.zeros(hi - lo, dtype=np.float64)
-        xb = np.empty((hi - lo, X.shape[1]), dtype=np.float32)
-        for i in range(lo, hi):
+        m = min(n, lo + BLOCK) - lo
+        xb = np.empty((m, X.shape[1]), dtype=np.float32)
+        for i in range(m):
             for j in range(X.shape[1]):
-                xb[i - lo, j] = np.float32(X[i, j])
+                xb[i, j] = np.float32(X[lo + i, j])
+        acc = np.zeros(m, dtype=np.float64)
+        nodes = np.empty(m, dtype=np.int32)
         for t in range(roots.size):
-            root = roots[t]
-            for r in range(hi - lo):
-                node = root
-                while child[node] != LEAF:
-                    node = _iforest_step(xb[r, feature[node]], node, child, threshold, missing_left)
-                acc[r] += threshold[node]
-        for r in range(hi - lo):
-            out[lo + r] = acc[r]
+            for i in range(m):
+                nodes[i] = roots[t]
+            for _ in range(depth[t]):
+                for i in range(m):
+                    node = nodes[i]
+                    v = xb[i, feature[node]]
+                    go_left = np.int32(np.float64(v) <= threshold[node]) | (
+                        np.int32(v != v) & np.int32(missing_left[node])
+                    )
+                    nodes[i] = sync_child[node] + inner[node] * (1 - go_left)
+            for i in range(m):
+                acc[i] += value[nodes[i]]
+        for i in range(m):
+            out[lo + i] = acc[i]
 
 
 # --------------------------------------------------------------------------------------

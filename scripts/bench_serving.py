@@ -1,0 +1,638 @@
+"""Serving benchmark: in-process scoring, batch throughput, HTTP latency/throughput, soak.
+
+    python scripts/bench_serving.py --quick                  # short run on a demo bundle
+    python scripts/bench_serving.py --model-dir serving/model
+    python scripts/bench_serving.py --model-uri models:/cashier-integrity-risk@champion
+
+Measured in the same run, on the same model:
+
+* in-process: one transaction through features + both models + blend (p50/p99), and its parts;
+* batch: rows/s of the vectorized path (numba, 2 threads), models only and end to end;
+* HTTP (uvicorn, one worker, server and load generator pinned to different cores with
+  taskset; load from ``wrk``, or a Python generator when wrk is missing): p50/p95/p99 at
+  concurrency 1, requests/s at concurrency 16, for our app and for baselines: a brief-style
+  FastAPI app (pandas one-row DataFrame, XGBClassifier.predict_proba,
+  IsolationForest.decision_function), a constant-response Litestar route, and
+  ``mlflow models serve`` on the registered model (only with ``--model-uri``);
+* soak: many requests at concurrency 32, errors and worker RSS growth.
+
+Prints a table and writes ``.bench/serving.json``. Targets (full run on an idle machine):
+in-process p50 < 50 us, HTTP p99 < 1 ms at c=1, >= 3,000 req/s at c=16 on one worker,
+batch >= 500k rows/s on 2 threads, soak zero errors and RSS growth < 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+BODY = {
+    "transaction_id": "T100",
+    "cashier_id": "C001",
+    "item_count": 12,
+    "total_amount": 150.0,
+    "void_count": 0,
+    "no_sale_count": 0,
+    "weight_variance": 0.1,
+    "timestamp": "2026-01-20T14:30:00",
+    "store_id": "S01",
+    "lane_type": "staffed",
+    "payment_type": "card",
+}
+
+WRK_LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = os.getenv("BENCH_BODY")
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+                 + summary.errors.status + summary.errors.timeout
+  io.write(string.format(
+    "BENCH_JSON {\"requests\": %d, \"duration_us\": %d, \"errors\": %d, \"p50_us\": %d, " ..
+    "\"p95_us\": %d, \"p99_us\": %d, \"max_us\": %d}\n",
+    summary.requests, summary.duration, errors, latency:percentile(50),
+    latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+
+FASTAPI_BASELINE = '''
+"""Brief-style baseline: FastAPI + pandas one-row DataFrame + sklearn-API models."""
+import os, time
+import numpy as np, pandas as pd
+from fastapi import FastAPI
+from pydantic import BaseModel
+from sklearn.ensemble import IsolationForest
+from xgboost import XGBClassifier
+from components.contracts import features as F
+from components.contracts import blend as B
+from components.contracts.bundle import load_bundle
+
+bundle = load_bundle(os.environ["MODEL_DIR"])
+clf = XGBClassifier()
+clf.load_model(str(bundle.xgb_path))
+profiles = F.ProfileIndex.from_table(bundle.load_profiles()) if hasattr(bundle, "load_profiles") \\
+    else F.ProfileIndex.from_table(__import__("pyarrow.parquet").parquet.read_table(bundle.profiles_path))
+# Same size as the bundle's forest, fitted at start (the bundle carries no pickle).
+n_trees = int(os.environ.get("IFOREST_TREES", "100"))
+iforest = IsolationForest(n_estimators=n_trees, max_samples=256, random_state=0).fit(
+    np.random.default_rng(0).normal(size=(2000, len(F.FEATURE_NAMES))))
+app = FastAPI()
+
+class Transaction(BaseModel):
+    transaction_id: str
+    cashier_id: str
+    item_count: int
+    total_amount: float
+    void_count: int
+    no_sale_count: int
+    weight_variance: float
+    timestamp: str | None = None
+    store_id: str | None = None
+    lane_type: str | None = None
+    payment_type: str | None = None
+
+@app.post("/v1/predict")
+def predict(tx: Transaction):
+    t0 = time.perf_counter()
+    row = {**F.REQUEST_DEFAULTS, "lane_id": "L1", "basket_weight_kg": 0.45 * tx.item_count,
+           "scan_duration_s": 3.5 * tx.item_count, **{k: v for k, v in tx.model_dump().items() if v is not None}}
+    df = pd.DataFrame([row])
+    raw = F.raw_matrix(df)
+    prior = profiles.prior_for(tx.cashier_id, tx.store_id)[None, :]
+    X = pd.DataFrame(F.compute_features(raw, prior), columns=list(F.FEATURE_NAMES))
+    proba = clf.predict_proba(X)[:, 1]
+    anomaly = iforest.decision_function(X.to_numpy())
+    score = float(B.risk_score(np.log(proba / (1 - proba)), anomaly + iforest.offset_, bundle.blend)[0])
+    level = B.risk_level(score, bundle.blend.thresholds)
+    return {"transaction_id": tx.transaction_id, "risk_score": score, "risk_level": level,
+            "action": B.action(level), "latency_ms": (time.perf_counter() - t0) * 1000}
+'''
+
+CONSTANT_APP = '''
+"""Constant-response Litestar route: the framework + server floor."""
+from litestar import Litestar, post
+
+RESPONSE = {"transaction_id": "T100", "risk_score": 12.5, "risk_level": "Low Risk",
+            "action": "Log only", "latency_ms": 0.0}
+
+@post("/v1/predict", status_code=200)
+async def predict(data: dict) -> dict:
+    return RESPONSE
+
+app = Litestar([predict])
+'''
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+
+
+def taskset(core: int | None) -> list[str]:
+    if core is None or not shutil.which("taskset"):
+        return []
+    return ["taskset", "-c", str(core)]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Server:
+    """A server subprocess pinned to one core; stopped on exit."""
+
+    def __init__(self, cmd: list[str], env: dict, health: str, log: Path, core: int | None):
+        self.proc = subprocess.Popen(
+            taskset(core) + cmd,
+            env=env,
+            stdout=open(log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.health = health
+        self.log = log
+
+    def __enter__(self) -> Server:
+        try:
+            wait_ready(self.health, self.proc)
+        except Exception:
+            self.__exit__()
+            raise RuntimeError(
+                f"server failed to start; log tail:\n{self.log.read_text()[-1500:]}"
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def post_once(url: str, body: bytes) -> None:
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+def load_wrk(url: str, body: dict, *, connections: int, seconds: float, core: int | None) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA)
+        script = f.name
+    try:
+        env = {**os.environ, "BENCH_BODY": json.dumps(body)}
+        out = subprocess.run(
+            [
+                *taskset(core),
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "-s",
+                script,
+                url,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        ).stdout
+    finally:
+        os.unlink(script)
+    match = re.search(r"BENCH_JSON (\{.*\})", out)
+    if not match:
+        raise RuntimeError(f"wrk produced no result:\n{out[-1000:]}")
+    r = json.loads(match.group(1))
+    return {
+        "requests": r["requests"],
+        "errors": r["errors"],
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50_ms": r["p50_us"] / 1000,
+        "p95_ms": r["p95_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "max_ms": r["max_us"] / 1000,
+        "generator": "wrk",
+    }
+
+
+def load_python(
+    url: str, body: dict, *, connections: int, seconds: float, core: int | None
+) -> dict:
+    """Fallback load generator: one keep-alive http.client connection per thread."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    payload = json.dumps(body).encode()
+    latencies: list[float] = []
+    errors = [0]
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        local = []
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", u.path, payload, {"content-type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status >= 400:
+                    errors[0] += 1
+            except OSError:
+                errors[0] += 1
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+            local.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(local)
+
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return {
+        "requests": len(latencies),
+        "errors": errors[0],
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pct(latencies, 50) * 1000,
+        "p95_ms": pct(latencies, 95) * 1000,
+        "p99_ms": pct(latencies, 99) * 1000,
+        "max_ms": max(latencies) * 1000,
+        "generator": "python",
+    }
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def bench_inprocess(model_dir: str, iterations: int) -> dict:
+    import msgspec
+    import numpy as np
+
+    from components.contracts import features as feats
+    from serving.model_loader import load
+    from serving.schemas import PredictRequest
+    from serving.settings import ServingSettings
+    from serving.trees import score_pair_row
+
+    loaded = load(ServingSettings(model_dir=model_dir))
+    scorer = loaded.scorer
+    raw_body = msgspec.json.encode(BODY)
+    request = msgspec.json.decode(raw_body, type=PredictRequest)
+    for _ in range(200):
+        scorer.score_one(request)
+
+    def timed(fn) -> dict:
+        samples = []
+        for _ in range(iterations):
+            t0 = time.perf_counter_ns()
+            fn()
+            samples.append((time.perf_counter_ns() - t0) / 1000)
+        return {"p50_us": statistics.median(samples), "p99_us": pct(samples, 99)}
+
+    x = scorer.features_one(request)[0].copy()
+    contrib = np.empty(len(feats.FEATURE_NAMES) + 1, dtype=np.float32)
+    top = np.empty(3, dtype=np.int64)
+    m = scorer.models
+    return {
+        "model": {
+            "xgb_trees": m.xgb.num_trees,
+            "iforest_trees": m.forest.num_trees,
+            "version": loaded.version,
+        },
+        "score_one": timed(lambda: scorer.score_one(request)),
+        "decode_and_score": timed(
+            lambda: scorer.score_one(msgspec.json.decode(raw_body, type=PredictRequest))
+        ),
+        "features_only": timed(lambda: scorer.features_one(request)),
+        "models_only": timed(lambda: score_pair_row(x, m.xgb, m.forest, contrib, top)),
+    }
+
+
+def bench_batch(model_dir: str, rows: int, threads: int) -> dict:
+    import numba
+    import numpy as np
+
+    from components.contracts import blend as blend_mod
+    from components.contracts import features as feats
+    from serving.model_loader import load
+    from serving.settings import ServingSettings
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    scorer = load(ServingSettings(model_dir=model_dir)).scorer
+    rng = np.random.default_rng(0)
+    base = scorer.features_one(BODY).copy()
+    X = np.repeat(base, rows, axis=0) * rng.uniform(0.5, 1.5, size=(rows, base.shape[1]))
+    m = scorer.models
+    m.xgb.margins(X[:256])
+    m.forest.scores(X[:256])
+    t0 = time.perf_counter()
+    margins = m.xgb.margins(X)
+    scores = m.forest.scores(X)
+    blend_mod.risk_score(margins, scores, m.blend)
+    models_s = time.perf_counter() - t0
+    raw = np.repeat(feats.raw_row(BODY), rows, axis=0)
+    prior = np.repeat(m.profiles.prior_for("C001", "S01")[None, :], rows, axis=0)
+    t0 = time.perf_counter()
+    F = feats.compute_features(raw, prior)
+    margins, _contribs = m.xgb.margins_contribs(F)
+    blend_mod.risk_score(margins, m.forest.scores(F), m.blend)
+    e2e_s = time.perf_counter() - t0
+    small = [dict(BODY, transaction_id=f"T{i}") for i in range(1000)]
+    scorer.score_many(small[:10])
+    t0 = time.perf_counter()
+    scorer.score_many(small)
+    api_s = time.perf_counter() - t0
+    return {
+        "threads": numba.get_num_threads(),
+        "rows": rows,
+        "models_rows_per_s": rows / models_s,
+        "features_models_reasons_rows_per_s": rows / e2e_s,
+        "score_many_1000_ms": api_s * 1000,
+    }
+
+
+def bench_http(args, model_dir: str, work: Path) -> dict:
+    cores = (0, 1) if (os.cpu_count() or 1) >= 2 else (None, None)
+    server_core, client_core = cores
+    gen = load_wrk if shutil.which("wrk") and not args.python_load else load_python
+    env = {
+        **os.environ,
+        "MODEL_DIR": model_dir,
+        "PYTHONPATH": str(REPO),
+        "NUMBA_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("MODEL_URI", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    results: dict = {
+        "generator": gen.__name__.removeprefix("load_"),
+        "server_core": server_core,
+        "client_core": client_core,
+    }
+    (work / "fastapi_baseline.py").write_text(FASTAPI_BASELINE)
+    (work / "constant_app.py").write_text(CONSTANT_APP)
+    env_work = {**env, "PYTHONPATH": f"{work}:{REPO}"}
+    uv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    targets = {
+        "litestar_app": ([*uv, "--factory", "serving.app:create_app"], env, "/healthz"),
+        "constant_litestar": ([*uv, "constant_app:app"], env_work, "/schema"),
+        "fastapi_pandas_sklearn": ([*uv, "fastapi_baseline:app"], env_work, "/docs"),
+    }
+    if args.model_uri:
+        targets["mlflow_models_serve"] = (
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                args.model_uri,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--workers",
+                "1",
+            ],
+            env,
+            "/ping",
+        )
+    seconds = args.seconds
+    for name, (cmd, target_env, health) in targets.items():
+        port = free_port()
+        cmd = [*cmd, "--port", str(port)]
+        path = "/invocations" if name == "mlflow_models_serve" else "/v1/predict"
+        body = {"dataframe_records": [BODY]} if name == "mlflow_models_serve" else BODY
+        url = f"http://127.0.0.1:{port}{path}"
+        try:
+            with Server(
+                cmd,
+                target_env,
+                f"http://127.0.0.1:{port}{health}",
+                work / f"{name}.log",
+                server_core,
+            ) as server:
+                for _ in range(300):
+                    post_once(url, json.dumps(body).encode())
+                entry = {
+                    "c1": gen(url, body, connections=1, seconds=seconds, core=client_core),
+                    "c16": gen(url, body, connections=16, seconds=seconds, core=client_core),
+                }
+                if name == "litestar_app":
+                    rss0 = rss_kb(server.proc.pid)
+                    entry["soak"] = gen(
+                        url, body, connections=32, seconds=args.soak_seconds, core=client_core
+                    )
+                    rss1 = rss_kb(server.proc.pid)
+                    entry["soak"] |= {
+                        "rss_kb_before": rss0,
+                        "rss_kb_after": rss1,
+                        "rss_growth_pct": 100.0 * (rss1 - rss0) / max(rss0, 1),
+                    }
+                results[name] = entry
+        except Exception as exc:  # a baseline that cannot run is reported, not fatal
+            results[name] = {"error": str(exc)[-500:]}
+    return results
+
+
+def build_bundle(args, work: Path) -> str:
+    if args.model_dir:
+        return args.model_dir
+    if args.model_uri:
+        from serving.model_loader import bake_bundle
+
+        return str(bake_bundle(args.model_uri, work / "model").root)
+    from serving.testing import build_demo_bundle
+
+    print(
+        "no --model-dir/--model-uri: building a demo bundle "
+        f"({args.demo_trees} XGBoost trees depth 6, {args.demo_iforest} isolation trees)"
+    )
+    return str(
+        build_demo_bundle(
+            work / "model",
+            rows=args.demo_rows,
+            n_estimators=args.demo_trees,
+            max_depth=6,
+            iforest_trees=args.demo_iforest,
+        ).path
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run (shared machine)")
+    parser.add_argument("--model-dir", help="bundle folder to serve")
+    parser.add_argument("--model-uri", help="registry URI (also benchmarks mlflow models serve)")
+    parser.add_argument(
+        "--python-load",
+        action="store_true",
+        help="use the Python load generator even when wrk is installed",
+    )
+    parser.add_argument("--skip-http", action="store_true", help="in-process numbers only")
+    parser.add_argument("--out", default=str(REPO / ".bench" / "serving.json"))
+    args = parser.parse_args(argv)
+    args.seconds = 3 if args.quick else 15
+    args.soak_seconds = 5 if args.quick else 40  # ~100k+ requests at c=32 on an idle core
+    args.demo_rows = 6000 if args.quick else 20000
+    args.demo_trees, args.demo_iforest = 200, 100
+    iterations = 3000 if args.quick else 30000
+    batch_rows = 50_000 if args.quick else 400_000
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        work = Path(tmp)
+        model_dir = build_bundle(args, work)
+        report = {
+            "quick": args.quick,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_avg": os.getloadavg(),
+            },
+        }
+        report["in_process"] = bench_inprocess(model_dir, iterations)
+        report["batch"] = bench_batch(model_dir, batch_rows, threads=2)
+        if not args.skip_http:
+            report["http"] = bench_http(args, model_dir, work)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"\nwrote {out}")
+    return 0
+
+
+def print_table(r: dict) -> None:
+    ip, b = r["in_process"], r["batch"]
+    rows = [
+        (
+            "in-process score_one p50 / p99 (us)",
+            f"{ip['score_one']['p50_us']:.1f} / {ip['score_one']['p99_us']:.1f}",
+            "p50 < 50",
+        ),
+        ("  decode+score p50 (us)", f"{ip['decode_and_score']['p50_us']:.1f}", ""),
+        ("  features only p50 (us)", f"{ip['features_only']['p50_us']:.1f}", ""),
+        (
+            f"  both models p50 (us) [{ip['model']['xgb_trees']}+{ip['model']['iforest_trees']} "
+            "trees]",
+            f"{ip['models_only']['p50_us']:.1f}",
+            "",
+        ),
+        (
+            f"batch models+blend rows/s ({b['threads']} threads)",
+            f"{b['models_rows_per_s']:,.0f}",
+            ">= 500,000",
+        ),
+        (
+            "batch features+models+reasons rows/s",
+            f"{b['features_models_reasons_rows_per_s']:,.0f}",
+            "",
+        ),
+        ("score_many(1000 requests) ms", f"{b['score_many_1000_ms']:.1f}", ""),
+    ]
+    for name, entry in (r.get("http") or {}).items():
+        if not isinstance(entry, dict) or name in ("generator",):
+            continue
+        if "error" in entry:
+            rows.append((f"http {name}", "error: " + entry["error"][:60], ""))
+            continue
+        c1, c16 = entry["c1"], entry["c16"]
+        target = name == "litestar_app"
+        rows.append(
+            (
+                f"http {name} c=1 p50/p95/p99 (ms)",
+                f"{c1['p50_ms']:.3f} / {c1['p95_ms']:.3f} / {c1['p99_ms']:.3f}",
+                "p99 < 1" if target else "",
+            )
+        )
+        rows.append(
+            (
+                f"http {name} c=16 req/s",
+                f"{c16['rps']:,.0f} ({c16['errors']} errors)",
+                ">= 3,000" if target else "",
+            )
+        )
+        if "soak" in entry:
+            s = entry["soak"]
+            rows.append(
+                (
+                    "soak c=32 requests / errors / RSS growth",
+                    f"{s['requests']:,} / {s['errors']} / {s['rss_growth_pct']:.2f}%",
+                    "0 errors, < 5%",
+                )
+            )
+    width = max(len(n) for n, _, _ in rows)
+    print(f"\n{'measure':<{width}}  {'value':<34} target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:<34} {target}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
