@@ -17,6 +17,7 @@ trusted only if every recorded output still exists with the recorded digest.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
@@ -99,18 +100,53 @@ def _source_files(module: str) -> list[Path]:
     return [origin]
 
 
+def _imported_contracts(files: Sequence[Path]) -> set[str]:
+    """``components.contracts.<x>`` modules the given sources import (statically)."""
+    found: set[str] = set()
+    for file in files:
+        try:
+            tree = ast.parse(file.read_text(), str(file))
+        except (OSError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "components.contracts":
+                    found |= {f"components.contracts.{a.name}" for a in node.names}
+                elif node.module.startswith("components.contracts."):
+                    found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("components.contracts.")}
+    return found
+
+
+def _contracts_closure(files: Sequence[Path]) -> list[Path]:
+    """Source files of the shared contracts the given files use, transitively."""
+    seen: set[str] = set()
+    todo = _imported_contracts(files)
+    out: list[Path] = []
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        sources = _source_files(module)
+        out += sources
+        todo |= _imported_contracts(sources) - seen
+    return out
+
+
 def code_digest(command: Sequence[str]) -> str:
     """Digest of the Python sources a ``python -m X`` command runs (empty-safe).
 
-    For ``components.<stage>`` the shared ``components.contracts`` sources count too.
-    Sources are located without importing them.
+    For ``components.<stage>`` the shared ``components.contracts`` modules it imports
+    (transitively, found statically) count too, so editing ``contracts/blend.py`` does not
+    bust ``datagen``. Sources are located without importing them.
     """
     module = _module_of(command)
     if not module:
         return ""
     files = _source_files(module)
-    if module.startswith("components.") and not module.startswith("components.contracts"):
-        files += _source_files("components.contracts")
+    files += _contracts_closure(files)
     h = hashlib.sha256()
     for file in sorted(set(files)):
         h.update(file.name.encode() + b"\0" + sha256_file(file).encode() + b"\n")

@@ -40,7 +40,9 @@ def headline_metrics(rec: RunRecord, limit: int = 9) -> dict[str, Any]:
     scalars = {
         k: v for k, v in meta.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
-    return dict(list(sorted(scalars.items()))[:limit])
+    preferred = [k for k in HEADLINE_KEYS if k in scalars]
+    rest = sorted(k for k in scalars if k not in preferred)
+    return {k: scalars[k] for k in (preferred + rest)[:limit]}
 
 
 def read_decision(rec: RunRecord, settings: Settings | None = None) -> dict[str, Any] | None:

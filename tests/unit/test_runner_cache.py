@@ -124,3 +124,9 @@ def test_cache_store_round_trip_and_validation(tmp_path):
     assert not store.outputs_valid(got)
     out.unlink()
     assert not store.outputs_valid(got)
+
+
+def test_code_digest_counts_only_the_contracts_a_stage_imports():
+    used = {p.name for p in cache._contracts_closure(cache._source_files("components.datagen"))}
+    assert {"storage.py", "schemas.py"} <= used
+    assert "blend.py" not in used  # editing the blend must not bust datagen's cache

@@ -50,6 +50,8 @@ def test_summaries_show_cache_metrics_and_lineage(tmp_path):
 
     rec = _record()
     assert headline_metrics(rec) == {"pr_auc": 0.875}
+    rec.tasks["evaluate"].outputs["metrics"]["metadata"].update(blend_pr_auc=0.9, a_first=1.0)
+    assert list(headline_metrics(rec, limit=2)) == ["blend_pr_auc", "a_first"]
     text = run_summary(rec, Settings.from_env())
     assert "cache hits: 1/2" in text and "pr_auc" in text and "make serve" in text
     assert rec.run_id in runs_table([rec])
