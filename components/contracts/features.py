@@ -125,6 +125,24 @@ PROFILE_FEATURES = (
 FEATURE_NAMES = TRANSACTION_FEATURES + PROFILE_FEATURES
 """Model input columns, in order."""
 
+ANOMALY_FEATURES = (
+    "void_ratio",
+    "refund_ratio",
+    "discount_ratio",
+    "abs_weight_variance",
+    "kg_per_item",
+    "secs_per_item",
+    "no_sale_count",
+    "price_override_count",
+    "z_abs_weight_variance",
+    "z_no_sale_count",
+)
+"""The isolation forest's inputs: compact, scale-free behaviour signals. An isolation forest
+splits on a random feature at each node, so an anomaly in one of 59 columns is rarely
+isolated early; on these ten it is (novel-pattern recall at 1% FPR rose from ~0.03 to ~0.7
+in our measurements). A subset of ``FEATURE_NAMES``; the exported forest still indexes the
+full feature vector."""
+
 REQUEST_DEFAULTS: dict[str, Any] = {
     "lane_type": "staffed",
     "void_amount": 0.0,

@@ -146,8 +146,17 @@ class ForestArrays:
             raise bad("max_samples / c_max_samples out of range")
 
     @classmethod
-    def from_sklearn(cls, model: Any) -> ForestArrays:
+    def from_sklearn(
+        cls, model: Any, *, feature_index: Any = None, n_features: int | None = None
+    ) -> ForestArrays:
         """Flatten a fitted ``sklearn.ensemble.IsolationForest``.
+
+        Args:
+            model: The fitted forest.
+            feature_index: When the model was fitted on a column subset of a wider matrix,
+                ``feature_index[j]`` is the wide-matrix column of the model's column j; the
+                arrays then score the wide matrix directly.
+            n_features: Width of that wide matrix (required with ``feature_index``).
 
         Node features are mapped to the global feature space through
         ``estimators_features_`` exactly when sklearn itself sub-selects columns at scoring
@@ -156,8 +165,17 @@ class ForestArrays:
         """
         if not hasattr(model, "estimators_"):
             raise ValueError("IsolationForest is not fitted")
-        n_features = int(model.n_features_in_)
-        subsample = int(model._max_features) != n_features
+        model_width = int(model.n_features_in_)
+        subsample = int(model._max_features) != model_width
+        if feature_index is None:
+            to_wide = np.arange(model_width, dtype=np.int64)
+            n_features = model_width
+        else:
+            to_wide = np.asarray(feature_index, dtype=np.int64)
+            if to_wide.shape != (model_width,) or n_features is None:
+                raise ValueError("feature_index needs one entry per model column and n_features")
+            if to_wide.min() < 0 or to_wide.max() >= n_features:
+                raise ValueError(f"feature_index out of range for n_features={n_features}")
         max_samples = int(getattr(model, "_max_samples", model.max_samples_))
         parts: dict[str, list[np.ndarray]] = {
             k: [] for k in (*_NODE_INT_ARRAYS, *_NODE_FLOAT_ARRAYS)
@@ -176,7 +194,8 @@ class ForestArrays:
             leaf = tree.children_left == -1
             local_feature = np.asarray(tree.feature, dtype=np.int64)
             cols = np.asarray(cols, dtype=np.int64)
-            glob = cols[np.where(leaf, 0, local_feature)] if subsample else local_feature
+            local = cols[np.where(leaf, 0, local_feature)] if subsample else local_feature
+            glob = to_wide[np.where(leaf, 0, local)]
             parts["feature"].append(np.where(leaf, -1, glob).astype(np.int32))
             parts["threshold"].append(np.where(leaf, 0.0, tree.threshold).astype(np.float64))
             parts["left"].append(np.where(leaf, -1, tree.children_left + base).astype(np.int32))

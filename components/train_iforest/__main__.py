@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from components.contracts import cli, kfp_io, storage, tracking
-from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
+from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
 from components.contracts.settings import Settings
 from components.contracts.training import (
@@ -83,6 +83,8 @@ def build_meta(
         "sklearn_version": sklearn.__version__,
         "feature_version": FEATURE_VERSION,
         "feature_names": list(feature_names),
+        "forest_input": "forest.npz scores the full FEATURE_NAMES vector; the sklearn model "
+        "(iforest.skops) takes feature_names only",
         "params": params.as_dict(),
         "max_samples_": int(forest.model.max_samples_),
         "offset_": float(forest.model.offset_),
@@ -161,9 +163,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         n_estimators=args.n_estimators, max_samples=args.max_samples, seed=args.seed
     )
     table = storage.read_table(args.in_features)
-    data = training_data(table, FEATURE_NAMES, source=args.in_features, require_positives=False)
+    data = training_data(table, ANOMALY_FEATURES, source=args.in_features, require_positives=False)
     logger.info("fitting on %d rows, %d features", data.train.n, len(data.feature_names))
-    forest = logic.train_forest(data, params)
+    forest = logic.train_forest(data, params, scoring_features=FEATURE_NAMES)
     metrics = logic.flat_metrics(forest)
     meta = build_meta(forest, params, data.feature_names)
     with staged_model_dir(args.out_model) as staging:

@@ -103,12 +103,35 @@ def fit_forest(train: Subset, params: IForestParams) -> Any:
     return model.fit(train.X)
 
 
-def train_forest(data: TrainingData, params: IForestParams) -> TrainedForest:
-    """Fit the forest, flatten it to ``ForestArrays`` and score train/valid."""
+def train_forest(
+    data: TrainingData,
+    params: IForestParams,
+    *,
+    scoring_features: tuple[str, ...] | None = None,
+) -> TrainedForest:
+    """Fit the forest, flatten it to ``ForestArrays`` and score train/valid.
+
+    Args:
+        data: Train/valid matrices; the forest is fitted on ``data.feature_names``.
+        params: Hyperparameters.
+        scoring_features: The wider feature vector the exported arrays will score (e.g.
+            ``FEATURE_NAMES``, when ``data`` holds only ``ANOMALY_FEATURES``). Every name in
+            ``data.feature_names`` must be in it. None: the arrays score ``data``'s columns.
+    """
     started = time.perf_counter()
     model = fit_forest(data.train, params)
     seconds = time.perf_counter() - started
-    arrays = ForestArrays.from_sklearn(model)
+    if scoring_features is None:
+        arrays = ForestArrays.from_sklearn(model)
+    else:
+        missing = [n for n in data.feature_names if n not in scoring_features]
+        if missing:
+            raise ValueError(f"forest features not in the scoring vector: {', '.join(missing)}")
+        arrays = ForestArrays.from_sklearn(
+            model,
+            feature_index=[scoring_features.index(n) for n in data.feature_names],
+            n_features=len(scoring_features),
+        )
     train_scores = model.score_samples(data.train.X)
     valid_scores = model.score_samples(data.valid.X)
     logger.info(

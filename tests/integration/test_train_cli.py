@@ -19,7 +19,7 @@ import xgboost as xgb
 from train_synthetic import features_table
 
 from components.contracts import storage
-from components.contracts.features import FEATURE_NAMES
+from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES
 from components.contracts.forest import ForestArrays
 from components.train_iforest.logic import SKOPS_TRUSTED_TYPES
 
@@ -163,9 +163,11 @@ def test_train_iforest_cli(tracking_uri, tmp_path, features_file):
     forest = ForestArrays.load(out / "forest.npz")
     model = skops.io.load(out / "iforest.skops", trusted=list(SKOPS_TRUSTED_TYPES))
     X = np.random.default_rng(0).normal(size=(300, len(FEATURE_NAMES)))
-    np.testing.assert_array_equal(forest.score_samples(X), model.score_samples(X))
+    # The arrays score the full feature vector; the sklearn model sees ANOMALY_FEATURES only.
+    subset = [FEATURE_NAMES.index(n) for n in ANOMALY_FEATURES]
+    np.testing.assert_array_equal(forest.score_samples(X), model.score_samples(X[:, subset]))
     assert forest.n_trees == meta["n_trees"] == 40
-    assert meta["feature_names"] == list(FEATURE_NAMES)
+    assert meta["feature_names"] == list(ANOMALY_FEATURES)
     assert meta["score_stats"]["valid"]["q50"] < 0
 
     metrics = json.loads(metrics_file.read_text())
@@ -183,7 +185,9 @@ def test_train_iforest_cli(tracking_uri, tmp_path, features_file):
     import mlflow.sklearn
 
     logged = mlflow.sklearn.load_model(f"runs:/{run_id}/iforest")  # skops, no pickle
-    np.testing.assert_array_equal(logged.score_samples(X), model.score_samples(X))
+    np.testing.assert_array_equal(
+        logged.score_samples(X[:, subset]), model.score_samples(X[:, subset])
+    )
 
 
 def test_train_iforest_cli_s3_in_and_out(local_env, s3_bucket, tmp_path, features_file):

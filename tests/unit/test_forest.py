@@ -269,3 +269,19 @@ def test_property_matches_sklearn(
     np.testing.assert_allclose(
         forest.score_samples(probes), model.score_samples(probes), rtol=0, atol=TOL
     )
+
+
+def test_forest_fitted_on_column_subset_scores_the_wide_matrix():
+    """A forest fitted on a few columns, exported with feature_index, scores the full vector."""
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(3)
+    wide = rng.normal(size=(800, 12))
+    cols = [7, 2, 10]
+    model = IsolationForest(n_estimators=25, max_samples=128, random_state=0).fit(wide[:, cols])
+    arrays = ForestArrays.from_sklearn(model, feature_index=cols, n_features=12)
+    assert arrays.n_features == 12
+    assert set(arrays.feature[arrays.feature >= 0]) <= set(cols)
+    np.testing.assert_array_equal(arrays.score_samples(wide), model.score_samples(wide[:, cols]))
+    with pytest.raises(ValueError, match="feature_index"):
+        ForestArrays.from_sklearn(model, feature_index=[1, 2], n_features=12)
