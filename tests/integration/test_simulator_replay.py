@@ -18,7 +18,7 @@ import pytest
 
 from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS
 from tests.conftest import free_port
-from tests.integration.test_prometheus_stack import serve_app
+from tests.integration.test_prometheus_stack import numba_cache, serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,9 @@ def check_report(report: dict, n: int) -> None:
         assert row["tp"] + row["fp"] == row["flagged"]
 
 
-def test_replay_over_http_paced_with_online_quality(trained_pipeline, tmp_path):
+def test_replay_over_http_paced_with_online_quality(trained_pipeline, tmp_path, tmp_path_factory):
     report_path = tmp_path / "report.json"
-    with serve_app(trained_pipeline["bundle"], tmp_path) as url:
+    with serve_app(trained_pipeline["bundle"], tmp_path, numba_cache(tmp_path_factory)) as url:
         proc = simulate(
             "--stream", trained_pipeline["live_stream"],
             "--labels", trained_pipeline["live_labels"],
@@ -75,12 +75,12 @@ def test_replay_over_http_paced_with_online_quality(trained_pipeline, tmp_path):
     assert "p95=" in proc.stdout
 
 
-def test_replay_through_the_lambda_handler_in_process(trained_pipeline, tmp_path):
+def test_replay_through_the_lambda_handler_in_process(trained_pipeline, tmp_path, tmp_path_factory):
     """API Gateway v2 events into ``serving.lambda_handler.handler`` (Mangum), no server."""
     env = {
         **trained_pipeline["env"],
         "MODEL_DIR": trained_pipeline["bundle"],
-        "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+        "NUMBA_CACHE_DIR": str(numba_cache(tmp_path_factory)),
     }
     env.pop("API_KEY", None)
     report_path = tmp_path / "lambda.json"
