@@ -385,32 +385,31 @@ def load_labels(uri: str) -> dict[str, tuple[bool, str]]:
     }
 
 
-def find_latest(root: Path, pattern: str) -> Path | None:
-    """Newest file (by modification time) under ``root`` whose name matches ``pattern``."""
+def find_latest(root: Path, pattern: str, suffixes: tuple[str, ...] = ("",)) -> Path | None:
+    """Newest file (by modification time) under ``root`` matching ``pattern`` and a suffix."""
     if not root.exists():
         return None
-    candidates = [p for p in root.rglob(pattern) if p.is_file()]
+    candidates = [p for p in root.rglob(pattern) if p.is_file() and p.suffix in suffixes]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
 def latest_live_files(root: Path) -> tuple[Path, Path | None]:
     """The newest live stream under ``root`` and the live labels written next to it.
 
-    The labels are searched first in the stream's own run (the nearest ancestor folder up to
-    three levels up that holds a ``*live*labels*.parquet``), so stream and labels always
-    come from the same split run.
+    Matches both the split CLI's own names (``live_stream.jsonl``, ``live_labels.parquet``)
+    and the local runner's artifact files (``.../split/live_stream``, no extension). The
+    labels are searched in the stream's own run first (the nearest ancestor folder, up to
+    three levels up, that holds one), so stream and labels come from the same split run.
     """
-    stream = find_latest(root, "*live*stream*.jsonl") or find_latest(root, "*live*stream*")
+    stream = find_latest(root, "*live*stream*", ("", ".jsonl"))
     if stream is None:
         raise SimulatorError(
-            f"{root}: no live stream (*live*stream*.jsonl) found; run the pipeline first"
+            f"{root}: no live stream (*live*stream*[.jsonl]) found; run the pipeline first"
         )
     folder = stream.parent
     for _ in range(4):
-        labels = find_latest(folder, "*live*labels*.parquet") or find_latest(
-            folder, "*live*labels*"
-        )
-        if labels is not None and labels.is_file():
+        labels = find_latest(folder, "*live*labels*", ("", ".parquet"))
+        if labels is not None:
             return stream, labels
         if folder == root or folder.parent == folder:
             break

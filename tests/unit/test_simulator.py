@@ -366,6 +366,17 @@ def test_latest_live_files_pairs_stream_and_labels_of_the_same_run(tmp_path):
     time.sleep(0.02)
     stream, labels = _write_live_files(tmp_path / "run-new")
     assert sim.latest_live_files(tmp_path) == (stream, labels)
+    # The local runner's layout: artifact files named after the output, no extension.
+    time.sleep(0.02)
+    runner_split = tmp_path / "pipeline-root" / "run-3" / "split"
+    runner_split.mkdir(parents=True)
+    (runner_split / "live_stream").write_bytes(stream.read_bytes())
+    (runner_split / "live_labels").write_bytes(labels.read_bytes())
+    assert sim.latest_live_files(tmp_path) == (
+        runner_split / "live_stream",
+        runner_split / "live_labels",
+    )
+    assert len(sim.load_stream(str(runner_split / "live_stream"))) == 5
     with pytest.raises(SimulatorError, match="no live stream"):
         sim.latest_live_files(tmp_path / "empty")
 
