@@ -82,14 +82,48 @@ def stage(
     return proc
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_RUN_ID": "chain-test"}
+def _env(base: dict[str, str] | None = None) -> dict[str, str]:
+    return {
+        **(base if base is not None else os.environ),
+        "PYTHONPATH": str(REPO),
+        "PIPELINE_RUN_ID": "chain-test",
+    }
 
 
-def run_chain(root: str, *, rows: int = 50_000, seed: int = 7) -> Chain:
-    """Run the seven stages into ``root`` (local folder or s3:// prefix) using ``os.environ``."""
+def embedded_env(var_dir: Path) -> dict[str, str]:
+    """``os.environ`` with the embedded defaults (like ``local_env``): SQLite MLflow, no S3."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_ARTIFACT_LOCATION",
+            "PIPELINE_ROOT",
+            "S3_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "MODEL_NAME",
+            "MLFLOW_EXPERIMENT_NAME",
+        )
+    }
+    env["VAR_DIR"] = str(var_dir)
+    return env
+
+
+def run_chain(
+    root: str, *, rows: int = 50_000, seed: int = 7, env: dict[str, str] | None = None
+) -> Chain:
+    """Run the seven stages into ``root`` (local folder or s3:// prefix).
+
+    Args:
+        root: Output folder or ``s3://`` prefix.
+        rows: Generated transactions.
+        seed: Generator seed.
+        env: Environment of the stage processes (default ``os.environ``).
+    """
     chain = Chain(root=root, timings={})
-    env = _env()
+    env = _env(env)
 
     def timed(name, *procs):
         started = time.perf_counter()
@@ -174,10 +208,19 @@ def run_chain(root: str, *, rows: int = 50_000, seed: int = 7) -> Chain:
 
     # Two processes creating a fresh SQLite MLflow store at once race on its schema
     # migration ("table _alembic_tmp_experiments already exists"): create it first.
-    from components.contracts import tracking
-    from components.contracts.settings import Settings
-
-    tracking.configure(Settings.from_env().mlflow)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from components.contracts import settings, tracking; "
+            "tracking.configure(settings.Settings.from_env().mlflow)",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     timed("train", train_both)
     evaluate = timed(
         "evaluate",
@@ -246,7 +289,13 @@ def live_rows(chain: Chain, n: int = 3000):
     return frame, labels.loc[frame["transaction_id"], "is_fraud"].to_numpy(dtype=bool)
 
 
-def check_registry_and_pyfunc(chain: Chain, tracking_uri: str, tmp_path: Path) -> str:
+def check_registry_and_pyfunc(
+    chain: Chain,
+    tracking_uri: str,
+    tmp_path: Path,
+    model_name: str = MODEL_NAME,
+    out: str | None = None,
+) -> str:
     """The champion's artifacts hold a verifying bundle; its pyfunc scores live rows well.
 
     Returns the champion's version.
@@ -257,29 +306,30 @@ def check_registry_and_pyfunc(chain: Chain, tracking_uri: str, tmp_path: Path) -
     from components.contracts import bundle as B
     from components.contracts import storage
 
-    decision = storage.read_json(chain.decision)
+    out = out or chain.root
+    decision = storage.read_json(_join(out, "decision.json"))
     assert decision["passed"] and decision["alias_moved"], decision
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient()
-    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    champion = client.get_model_version_by_alias(model_name, "champion")
     assert str(champion.version) == decision["model_version"]
     assert champion.tags["bundle_sha256"] == decision["bundle_sha256"]
     assert champion.tags["pipeline_run_id"] == "chain-test"
 
     local = Path(
         mlflow.artifacts.download_artifacts(
-            f"models:/{MODEL_NAME}@champion", dst_path=str(tmp_path / "champion")
+            f"models:/{model_name}@champion", dst_path=str(tmp_path / "champion")
         )
     )
     bundle = B.load_bundle(local / "artifacts" / "bundle")
     assert bundle.sha256 == decision["bundle_sha256"]
     assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pickle"))
     published = tmp_path / "published-bundle"
-    storage.download_dir(chain.bundle, published)
+    storage.download_dir(_join(out, "bundle"), published)
     assert B.load_bundle(published).model_version == decision["model_version"]
 
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
     frame, labels = live_rows(chain)
     scored = model.predict(frame)
     assert len(scored) == len(frame)
@@ -291,14 +341,33 @@ def check_registry_and_pyfunc(chain: Chain, tracking_uri: str, tmp_path: Path) -
     return str(champion.version)
 
 
+_LOCAL_CHAIN: list[tuple[Chain, dict[str, str]]] = []
+
+
+@pytest.fixture(scope="session")
+def local_chain(tmp_path_factory) -> tuple[Chain, dict[str, str]]:
+    """The chain on 50k rows with embedded defaults, run once per session: the local test
+    checks it, the MLflow-server test registers its models against a real server. (The
+    other module imports this fixture, which makes a second fixture definition: the module
+    level cache keeps it to one chain run.)"""
+    if not _LOCAL_CHAIN:
+        root = tmp_path_factory.mktemp("stage-chain")
+        env = embedded_env(root / "var")
+        _LOCAL_CHAIN.append((run_chain(str(root / "run"), env=env), env))
+    return _LOCAL_CHAIN[0]
+
+
 @pytest.mark.integration
-def test_stage_chain_local(tmp_path, local_env):
+def test_stage_chain_local(local_chain, tmp_path, monkeypatch):
     from components.contracts import bundle as B
     from components.contracts.settings import Settings
 
-    chain = run_chain(str(tmp_path / "run"))
+    chain, env = local_chain
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACT_LOCATION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("VAR_DIR", env["VAR_DIR"])
     tracking_uri = Settings.from_env().mlflow.tracking_uri
-    assert tracking_uri.startswith("sqlite:///") and str(local_env) in tracking_uri
+    assert tracking_uri.startswith("sqlite:///") and env["VAR_DIR"] in tracking_uri
 
     metrics = json.loads(Path(chain.metrics).read_text())
     assert metrics["blend_pr_auc"] > 0.5 and metrics["blend_recall_at_1pct_fpr"] > 0.6
