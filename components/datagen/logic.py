@@ -418,7 +418,7 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     items_true = np.where(f_scan, np.maximum(items_true, 2), items_true).astype(np.int64)
 
     unrung = np.zeros(n, dtype=np.int64)
-    frac = rng.uniform(0.35, 0.75, n)
+    frac = rng.uniform(0.4, 0.8, n)
     unrung_sweet = np.where(subtle, 1 + (items_true >= 12), np.rint(items_true * frac))
     unrung_scan = np.where(subtle, 1, np.rint(items_true * rng.uniform(0.35, 0.75, n)))
     unrung = np.where(f_sweet, unrung_sweet, unrung)
@@ -432,6 +432,10 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     gross = rung * price_level * price_noise
     unit_kg = _lognormal(rng, 0.55, 0.3, n)
     weight_true = items_true * unit_kg * np.exp(rng.normal(0.0, 1.0, n) * 0.5 / np.sqrt(items_true))
+    # What goes unscanned tends to be heavy and dear (meat, detergent, bottles).
+    hidden_base = weight_true * unrung / items_true
+    hidden_kg = hidden_base * np.where(f_scan, rng.uniform(1.2, 2.5, n), 1.0)
+    weight_true = weight_true + hidden_kg - hidden_base
 
     # Refunds: returns at the service desk (staffed lanes). Some are refund-only
     # transactions with nothing bought.
@@ -519,12 +523,11 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     bag = sco & (rng.random(n) < 0.06)
     weight_var = np.where(bag, weight_var + rng.uniform(0.03, 0.25, n), weight_var)
     glitch = sco & (rng.random(n) < 0.01)
-    glitch_kg = _lognormal(rng, 0.5, 0.6, n) * np.where(rng.random(n) < 0.65, 1.0, -1.0)
+    glitch_kg = _lognormal(rng, 0.35, 0.5, n) * np.where(rng.random(n) < 0.65, 1.0, -1.0)
     weight_var = np.where(glitch, glitch_kg, weight_var)
-    hidden_kg = weight_true * unrung / np.maximum(items_true, 1)
     weight_var = np.where(
         f_scan,
-        np.where(subtle, rng.uniform(0.05, 0.3, n), hidden_kg * rng.uniform(0.7, 1.0, n))
+        np.where(subtle, rng.uniform(0.05, 0.3, n), hidden_kg * rng.uniform(0.85, 1.0, n))
         + rng.normal(0.0, 0.04, n),
         weight_var,
     )
@@ -538,6 +541,8 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     handled = rung + unrung * np.where(sco, rng.uniform(0.8, 1.2, n), rng.uniform(0.7, 1.0, n))
     duration = overhead + handled * per_item + 12.0 * void_count + 9.0 * no_sale
     duration += np.where(refund, 45.0, 0.0) + 15.0 * overrides + np.where(post_payment, 30.0, 0.0)
+    # Scan avoiders dwell: waiting for the attendant to look away, rearranging bags.
+    duration += np.where(f_scan, rng.uniform(15.0, 60.0, n), 0.0)
     duration = np.maximum(duration, 5.0)
 
     # -- ids, ordering
