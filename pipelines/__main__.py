@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile the pipeline YAML and every component.yaml")
     _image_flags(p)
+    p.add_argument(
+        "--images",
+        metavar="JSON",
+        help="per-stage image references written by scripts/build_images.py (var/images.json); "
+        "they win over --image-registry/--image-tag",
+    )
     p.add_argument(
         "--output",
         type=Path,
@@ -136,8 +143,17 @@ def _cmd_compile(args, settings: Settings) -> int:
     from pipelines.runner.ir import parse_param_args
 
     registry, tag = _images(args, settings)
+    images = None
+    if args.images:
+        images = json.loads(Path(args.images).read_text())
+        if not isinstance(images, dict) or not all(isinstance(v, str) for v in images.values()):
+            raise ValueError(f"{args.images}: expected a JSON object of name -> image reference")
     written = compile_all(
-        registry, tag, pipeline_yaml=args.output, task_env=parse_param_args(args.task_env)
+        registry,
+        tag,
+        pipeline_yaml=args.output,
+        task_env=parse_param_args(args.task_env),
+        images=images,
     )
     for path in written:
         print(f"wrote {path}")

@@ -29,10 +29,17 @@ def compile_all(
     pipeline_yaml: Path = DEFAULT_PIPELINE_YAML,
     components_root: Path | None = None,
     task_env: Mapping[str, str] | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Write the pipeline YAML and every ``components/<stage>/component.yaml``."""
-    written = [compile_pipeline(pipeline_yaml, image_registry, image_tag, task_env)]
-    written += write_component_yamls(build_components(image_registry, image_tag), components_root)
+    """Write the pipeline YAML and every ``components/<stage>/component.yaml``.
+
+    ``images`` (kebab-name -> image reference, e.g. ``var/images.json`` from
+    ``scripts/build_images.py``) pins each component to exactly the image that was built.
+    """
+    written = [compile_pipeline(pipeline_yaml, image_registry, image_tag, task_env, images)]
+    written += write_component_yamls(
+        build_components(image_registry, image_tag, images), components_root
+    )
     return written
 
 

@@ -9,6 +9,7 @@ component's spec as ``components/<stage>/component.yaml`` (loadable with
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +42,26 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
-def image_for(stage: Stage, image_registry: str, image_tag: str) -> str:
-    """Image reference of a stage: ``<registry>/<kebab-name>:<tag>``."""
+def image_for(
+    stage: Stage, image_registry: str, image_tag: str, images: Mapping[str, str] | None = None
+) -> str:
+    """Image reference of a stage: from ``images`` (the build script's ``images.json``,
+    kebab-name -> reference) when it names the stage, else ``<registry>/<kebab-name>:<tag>``."""
+    if images and stage.name in images:
+        return images[stage.name]
     return f"{image_registry.rstrip('/')}/{stage.name}:{image_tag}"
 
 
-def build_components(image_registry: str, image_tag: str) -> dict[str, object]:
+def build_components(
+    image_registry: str, image_tag: str, images: Mapping[str, str] | None = None
+) -> dict[str, object]:
     """Build every stage's container component for the given images.
 
     Args:
         image_registry: Registry prefix, e.g. ``ghcr.io/cashier-integrity``.
         image_tag: Image tag, e.g. ``latest`` or a git sha.
+        images: Exact per-stage references written by ``scripts/build_images.py``
+            (``var/images.json``); they win over registry + tag.
 
     Returns:
         Stage module name (``train_xgb``) -> KFP container component.
@@ -59,7 +69,7 @@ def build_components(image_registry: str, image_tag: str) -> dict[str, object]:
     built = {}
     for stage in STAGES:
         module = importlib.import_module(f"components.{stage.module}.component")
-        built[stage.module] = module.build(image_for(stage, image_registry, image_tag))
+        built[stage.module] = module.build(image_for(stage, image_registry, image_tag, images))
     return built
 
 

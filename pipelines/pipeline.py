@@ -30,7 +30,12 @@ RETRIES = {
 RETRY_BACKOFF = "5s"
 
 
-def build_pipeline(image_registry: str, image_tag: str, task_env: Mapping[str, str] | None = None):
+def build_pipeline(
+    image_registry: str,
+    image_tag: str,
+    task_env: Mapping[str, str] | None = None,
+    images: Mapping[str, str] | None = None,
+):
     """Build the pipeline function for the given component images.
 
     Args:
@@ -42,7 +47,7 @@ def build_pipeline(image_registry: str, image_tag: str, task_env: Mapping[str, s
     """
     from kfp import dsl
 
-    comps = build_components(image_registry, image_tag)
+    comps = build_components(image_registry, image_tag, images)
     env = dict(task_env or {})
 
     def configure(task, stage: str):
@@ -196,13 +201,15 @@ def compile_pipeline(
     image_registry: str,
     image_tag: str,
     task_env: Mapping[str, str] | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> Path:
-    """Compile the pipeline to a KFP IR YAML file at ``path``."""
+    """Compile the pipeline to a KFP IR YAML file at ``path`` (``images``: see
+    ``pipelines.components.build_components``)."""
     from kfp import compiler
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
-        build_pipeline(image_registry, image_tag, task_env), package_path=str(path)
+        build_pipeline(image_registry, image_tag, task_env, images), package_path=str(path)
     )
     return path

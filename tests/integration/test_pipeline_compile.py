@@ -88,3 +88,22 @@ def test_image_registry_and_tag_come_from_compile_flags(tmp_path):
     assert "image: registry.example/ci/train-xgb:abc123" in text
     assert "ghcr.io" not in text
     assert len(written) == 1 + len(STAGES)
+
+
+def test_images_map_pins_exact_image_references(tmp_path):
+    """The build script's images.json wins over registry + tag, per stage, in every YAML."""
+    from pipelines.compile import compile_all
+
+    compile_all(
+        "registry.example",
+        "v1",
+        pipeline_yaml=tmp_path / "pipeline.yaml",
+        components_root=tmp_path,
+        images={"datagen": "registry.example/datagen:abc1234-0123456789ab"},
+    )
+    pipeline = (tmp_path / "pipeline.yaml").read_text()
+    assert "registry.example/datagen:abc1234-0123456789ab" in pipeline
+    assert "registry.example/datagen:v1" not in pipeline
+    assert "registry.example/split:v1" in pipeline
+    component = (tmp_path / "datagen" / "component.yaml").read_text()
+    assert "registry.example/datagen:abc1234-0123456789ab" in component
