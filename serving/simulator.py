@@ -274,7 +274,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         + "  ".join(f"{k}={_fmt(ms[k], '.2f')}" for k in ("p50", "p90", "p95", "p99", "max")),
     ]
     quality = report.get("quality")
-    if quality:
+    if quality and quality["matched"]:
         lines += [
             "",
             f"online quality: {quality['matched']} labelled answers, {quality['frauds']} frauds "

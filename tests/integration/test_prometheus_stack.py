@@ -39,8 +39,12 @@ SERVING_JOB = "pos-risk-serving"
 
 
 @contextlib.contextmanager
-def serve_app(bundle_dir: str, workdir: Path, numba_cache: Path) -> Iterator[str]:
-    """Run ``uvicorn --factory serving.app:create_app`` on a free loopback port; yield its URL.
+def serve_app(
+    bundle_dir: str, workdir: Path, numba_cache: Path
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run ``uvicorn --factory serving.app:create_app`` on a free loopback port.
+
+    Yields the base URL and the process.
 
     ``numba_cache`` is shared by the session's app processes: compiling the scoring kernels
     once saves ~15 s per later start on a busy 2-core machine.
@@ -53,9 +57,9 @@ def serve_app(bundle_dir: str, workdir: Path, numba_cache: Path) -> Iterator[str
         sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
-    with running(cmd, f"{url}/healthz", env=app_env, log=workdir / "app.log", timeout=180):
+    with running(cmd, f"{url}/healthz", env=app_env, log=workdir / "app.log", timeout=180) as proc:
         _wait_ready(f"{url}/readyz", 120)
-        yield url
+        yield url, proc
 
 
 def _wait_ready(url: str, timeout: float) -> None:
@@ -147,7 +151,8 @@ def stack(trained_pipeline, tmp_path_factory) -> Iterator[dict]:
     if PROMETHEUS is None:
         pytest.skip("prometheus not installed (apt-get install prometheus; .ci/run does it)")
     work = tmp_path_factory.mktemp("prom-stack")
-    with serve_app(trained_pipeline["bundle"], work, numba_cache(tmp_path_factory)) as app_url:
+    app = serve_app(trained_pipeline["bundle"], work, numba_cache(tmp_path_factory))
+    with app as (app_url, app_proc):
         target = urllib.parse.urlparse(app_url).netloc
         with run_prometheus(target, work) as prom:
             wait_for(prom, f'up{{job="{SERVING_JOB}"}} == 1')
@@ -160,6 +165,7 @@ def stack(trained_pipeline, tmp_path_factory) -> Iterator[dict]:
                 transport.close()
             yield {
                 "app": app_url,
+                "app_proc": app_proc,
                 "prom": prom,
                 "results": results,
                 "elapsed": elapsed,
@@ -284,3 +290,24 @@ def test_render_dashboard_png(stack):
     keep = os.environ.get("DASHBOARD_PNG")  # keep a copy to look at
     if keep:
         shutil.copy(out, keep)
+
+
+def test_target_down_is_seen_and_its_alert_goes_pending(stack):
+    """Runs last in this module: it stops the app under Prometheus' feet."""
+    prom = stack["prom"]
+    stack["app_proc"].terminate()
+    stack["app_proc"].wait(timeout=15)
+    wait_for(prom, f'up{{job="{SERVING_JOB}"}} == 0', timeout=20)
+    deadline = time.monotonic() + 20
+    pending: list[dict] = []
+    while time.monotonic() < deadline and not pending:
+        pending = [
+            a
+            for a in api(prom, "/api/v1/alerts")["alerts"]
+            if a["labels"]["alertname"] == "PosRiskTargetDown"
+        ]
+        time.sleep(0.5)
+    assert len(pending) == 1
+    assert pending[0]["state"] == "pending"  # "for: 1m" keeps it from firing yet
+    assert pending[0]["labels"]["job"] == SERVING_JOB
+    assert pending[0]["annotations"]["runbook_url"].endswith("#posrisktargetdown")

@@ -58,7 +58,7 @@ def check_report(report: dict, n: int) -> None:
 
 def test_replay_over_http_paced_with_online_quality(trained_pipeline, tmp_path, tmp_path_factory):
     report_path = tmp_path / "report.json"
-    with serve_app(trained_pipeline["bundle"], tmp_path, numba_cache(tmp_path_factory)) as url:
+    with serve_app(trained_pipeline["bundle"], tmp_path, numba_cache(tmp_path_factory)) as (url, _):
         proc = simulate(
             "--stream", trained_pipeline["live_stream"],
             "--labels", trained_pipeline["live_labels"],
