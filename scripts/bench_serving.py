@@ -461,7 +461,8 @@ def bench_http(args, model_dir: str, work: Path) -> dict:
                 "--workers",
                 "1",
             ],
-            env,
+            # mlflow execs `uvicorn` by name: the venv's bin must be on PATH.
+            {**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"},
             "/ping",
         )
     seconds = args.seconds

@@ -11,13 +11,30 @@ and gives exactly the same numbers:
   Path attributions (Saabas, what ``pred_contribs=True, approx_contribs=True`` returns) come
   from the same walk: each step credits ``mean(child) - mean(parent)`` to the split feature,
   where a node's mean is its cover-weighted (``sum_hessian``) average leaf value.
-* Isolation forest: features are cast to float32 and compared as float64 with ``<=``
-  (sklearn's tree code); each leaf carries ``depth + c(n_samples) - 1`` precomputed, the
-  per-row sum over trees in float64 gives ``score_samples = -2 ** (-sum / (T * c(max_samples)))``.
+* Isolation forest: sklearn compares ``float64(float32(x)) <= threshold64``. For a float32
+  ``x`` that equals ``x <= t32`` with ``t32`` the largest float32 not above the threshold,
+  so the walk compares in float32 and stays exact. Each leaf carries
+  ``depth + c(n_samples) - 1`` (float64); the per-row sum over trees in tree order gives
+  ``score_samples = -2 ** (-sum / (T * c(max_samples)))``.
 
-Every kernel is compiled with ``cache=True``; ``serving.model_loader`` points NUMBA_CACHE_DIR
-at a writable folder (``/tmp`` on Lambda) and warms the kernels up at load time so no JIT
-compilation happens inside a request.
+Layout (both models): nodes are renumbered breadth-first per tree so siblings are adjacent
+(right child = left child + 1) and packed into one 16-byte record per node, an ``(n, 4)``
+int32 array with a float32 view of the same memory:
+
+* ``[0]`` left child (global index); a leaf points to itself;
+* ``[1]`` ``feature << 1 | nan_goes_left``; ``-1`` at leaves;
+* ``[2]`` float32 threshold; ``+inf`` at leaves;
+* ``[3]`` float32 Saabas delta (XGBoost; ``mean(node) - mean(parent)``), unused otherwise.
+
+One step reads one record (one cache line) and picks the child without a branch:
+``child + 1 - go_left``. At a leaf ``go_left`` is always 1 (``x < inf``, or NaN going left),
+so a leaf is a fixed point: batch kernels advance a block of rows level by level for the
+tree's depth without leaf checks (independent walks overlap in the CPU), single-row walks
+stop at the first record with a negative feature field. Leaf values live in a separate array.
+
+Every kernel is compiled with ``cache=True``; ``serving`` points NUMBA_CACHE_DIR at a
+writable folder (``/tmp`` on Lambda) and the model loader warms the kernels up at load time
+so no JIT compilation happens inside a request.
 """
 
 from __future__ import annotations
@@ -34,6 +51,8 @@ if TYPE_CHECKING:
     from components.contracts.forest import ForestArrays
 
 LEAF = -1
+BLOCK = 64
+"""Rows scored together per tree in batch kernels: a tree's nodes stay in cache for the block."""
 
 
 class TreeModelError(ValueError):
@@ -46,11 +65,7 @@ class TreeModelError(ValueError):
 
 
 def _bfs_order(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Node ids of one tree in breadth-first order, siblings adjacent (left then right).
-
-    Renumbering nodes in this order lets a walk find the right child at ``child + 1`` and
-    choose between siblings without a branch.
-    """
+    """Node ids of one tree in breadth-first order, siblings adjacent (left then right)."""
     order = [0]
     i = 0
     while i < len(order):
@@ -62,42 +77,79 @@ def _bfs_order(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.asarray(order, dtype=np.int64)
 
 
-def _renumber(order: np.ndarray, left: np.ndarray, offset: int) -> np.ndarray:
-    """Global index of each renumbered node's left child (``-1`` for leaves)."""
-    new_id = np.empty(left.size, dtype=np.int64)
-    new_id[order] = np.arange(order.size) + offset
-    child = np.full(order.size, LEAF, dtype=np.int64)
-    inner = left[order] != LEAF
-    child[inner] = new_id[left[order][inner]]
-    return child
+@dataclass(frozen=True)
+class _Packed:
+    """Concatenated, renumbered trees: packed node records, leaf values, roots, depths."""
+
+    nodes: np.ndarray
+    """(n, 4) int32 records (see the module docstring)."""
+    value: np.ndarray
+    """(n,) leaf values (0 on split nodes)."""
+    roots: np.ndarray
+    depth: np.ndarray
+    """Edges from root to the deepest leaf, per tree."""
+    fview: np.ndarray | None = None
+    """float32 view of ``nodes`` (same memory), for thresholds and deltas."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fview", self.nodes.view(np.float32))
 
 
-def _sync_layout(child: np.ndarray, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Arrays for depth-synchronous batch walks.
-
-    Returns ``sync_child`` (leaves point to themselves), ``inner`` (1 for split nodes, 0 for
-    leaves) and each tree's depth. A batch kernel then advances a whole block of rows one
-    level at a time for exactly ``depth[t]`` steps without checking for leaves: the rows'
-    walks are independent, so the CPU overlaps their memory loads (about 2x faster per
-    thread than walking row by row).
-    """
-    n = child.size
-    inner = (child != LEAF).astype(np.int32)
-    sync_child = np.where(inner == 1, child, np.arange(n)).astype(np.int32)
-    node_depth = np.zeros(n, dtype=np.int32)
-    for i in range(n):  # parents precede children in breadth-first order
-        if inner[i]:
-            node_depth[child[i]] = node_depth[i] + 1
-            node_depth[child[i] + 1] = node_depth[i] + 1
-    ends = np.append(roots[1:], n)
-    depth = np.array(
-        [node_depth[a:b].max() for a, b in zip(roots, ends, strict=True)], dtype=np.int32
+def _pack(trees: list[dict[str, np.ndarray]], value_dtype) -> _Packed:
+    """Renumber and pack per-tree arrays (local ``left``/``right``, ``feature``,
+    ``threshold`` (float32), ``nan_left``, ``value``, optional ``delta``)."""
+    records, values, roots, depths = [], [], [], []
+    offset = 0
+    for tree in trees:
+        left, right = tree["left"], tree["right"]
+        order = _bfs_order(left, right)
+        n = order.size
+        new_id = np.empty(left.size, dtype=np.int64)
+        new_id[order] = np.arange(n)
+        leaf = left[order] == LEAF
+        child = np.where(leaf, np.arange(n), new_id[np.where(leaf, 0, left[order])]) + offset
+        rec = np.zeros((n, 4), dtype=np.int32)
+        f32 = rec.view(np.float32)
+        rec[:, 0] = child
+        code = (tree["feature"][order].astype(np.int64) << 1) | tree["nan_left"][order]
+        rec[:, 1] = np.where(leaf, -1, code)
+        f32[:, 2] = np.where(leaf, np.float32(np.inf), tree["threshold"][order])
+        if "delta" in tree:
+            f32[:, 3] = tree["delta"][order]
+        depth = np.zeros(n, dtype=np.int64)
+        for i in range(n):  # parents precede children in breadth-first order
+            if not leaf[i]:
+                c = child[i] - offset
+                depth[c] = depth[c + 1] = depth[i] + 1
+        records.append(rec)
+        values.append(np.where(leaf, tree["value"][order], 0).astype(value_dtype))
+        roots.append(offset)
+        depths.append(int(depth.max()))
+        offset += n
+    if offset > np.iinfo(np.int32).max // 2:
+        raise TreeModelError("model too large for int32 node indices")
+    return _Packed(
+        nodes=np.ascontiguousarray(np.concatenate(records)),
+        value=np.concatenate(values),
+        roots=np.asarray(roots, dtype=np.int32),
+        depth=np.asarray(depths, dtype=np.int32),
     )
-    return sync_child, inner, depth
 
 
-BLOCK = 64
-"""Rows scored together per tree in batch kernels: a tree's nodes stay in cache for the block."""
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step_lt(v, node, nodes, fview):
+    # XGBoost: x < t goes left; NaN follows the node's default direction.
+    code = nodes[node, 1]
+    go_left = np.int32(v < fview[node, 2]) | (np.int32(v != v) & (code & 1))
+    return nodes[node, 0] + 1 - go_left
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step_le(v, node, nodes, fview):
+    # sklearn: x <= t goes left (t already rounded down to float32); NaN per missing_go_to_left.
+    code = nodes[node, 1]
+    go_left = np.int32(v <= fview[node, 2]) | (np.int32(v != v) & (code & 1))
+    return nodes[node, 0] + 1 - go_left
 
 
 # --------------------------------------------------------------------------------------
@@ -107,45 +159,18 @@ BLOCK = 64
 
 @dataclass(frozen=True)
 class XGBTrees:
-    """A binary:logistic XGBoost booster as flat node arrays (all trees concatenated).
+    """A binary:logistic XGBoost booster as packed node records (see the module docstring)."""
 
-    Nodes are renumbered breadth-first per tree so siblings are adjacent. For node ``i``:
-    ``child[i]`` is the global index of its left child (the right one is ``child[i] + 1``;
-    ``-1`` marks a leaf), ``feature[i]`` the split feature, ``threshold[i]`` the float32
-    split condition (the leaf value at leaves), ``default_left[i]`` where NaN goes and
-    ``delta[i]`` = mean(node) - mean(parent) (0 at roots), used for Saabas attributions.
-    """
-
-    child: np.ndarray
-    feature: np.ndarray
-    threshold: np.ndarray
-    default_left: np.ndarray
-    delta: np.ndarray
-    roots: np.ndarray
+    packed: _Packed
     base_margin: np.float32
     bias: np.float32
     """Expected margin: base margin plus every tree's root mean (Saabas bias term)."""
     num_features: int
     feature_names: tuple[str, ...] | None = None
-    sync_child: np.ndarray | None = None
-    """Depth-synchronous layout for batch kernels (see ``_sync_layout``)."""
-    inner: np.ndarray | None = None
-    value: np.ndarray | None = None
-    """Leaf values (0 on split nodes), float32."""
-    depth: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        sync_child, inner, depth = _sync_layout(self.child, self.roots)
-        object.__setattr__(self, "sync_child", sync_child)
-        object.__setattr__(self, "inner", inner)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(
-            self, "value", np.where(inner == 1, np.float32(0), self.threshold).astype(np.float32)
-        )
 
     @property
     def num_trees(self) -> int:
-        return int(self.roots.size)
+        return int(self.packed.roots.size)
 
     @classmethod
     def from_booster(cls, booster) -> XGBTrees:
@@ -175,14 +200,13 @@ class XGBTrees:
         if objective == "binary:logitraw":
             base_margin = np.float32(base_score)
         else:
-            # XGBoost stores base_score as a probability and converts it with ProbToMargin.
-            # (in double precision, then rounded: matches Booster.predict bit for bit).
+            # XGBoost stores base_score as a probability and converts it with ProbToMargin
+            # in double precision, then rounds: this matches Booster.predict bit for bit.
             base_margin = np.float32(-math.log(1.0 / base_score - 1.0))
         num_features = int(params["num_feature"])
         names = learner.get("feature_names") or None
 
-        childs, feats, thrs, dlefts, deltas, roots = [], [], [], [], [], []
-        offset = 0
+        trees = []
         bias = base_margin
         for tree in booster["model"]["trees"]:
             if any(int(s) != 0 for s in tree.get("split_type", [])):
@@ -192,69 +216,60 @@ class XGBTrees:
             cond = np.asarray(tree["split_conditions"], dtype=np.float64).astype(np.float32)
             hess = np.asarray(tree["sum_hessian"], dtype=np.float64).astype(np.float32)
             mean = _node_means(left, right, cond, hess)
-            parent = np.full(left.size, -1, dtype=np.int64)
             inner = np.flatnonzero(left != LEAF)
-            parent[left[inner]] = inner
-            parent[right[inner]] = inner
             delta = np.zeros(left.size, dtype=np.float32)
-            has_parent = parent >= 0
-            delta[has_parent] = mean[has_parent] - mean[parent[has_parent]]
+            delta[left[inner]] = mean[left[inner]] - mean[inner]
+            delta[right[inner]] = mean[right[inner]] - mean[inner]
             bias = np.float32(bias + mean[0])
-            order = _bfs_order(left, right)
-            is_leaf = left[order] == LEAF
-            childs.append(_renumber(order, left, offset))
-            feats.append(np.where(is_leaf, 0, np.asarray(tree["split_indices"])[order]))
-            thrs.append(cond[order])
-            dlefts.append(np.asarray(tree["default_left"], dtype=np.uint8)[order])
-            deltas.append(delta[order])
-            roots.append(offset)
-            offset += order.size
-        if not roots:
+            trees.append(
+                {
+                    "left": left,
+                    "right": right,
+                    "feature": np.asarray(tree["split_indices"], dtype=np.int64),
+                    "threshold": cond,
+                    "nan_left": np.asarray(tree["default_left"], dtype=np.int64),
+                    "value": cond,
+                    "delta": delta,
+                }
+            )
+        if not trees:
             raise TreeModelError("the XGBoost model has no trees")
         return cls(
-            child=np.concatenate(childs).astype(np.int32),
-            feature=np.concatenate(feats).astype(np.int32),
-            threshold=np.concatenate(thrs).astype(np.float32),
-            default_left=np.concatenate(dlefts).astype(np.uint8),
-            delta=np.concatenate(deltas).astype(np.float32),
-            roots=np.asarray(roots, dtype=np.int32),
+            packed=_pack(trees, np.float32),
             base_margin=np.float32(base_margin),
             bias=np.float32(bias),
             num_features=num_features,
             feature_names=tuple(names) if names else None,
         )
 
-    def _args(self):
-        return (self.child, self.feature, self.threshold, self.default_left)
-
     def margin_row(self, x: np.ndarray) -> float:
         """Margin (log-odds) of one row ``x`` of shape (F,)."""
-        return float(_xgb_margin_row(x, *self._args(), self.roots, self.base_margin))
+        p = self.packed
+        return float(_xgb_margin_row(x, p.nodes, p.fview, p.value, p.roots, self.base_margin))
 
     def margin_contribs_row(self, x: np.ndarray, out: np.ndarray) -> float:
         """Margin of one row and its Saabas attributions written into ``out`` (F + 1,).
 
         ``out[:F]`` are per-feature contributions, ``out[F]`` the bias; they sum to the margin.
         """
+        p = self.packed
         return float(
             _xgb_margin_contribs_row(
-                x, *self._args(), self.delta, self.roots, self.base_margin, self.bias, out
+                x, p.nodes, p.fview, p.value, p.roots, self.base_margin, self.bias, out
             )
         )
 
     def margins(self, X: np.ndarray) -> np.ndarray:
         """Margins of every row of ``X`` (n, F) as float32 (blocks of rows in parallel)."""
+        p = self.packed
         out = np.empty(X.shape[0], dtype=np.float32)
         _xgb_margin_batch(
             np.ascontiguousarray(X),
-            self.sync_child,
-            self.inner,
-            self.feature,
-            self.threshold,
-            self.default_left,
-            self.value,
-            self.roots,
-            self.depth,
+            p.nodes,
+            p.fview,
+            p.value,
+            p.roots,
+            p.depth,
             self.base_margin,
             out,
         )
@@ -262,14 +277,16 @@ class XGBTrees:
 
     def margins_contribs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Margins (n,) and Saabas attributions (n, F + 1) of every row of ``X``."""
+        p = self.packed
         n = X.shape[0]
         margins = np.empty(n, dtype=np.float32)
         contribs = np.empty((n, self.num_features + 1), dtype=np.float32)
         _xgb_margin_contribs_batch(
             np.ascontiguousarray(X),
-            *self._args(),
-            self.delta,
-            self.roots,
+            p.nodes,
+            p.fview,
+            p.value,
+            p.roots,
             self.base_margin,
             self.bias,
             margins,
@@ -301,30 +318,21 @@ def _node_means(left, right, value, hess) -> np.ndarray:
     return mean
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _xgb_step(v, node, child, threshold, default_left):
-    # x < t goes left; NaN follows default_left. Siblings are adjacent (right = left + 1), so
-    # the next node is computed without a data-dependent branch (mispredictions dominate a
-    # branchy walk: ~9 us vs ~7 us per row for 200 depth-6 trees here).
-    go_left = np.int32(v < threshold[node]) | (np.int32(v != v) & np.int32(default_left[node]))
-    return child[node] + 1 - go_left
-
-
 @numba.njit(cache=True, nogil=True)
-def _xgb_margin_row(x, child, feature, threshold, default_left, roots, base):
+def _xgb_margin_row(x, nodes, fview, value, roots, base):
     acc = np.float32(base)
     for t in range(roots.size):
         node = roots[t]
-        while child[node] != LEAF:
-            node = _xgb_step(np.float32(x[feature[node]]), node, child, threshold, default_left)
-        acc = np.float32(acc + threshold[node])
+        code = nodes[node, 1]
+        while code >= 0:
+            node = _step_lt(np.float32(x[code >> 1]), node, nodes, fview)
+            code = nodes[node, 1]
+        acc = np.float32(acc + value[node])
     return acc
 
 
 @numba.njit(cache=True, nogil=True)
-def _xgb_margin_contribs_row(
-    x, child, feature, threshold, default_left, delta, roots, base, bias, out
-):
+def _xgb_margin_contribs_row(x, nodes, fview, value, roots, base, bias, out):
     nf = out.size - 1
     for j in range(nf):
         out[j] = 0.0
@@ -332,53 +340,48 @@ def _xgb_margin_contribs_row(
     acc = np.float32(base)
     for t in range(roots.size):
         node = roots[t]
-        while child[node] != LEAF:
-            f = feature[node]
-            node = _xgb_step(np.float32(x[f]), node, child, threshold, default_left)
-            out[f] += delta[node]
-        acc = np.float32(acc + threshold[node])
+        code = nodes[node, 1]
+        while code >= 0:
+            f = code >> 1
+            node = _step_lt(np.float32(x[f]), node, nodes, fview)
+            out[f] += fview[node, 3]
+            code = nodes[node, 1]
+        acc = np.float32(acc + value[node])
     return acc
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _xgb_margin_batch(
-    X, sync_child, inner, feature, threshold, default_left, value, roots, depth, base, out
-):
+def _xgb_margin_batch(X, nodes, fview, value, roots, depth, base, out):
     n = X.shape[0]
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in numba.prange(nblocks):
         lo = b * BLOCK
         m = min(n, lo + BLOCK) - lo
-        xb = np.empty((m, X.shape[1]), dtype=np.float32)
+        xb = np.empty((m, X.shape[1] + 1), dtype=np.float32)
         for i in range(m):
             for j in range(X.shape[1]):
                 xb[i, j] = np.float32(X[lo + i, j])
+            xb[i, X.shape[1]] = 0.0  # what a leaf's feature code (-1 >> 1 = -1) reads
         acc = np.full(m, np.float32(base), dtype=np.float32)
-        nodes = np.empty(m, dtype=np.int32)
+        at = np.empty(m, dtype=np.int32)
         for t in range(roots.size):  # tree-major: a tree's nodes stay hot for the block
             for i in range(m):
-                nodes[i] = roots[t]
+                at[i] = roots[t]
             for _ in range(depth[t]):  # one level for every row: independent walks overlap
                 for i in range(m):
-                    node = nodes[i]
-                    v = xb[i, feature[node]]
-                    go_left = np.int32(v < threshold[node]) | (
-                        np.int32(v != v) & np.int32(default_left[node])
-                    )
-                    nodes[i] = sync_child[node] + inner[node] * (1 - go_left)
+                    node = at[i]
+                    at[i] = _step_lt(xb[i, nodes[node, 1] >> 1], node, nodes, fview)
             for i in range(m):  # tree order per row: float32 sums match XGBoost's
-                acc[i] = np.float32(acc[i] + value[nodes[i]])
+                acc[i] = np.float32(acc[i] + value[at[i]])
         for i in range(m):
             out[lo + i] = acc[i]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _xgb_margin_contribs_batch(
-    X, child, feature, threshold, default_left, delta, roots, base, bias, margins, contribs
-):
+def _xgb_margin_contribs_batch(X, nodes, fview, value, roots, base, bias, margins, contribs):
     for i in numba.prange(X.shape[0]):
         margins[i] = _xgb_margin_contribs_row(
-            X[i], child, feature, threshold, default_left, delta, roots, base, bias, contribs[i]
+            X[i], nodes, fview, value, roots, base, bias, contribs[i]
         )
 
 
@@ -387,71 +390,56 @@ def _xgb_margin_contribs_batch(
 # --------------------------------------------------------------------------------------
 
 
+def float32_at_most(threshold: np.ndarray) -> np.ndarray:
+    """Largest float32 not above each float64 threshold.
+
+    For any float32 ``x``: ``float64(x) <= t`` exactly when ``x <= float32_at_most(t)``.
+    """
+    t = np.asarray(threshold, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        t32 = t.astype(np.float32)
+    above = t32.astype(np.float64) > t
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
+
+
 @dataclass(frozen=True)
 class IForestTrees:
-    """An isolation forest as flat node arrays (all trees concatenated, siblings adjacent).
+    """An isolation forest as packed node records (see the module docstring)."""
 
-    ``child[i]`` is the global index of node ``i``'s left child (right = ``child + 1``,
-    ``-1`` at leaves); ``feature`` indexes the full feature vector; ``threshold`` is float64,
-    compared with the float32-rounded input as sklearn does (go left when ``<=``; NaN goes
-    left where ``missing_left``), and holds ``depth + c(n_node_samples) - 1`` at leaves.
-    """
-
-    child: np.ndarray
-    feature: np.ndarray
-    threshold: np.ndarray
-    missing_left: np.ndarray
-    roots: np.ndarray
+    packed: _Packed
     denominator: float
     """``n_trees * c(max_samples)``; 0 means sklearn's constant score -0.5."""
     num_features: int
-    sync_child: np.ndarray | None = None
-    """Depth-synchronous layout for batch kernels (see ``_sync_layout``)."""
-    inner: np.ndarray | None = None
-    value: np.ndarray | None = None
-    """Leaf path lengths (0 on split nodes), float64."""
-    depth: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        sync_child, inner, depth = _sync_layout(self.child, self.roots)
-        object.__setattr__(self, "sync_child", sync_child)
-        object.__setattr__(self, "inner", inner)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "value", np.where(inner == 1, 0.0, self.threshold))
 
     @property
     def num_trees(self) -> int:
-        return int(self.roots.size)
+        return int(self.packed.roots.size)
 
     @classmethod
     def from_forest(cls, forest: ForestArrays) -> IForestTrees:
-        """Re-lay a ``components.contracts.forest.ForestArrays`` (``forest.npz``) for fast walks."""
+        """Re-lay a ``components.contracts.forest.ForestArrays`` (``forest.npz``)."""
         offsets = forest.tree_offsets.astype(np.int64)
         if offsets.size < 2:
             raise TreeModelError("the isolation forest has no trees")
-        childs, feats, thrs, missing, roots = [], [], [], [], []
-        out_offset = 0
+        trees = []
         for t in range(offsets.size - 1):
             lo, hi = int(offsets[t]), int(offsets[t + 1])
             left = forest.left[lo:hi].astype(np.int64)
             right = forest.right[lo:hi].astype(np.int64)
             leaf = left == LEAF
-            left = np.where(leaf, LEAF, left - lo)
-            right = np.where(leaf, LEAF, right - lo)
-            threshold = np.where(leaf, forest.path_length[lo:hi], forest.threshold[lo:hi])
-            order = _bfs_order(left, right)
-            childs.append(_renumber(order, left, out_offset))
-            feats.append(np.maximum(forest.feature[lo:hi], 0)[order])
-            thrs.append(threshold[order])
-            missing.append(forest.missing_left[lo:hi][order])
-            roots.append(out_offset)
-            out_offset += order.size
+            trees.append(
+                {
+                    "left": np.where(leaf, LEAF, left - lo),
+                    "right": np.where(leaf, LEAF, right - lo),
+                    "feature": np.maximum(forest.feature[lo:hi], 0).astype(np.int64),
+                    "threshold": float32_at_most(forest.threshold[lo:hi]),
+                    "nan_left": forest.missing_left[lo:hi].astype(np.int64),
+                    "value": forest.path_length[lo:hi],
+                }
+            )
         return cls(
-            child=np.concatenate(childs).astype(np.int32),
-            feature=np.concatenate(feats).astype(np.int32),
-            threshold=np.concatenate(thrs).astype(np.float64),
-            missing_left=np.concatenate(missing).astype(np.uint8),
-            roots=np.asarray(roots, dtype=np.int32),
+            packed=_pack(trees, np.float64),
             denominator=float(forest.n_trees * forest.c_max_samples),
             num_features=int(forest.n_features),
         )
@@ -474,78 +462,57 @@ class IForestTrees:
 
     def score_row(self, x: np.ndarray) -> float:
         """sklearn ``score_samples`` of one row (higher = more normal, range [-1, 0])."""
-        s = _iforest_path_row(
-            x, self.child, self.feature, self.threshold, self.missing_left, self.roots
-        )
-        return self._finish(s)
+        p = self.packed
+        return self._finish(_iforest_path_row(x, p.nodes, p.fview, p.value, p.roots))
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         """sklearn ``score_samples`` of every row of ``X`` (blocks of rows in parallel)."""
+        p = self.packed
         out = np.empty(X.shape[0], dtype=np.float64)
         _iforest_path_batch(
-            np.ascontiguousarray(X),
-            self.sync_child,
-            self.inner,
-            self.feature,
-            self.threshold,
-            self.missing_left,
-            self.value,
-            self.roots,
-            self.depth,
-            out,
+            np.ascontiguousarray(X), p.nodes, p.fview, p.value, p.roots, p.depth, out
         )
         if self.denominator == 0:
             return np.full_like(out, -0.5)
         return -(2.0 ** (-(out / self.denominator)))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _iforest_step(v, node, child, threshold, missing_left):
-    go_left = np.int32(np.float64(v) <= threshold[node]) | (
-        np.int32(v != v) & np.int32(missing_left[node])
-    )
-    return child[node] + 1 - go_left
-
-
 @numba.njit(cache=True, nogil=True)
-def _iforest_path_row(x, child, feature, threshold, missing_left, roots):
+def _iforest_path_row(x, nodes, fview, value, roots):
     total = 0.0
     for t in range(roots.size):
         node = roots[t]
-        while child[node] != LEAF:
-            node = _iforest_step(np.float32(x[feature[node]]), node, child, threshold, missing_left)
-        total += threshold[node]
+        code = nodes[node, 1]
+        while code >= 0:
+            node = _step_le(np.float32(x[code >> 1]), node, nodes, fview)
+            code = nodes[node, 1]
+        total += value[node]
     return total
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _iforest_path_batch(
-    X, sync_child, inner, feature, threshold, missing_left, value, roots, depth, out
-):
+def _iforest_path_batch(X, nodes, fview, value, roots, depth, out):
     n = X.shape[0]
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in numba.prange(nblocks):
         lo = b * BLOCK
         m = min(n, lo + BLOCK) - lo
-        xb = np.empty((m, X.shape[1]), dtype=np.float32)
+        xb = np.empty((m, X.shape[1] + 1), dtype=np.float32)
         for i in range(m):
             for j in range(X.shape[1]):
                 xb[i, j] = np.float32(X[lo + i, j])
+            xb[i, X.shape[1]] = 0.0
         acc = np.zeros(m, dtype=np.float64)
-        nodes = np.empty(m, dtype=np.int32)
+        at = np.empty(m, dtype=np.int32)
         for t in range(roots.size):
             for i in range(m):
-                nodes[i] = roots[t]
+                at[i] = roots[t]
             for _ in range(depth[t]):
                 for i in range(m):
-                    node = nodes[i]
-                    v = xb[i, feature[node]]
-                    go_left = np.int32(np.float64(v) <= threshold[node]) | (
-                        np.int32(v != v) & np.int32(missing_left[node])
-                    )
-                    nodes[i] = sync_child[node] + inner[node] * (1 - go_left)
+                    node = at[i]
+                    at[i] = _step_le(xb[i, nodes[node, 1] >> 1], node, nodes, fview)
             for i in range(m):
-                acc[i] += value[nodes[i]]
+                acc[i] += value[at[i]]
         for i in range(m):
             out[lo + i] = acc[i]
 
@@ -582,36 +549,21 @@ def top_positive(contribs, top):
     return filled
 
 
-@numba.njit(cache=True, nogil=True)
-def _score_pair_row(
-    x,
-    xc,
-    xf,
-    xt,
-    xd,
-    xdelta,
-    xroots,
-    base,
-    bias,
-    fc,
-    ff,
-    ft,
-    fm,
-    froots,
-    contribs,
-    top,
-):
-    margin = _xgb_margin_contribs_row(x, xc, xf, xt, xd, xdelta, xroots, base, bias, contribs)
-    path = _iforest_path_row(x, fc, ff, ft, fm, froots)
-    n_top = top_positive(contribs, top)
-    return margin, path, n_top
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
 def top_positive_batch(contribs, top):
     """Row-wise ``top_positive`` over (n, F + 1) contributions into (n, k) ``top``."""
     for i in numba.prange(contribs.shape[0]):
         top_positive(contribs[i], top[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_pair_row(
+    x, xnodes, xfview, xvalue, xroots, base, bias, fnodes, ffview, fvalue, froots, contribs, top
+):
+    margin = _xgb_margin_contribs_row(x, xnodes, xfview, xvalue, xroots, base, bias, contribs)
+    path = _iforest_path_row(x, fnodes, ffview, fvalue, froots)
+    n_top = top_positive(contribs, top)
+    return margin, path, n_top
 
 
 def score_pair_row(
@@ -630,21 +582,19 @@ def score_pair_row(
         ``(xgb_margin, iforest_score, n_top)``; ``iforest_score`` is sklearn's
         ``score_samples`` value.
     """
+    xp, fp = xgb.packed, forest.packed
     margin, path, n_top = _score_pair_row(
         x,
-        xgb.child,
-        xgb.feature,
-        xgb.threshold,
-        xgb.default_left,
-        xgb.delta,
-        xgb.roots,
+        xp.nodes,
+        xp.fview,
+        xp.value,
+        xp.roots,
         xgb.base_margin,
         xgb.bias,
-        forest.child,
-        forest.feature,
-        forest.threshold,
-        forest.missing_left,
-        forest.roots,
+        fp.nodes,
+        fp.fview,
+        fp.value,
+        fp.roots,
         contribs,
         top,
     )
