@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import os
 import sys
 
 import pytest
@@ -213,3 +214,28 @@ def test_lambda_handler_module_loads_at_import_and_emits_emf(bundle_dir, monkeyp
     statuses = {line.get("status") for line in lines}
     assert {"401", "200"} <= statuses
     sys.modules.pop("serving.lambda_handler", None)
+
+
+def test_image_dependencies_suffice(bundle_dir):
+    """The serving image ships neither scikit-learn nor MLflow: the handler must not need them."""
+    import subprocess
+
+    code = (
+        "import sys, json\n"
+        "for m in ('sklearn', 'mlflow'): sys.modules[m] = None\n"
+        "from serving.lambda_handler import handler\n"
+        "from tests.unit.test_serving_lambda import BODY, Context, http_v2\n"
+        "r = handler(http_v2('/v1/predict', BODY), Context())\n"
+        "print(r['statusCode'], json.loads(r['body'])['risk_level'])\n"
+    )
+    env = {**os.environ, "MODEL_DIR": str(bundle_dir), "METRICS_MODE": "prometheus"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(__import__("pathlib").Path(__file__).parents[2]),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == "200"
