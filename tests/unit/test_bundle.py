@@ -199,7 +199,3 @@ def test_corrupt_json_is_named(bundle_dir):
     with pytest.raises(B.BundleError, match=r"manifest.json: not valid JSON"):
         B.load_bundle(bundle_dir)
 
-
-def test_staged_output_to_s3_is_covered_elsewhere():
-    """``staged_output`` on ``s3://`` runs against moto in tests/integration/test_s3_chain.py."""
-    assert B.staged_output.__doc__ and "s3://" in B.staged_output.__doc__
