@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components.contracts.schemas import FRAUD_TYPES, LABELLED_TRANSACTION, validate_table
 from components.datagen.logic import (
@@ -256,3 +258,29 @@ def test_summary_mentions_every_type():
     lines = summarize({"none": 90, "void_abuse": 10}, 100)
     assert "10.00%" in lines[0]
     assert len(lines) == len(FRAUD_TYPES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_staffed=st.integers(0, 60),
+    n_sco=st.integers(0, 40),
+    n_dishonest=st.integers(0, 10),
+    rate=st.floats(0.0, 0.5),
+)
+def test_fraud_probabilities_are_probabilities_summing_to_the_target(
+    n_staffed, n_sco, n_dishonest, rate
+):
+    n = n_staffed + n_sco
+    if n == 0:
+        return
+    staffed = np.arange(n) < n_staffed
+    dishonest = np.arange(n) < min(n_dishonest, n_staffed)
+    p = fraud_probabilities(
+        staffed=staffed,
+        dishonest_active=dishonest,
+        intensity=np.where(dishonest, 1.5, 0.0),
+        risky_hour=np.arange(n) % 3 == 0,
+        expected_frauds=rate * n,
+    )
+    assert ((p >= 0) & (p <= 1)).all()
+    assert p.sum() == pytest.approx(rate * n, rel=1e-6, abs=1e-6)
