@@ -105,6 +105,15 @@ def _check_readable(uri: str, fs: pafs.FileSystem, path: str) -> pafs.FileInfo:
 # ---------------------------------------------------------------- bytes and small files
 
 
+def _publish(tmp: str, fs: pafs.FileSystem, path: str) -> None:
+    """Move a finished local temp file to its target: rename locally, one upload on S3."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        os.replace(tmp, path)
+        return
+    with open(tmp, "rb") as src, fs.open_output_stream(path) as dst:
+        shutil.copyfileobj(src, dst, length=8 << 20)
+
+
 def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
     fs, path = filesystem(uri, s3)
     try:
@@ -374,16 +383,27 @@ def write_jsonl(table: pa.Table, uri: str, s3: S3Settings | None = None) -> None
     """Write a table as JSON Lines (one object per row, timestamps ISO-8601), atomically.
 
     Floats are written with full precision, so a round trip through ``read_jsonl`` is exact.
+    Rows are encoded in batches into a local temporary file, so memory stays bounded by a
+    batch, then the file is renamed into place (local) or uploaded (S3).
     """
     import msgspec
 
     encoder = msgspec.json.Encoder()
-    lines = bytearray()
-    for batch in table.to_batches(max_chunksize=65_536):
-        for row in batch.to_pylist():
-            lines += encoder.encode(row)
-            lines += b"\n"
-    write_bytes(bytes(lines), uri, s3)
+    fs, path = filesystem(uri, s3)
+    local = isinstance(fs, pafs.LocalFileSystem)
+    if local:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=".part-", suffix=".jsonl.tmp", dir=str(Path(path).parent) if local else None
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for batch in table.to_batches(max_chunksize=65_536):
+                f.write(b"".join(encoder.encode(row) + b"\n" for row in batch.to_pylist()))
+        _publish(tmp, fs, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------- folders (artifacts, bundles)
@@ -430,14 +450,11 @@ class ParquetStreamWriter:
     def __init__(self, uri: str, schema: pa.Schema, s3: S3Settings | None = None):
         self.uri, self.schema, self._s3 = uri, schema, s3
         self.rows = 0
-        fs, path = filesystem(uri, s3)
-        if isinstance(fs, pafs.LocalFileSystem):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._target: str | None = path
-            tmp_dir = str(Path(path).parent)
-        else:
-            self._target = None
-            tmp_dir = None
+        self._fs, self._path = filesystem(uri, s3)
+        tmp_dir = None
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir = str(Path(self._path).parent)
         fd, self._tmp = tempfile.mkstemp(prefix=".part-", suffix=".parquet.tmp", dir=tmp_dir)
         os.close(fd)
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
@@ -453,10 +470,7 @@ class ParquetStreamWriter:
         try:
             self._writer.close()
             if exc_type is None:
-                if self._target is not None:
-                    os.replace(self._tmp, self._target)
-                else:
-                    write_bytes(Path(self._tmp).read_bytes(), self.uri, self._s3)
+                _publish(self._tmp, self._fs, self._path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
