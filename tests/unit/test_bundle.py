@@ -198,4 +198,3 @@ def test_corrupt_json_is_named(bundle_dir):
     (bundle_dir / "manifest.json").write_text("{not json")
     with pytest.raises(B.BundleError, match=r"manifest.json: not valid JSON"):
         B.load_bundle(bundle_dir)
-
