@@ -29,28 +29,47 @@ def configure(cfg: MlflowSettings) -> str:
     """
     import mlflow
 
-    if cfg.tracking_uri.startswith("sqlite:///"):
-        db = cfg.tracking_uri.removeprefix("sqlite:///")
-        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment is None:
-        try:
-            experiment_id = client.create_experiment(
-                cfg.experiment, artifact_location=cfg.artifact_location
-            )
-        except mlflow.exceptions.MlflowException:
-            # A parallel stage created it first.
-            experiment = client.get_experiment_by_name(cfg.experiment)
-            if experiment is None:
-                raise
+    with _sqlite_schema_lock(cfg.tracking_uri):
+        # The first client of a fresh SQLite store creates its schema (alembic migrations);
+        # two stages doing that at once (train-xgb || train-iforest) collide, so the schema
+        # set-up and the experiment creation are serialized across processes.
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            try:
+                experiment_id = client.create_experiment(
+                    cfg.experiment, artifact_location=cfg.artifact_location
+                )
+            except mlflow.exceptions.MlflowException:
+                # Another process (e.g. against a tracking server) created it first.
+                experiment = client.get_experiment_by_name(cfg.experiment)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
+        else:
             experiment_id = experiment.experiment_id
-    else:
-        experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+@contextlib.contextmanager
+def _sqlite_schema_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive file lock beside a local SQLite store; no-op for other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = os.path.abspath(tracking_uri.removeprefix("sqlite:///"))
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    with open(f"{db}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
