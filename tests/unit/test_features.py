@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from components.contracts import features as F
@@ -84,6 +84,10 @@ def test_parity_property(seed, n, data):
     tx = make_tx(n, seed=seed, cashiers=4)
     i = data.draw(st.integers(0, n - 1))
     store_in_request = data.draw(st.booleans())
+    # A request without store_id relies on the cashier's home store; for a cashier with no
+    # history there is none (the documented fallback is then the global baseline).
+    known = tx["cashier_id"].iloc[i] in set(tx["cashier_id"].iloc[:i])
+    assume(store_in_request or known)
     np.testing.assert_allclose(
         single_features(tx, i, store_in_request), batch_features(tx)[i], rtol=1e-9, atol=1e-9
     )
@@ -172,3 +176,13 @@ def test_profile_table_roundtrip_counts():
     assert df.loc[df.level == "cashier", "n"].sum() == 250
     assert df.loc[df.level == "store", "n"].sum() == 250
     assert df.loc[df.level == "global", "sum_void_count"].item() == tx["void_count"].sum()
+
+
+def test_request_without_store_for_a_new_cashier_uses_the_global_baseline():
+    tx = make_tx(50, seed=6)
+    state = F.ProfileState()
+    state.advance(F.raw_matrix(tx), tx["cashier_id"].to_numpy(), tx["store_id"].to_numpy())
+    index = F.ProfileIndex.from_table(state.to_table())
+    prior = index.prior_for("C-NEW", None)
+    assert not prior[: 2 * F.STATS_WIDTH].any()
+    np.testing.assert_array_equal(prior[2 * F.STATS_WIDTH :], index.global_stats)
