@@ -14,8 +14,13 @@ bake: $(STAMP) ## download the registry champion into serving/model/ (manifest s
 	$(PY) scripts/bake_bundle.py --model-uri "$(MODEL_URI)" --out serving/model
 
 .PHONY: bench-serving
-bench-serving: $(STAMP) ## serving benchmark (BENCH_ARGS=--quick for a short run); writes .bench/serving.json
-	$(PY) scripts/bench_serving.py $(BENCH_ARGS)
+bench-serving: $(STAMP) ## serving benchmark on the registry champion if `make run` made one, else a demo bundle (BENCH_ARGS=--quick); .bench/serving.json
+	@if [ -f "$${VAR_DIR:-var}/mlflow/mlflow.db" ] && [ -z "$$MODEL_DIR" ]; then \
+		echo "benchmarking $(MODEL_URI) (also against mlflow models serve)"; \
+		$(PY) scripts/bench_serving.py --model-uri "$(MODEL_URI)" $(BENCH_ARGS); \
+	else \
+		$(PY) scripts/bench_serving.py $(BENCH_ARGS); \
+	fi
 
 .PHONY: test-serving
 test-serving: $(STAMP) ## serving unit and integration tests
