@@ -18,6 +18,7 @@ metrics, atomic model folders and MLflow guarding.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -262,3 +263,28 @@ def mlflow_guard(what: str, tracking_uri: str) -> Iterator[None]:
         raise MlflowLoggingError(
             f"MLflow {what} failed (tracking URI {tracking_uri}): {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def add_training_io_args(parser: argparse.ArgumentParser, model_files: str) -> None:
+    """The inputs/outputs every training stage CLI takes (features in, model folder and
+    metrics out, optional KFP executor input/output)."""
+    io = parser.add_argument_group("inputs and outputs (local paths or s3:// URIs)")
+    io.add_argument("--in-features", required=True, help="features table (Parquet file)")
+    io.add_argument("--out-model", required=True, help=f"model folder to write: {model_files}")
+    io.add_argument("--out-metrics", help="metrics JSON to write (flat name -> number)")
+    io.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional")
+    io.add_argument("--executor-output", help="KFP executor output file path; optional")
+
+
+def publish_metrics(metrics: dict[str, float], args: argparse.Namespace) -> dict[str, float]:
+    """Write the flat metrics JSON (``--out-metrics``) and the KFP Metrics metadata.
+
+    KFP Metrics values must be JSON numbers, so NaN/inf are dropped. Returns what was written.
+    """
+    from components.contracts import kfp_io
+
+    finite = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+    if args.out_metrics:
+        storage.write_json(finite, args.out_metrics)
+    kfp_io.write_executor_output(args.executor_input, args.executor_output, {"metrics": finite})
+    return finite

@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from components.contracts import cli, kfp_io, storage, tracking
+from components.contracts import cli, storage, tracking
 from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
 from components.contracts.settings import Settings
 from components.contracts.training import (
     MlflowLoggingError,
+    add_training_io_args,
     mlflow_guard,
+    publish_metrics,
     staged_model_dir,
     training_data,
 )
@@ -45,16 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "subset; save it as plain arrays (forest.npz) and skops.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    io = p.add_argument_group("inputs and outputs (local paths or s3:// URIs)")
-    io.add_argument("--in-features", required=True, help="features table (Parquet file)")
-    io.add_argument(
-        "--out-model",
-        required=True,
-        help=f"model folder to write: {FOREST_FILE}, {SKOPS_FILE}, {META_FILE}",
-    )
-    io.add_argument("--out-metrics", help="metrics JSON to write (flat name -> number)")
-    io.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional")
-    io.add_argument("--executor-output", help="KFP executor output file path; optional")
+    add_training_io_args(p, f"{FOREST_FILE}, {SKOPS_FILE}, {META_FILE}")
     hp = p.add_argument_group("hyperparameters")
     hp.add_argument("--n-estimators", type=int, default=d.n_estimators, help="number of trees")
     hp.add_argument(
@@ -173,10 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         skops.io.dump(forest.model, staging / SKOPS_FILE)
         meta["mlflow_run_id"] = log_to_mlflow(settings, staging, forest, data, meta, metrics)
         storage.write_json(meta, str(staging / META_FILE))
-    finite = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
-    if args.out_metrics:
-        storage.write_json(finite, args.out_metrics)
-    kfp_io.write_executor_output(args.executor_input, args.executor_output, {"metrics": finite})
+    publish_metrics(metrics, args)
     print(
         f"{STAGE}: {forest.arrays.n_trees} trees, {forest.arrays.n_nodes} nodes, valid PR-AUC "
         f"{forest.valid_metrics['pr_auc']:.4f}, recall@1%FPR "

@@ -15,15 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from components.contracts import cli, kfp_io, storage, tracking
+from components.contracts import cli, storage, tracking
 from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.schemas import FRAUD_TYPES
 from components.contracts.settings import Settings
 from components.contracts.training import (
     MlflowLoggingError,
     TrainingData,
+    add_training_io_args,
     mlflow_guard,
     prefer_passive_openmp,
+    publish_metrics,
     staged_model_dir,
     training_data,
 )
@@ -46,16 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "boosters) on the features table's train subset, early stopping on its valid subset.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    io = p.add_argument_group("inputs and outputs (local paths or s3:// URIs)")
-    io.add_argument("--in-features", required=True, help="features table (Parquet file)")
-    io.add_argument(
-        "--out-model",
-        required=True,
-        help=f"model folder to write: {MODEL_FILE}, {NOVELTY_MODEL_FILE}, {META_FILE}",
-    )
-    io.add_argument("--out-metrics", help="metrics JSON to write (flat name -> number)")
-    io.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional")
-    io.add_argument("--executor-output", help="KFP executor output file path; optional")
+    add_training_io_args(p, f"{MODEL_FILE}, {NOVELTY_MODEL_FILE}, {META_FILE}")
     hp = p.add_argument_group("hyperparameters")
     hp.add_argument("--n-estimators", type=int, default=d.n_estimators, help="max boosting rounds")
     hp.add_argument("--max-depth", type=int, default=d.max_depth, help="max tree depth")
@@ -215,11 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             models.novelty.booster.save_model(str(staging / NOVELTY_MODEL_FILE))
         meta["mlflow_run_id"] = log_to_mlflow(settings, staging, models, data, meta, metrics)
         storage.write_json(meta, str(staging / META_FILE))
-    if args.out_metrics:
-        storage.write_json(_finite(metrics), args.out_metrics)
-    kfp_io.write_executor_output(
-        args.executor_input, args.executor_output, {"metrics": _finite(metrics)}
-    )
+    publish_metrics(metrics, args)
     p = models.production
     print(
         f"{STAGE}: best iteration {p.best_iteration}, valid PR-AUC "
@@ -227,11 +216,6 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         f"{p.valid_metrics['recall_at_1pct_fpr']:.4f} -> {args.out_model}"
     )
     return metrics
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    """KFP Metrics values must be JSON numbers: drop NaN/inf."""
-    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
 
 
 def main(argv: list[str] | None = None) -> int:
