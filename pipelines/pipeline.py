@@ -87,6 +87,7 @@ def build_pipeline(
         min_pr_auc: float = 0.5,
         min_recall_at_1pct_fpr: float = 0.6,
         max_regression: float = 0.02,
+        fail_on_reject: bool = False,
     ):
         """Train, evaluate and register the cashier-integrity risk model.
 
@@ -117,6 +118,7 @@ def build_pipeline(
             min_pr_auc: Gate: minimum test PR-AUC to become champion.
             min_recall_at_1pct_fpr: Gate: minimum recall at 1% FPR.
             max_regression: Gate: largest PR-AUC drop allowed against the champion.
+            fail_on_reject: Fail the run when the quality gate rejects the new model.
         """
         data = configure(
             comps["datagen"](
@@ -189,6 +191,7 @@ def build_pipeline(
                 min_pr_auc=min_pr_auc,
                 min_recall_at_1pct_fpr=min_recall_at_1pct_fpr,
                 max_regression=max_regression,
+                fail_on_reject=fail_on_reject,
             ),
             "register",
         )

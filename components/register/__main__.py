@@ -94,10 +94,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--fail-on-reject",
-        action="store_true",
-        help="Exit 1 when the gate rejects the model (default: exit 0, see decision).",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_truthy,
+        metavar="true|false",
+        help="Exit 1 when the gate rejects the model (default: exit 0, see decision). "
+        "A bare flag means true; the pipeline passes its boolean parameter as a value.",
     )
     return p.parse_args(argv)
+
+
+def _truthy(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 # ---------------------------------------------------------------- inputs
@@ -344,15 +358,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         )
     )
-    return record
+    return {**record, "fail_on_reject": args.fail_on_reject}
 
 
 def run(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 ok, 2 bad input, 1 rejected with ``--fail-on-reject``."""
     outcome: dict[str, Any] = {}
     code = cli.run("register", lambda: outcome.update(main(argv)))
-    fail_on_reject = "--fail-on-reject" in (argv if argv is not None else sys.argv[1:])
-    if code == 0 and fail_on_reject and not outcome.get("passed", True):
+    if code == 0 and outcome.get("fail_on_reject") and not outcome.get("passed", True):
         print(
             f"register: error: model rejected by the quality gate ({outcome['reason']})",
             file=sys.stderr,

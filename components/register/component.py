@@ -4,9 +4,8 @@ MLflow locations are infrastructure: they reach the container as environment var
 (``MLFLOW_TRACKING_URI``, ``MLFLOW_ARTIFACT_LOCATION``, ``MODEL_NAME``, ``CHAMPION_ALIAS``,
 S3 endpoint), set on the task by the pipeline at compile time or by the local runner.
 
-A rejected model is not an error of the pipeline (the decision artifact records it), so the
-CLI's ``--fail-on-reject`` flag is not exposed: a KFP container component cannot add a bare
-flag conditionally on a boolean parameter's value.
+A rejected model is not an error of the pipeline by default (the decision artifact records
+it); ``fail_on_reject=True`` makes the task, and so the run, fail on a rejection.
 """
 
 from kfp import dsl
@@ -31,6 +30,7 @@ def build(image: str):
         min_pr_auc: float = 0.5,
         min_recall_at_1pct_fpr: float = 0.6,
         max_regression: float = 0.02,
+        fail_on_reject: bool = False,
     ):
         """Build the serving bundle, register it in MLflow and gate the ``champion`` alias.
 
@@ -42,6 +42,7 @@ def build(image: str):
             min_pr_auc: Minimum test PR-AUC for the new model to become champion.
             min_recall_at_1pct_fpr: Minimum recall at 1% false-positive rate.
             max_regression: Largest allowed PR-AUC drop against the current champion.
+            fail_on_reject: Fail the task (and the run) when the gate rejects the model.
 
         Returns:
             bundle: Output serving bundle folder (manifest with sha256 of every file).
@@ -61,6 +62,7 @@ def build(image: str):
                 "--min-pr-auc", min_pr_auc,
                 "--min-recall-at-1pct-fpr", min_recall_at_1pct_fpr,
                 "--max-regression", max_regression,
+                "--fail-on-reject", fail_on_reject,
             ],
         )  # fmt: skip
 

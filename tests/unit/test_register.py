@@ -260,6 +260,10 @@ def test_register_gate_and_alias(stage_inputs, tmp_path, local_env, monkeypatch)
     third = json.loads((tmp_path / "r3" / "decision.json").read_text())
     assert "vs champion" in third["reason"] and third["champion_after"] == "1"
     assert _champion() == "1"
+    # The pipeline passes its boolean parameter as a value: "false" keeps exit 0, "true" fails.
+    assert run(_argv(stage_inputs, worse, tmp_path / "r3f", "--fail-on-reject", "false")) == 0
+    assert run(_argv(stage_inputs, worse, tmp_path / "r3t", "--fail-on-reject", "true")) == 1
+    assert _champion() == "1"
 
     # A failure while logging the model: non-zero, no new version, alias untouched.
     def boom(*args, **kwargs):
@@ -271,7 +275,7 @@ def test_register_gate_and_alias(stage_inputs, tmp_path, local_env, monkeypatch)
         main(_argv(stage_inputs, better, tmp_path / "r4"))
     assert _champion() == "1"
     versions = client.search_model_versions("name = 'cashier-integrity-risk'")
-    assert len(versions) == 3
+    assert len(versions) == 5  # v1 accepted, v2-v5 rejected, none for the failed logging
     assert not (tmp_path / "r4").exists()
 
 
