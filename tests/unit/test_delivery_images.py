@@ -161,3 +161,17 @@ def test_dockerignore_keeps_data_and_venvs_out():
                      "components/datagen/Dockerfile", "serving/model/manifest.json",
                      "serving/model/profiles.parquet", "serving/requirements.txt"):  # fmt: skip
         assert not matcher.matches(included), f"{included} would be missing from the context"
+
+
+def test_serving_image_carries_what_the_lambda_default_metrics_mode_needs():
+    """The SAM template defaults METRICS_MODE to emf, which imports aws-lambda-powertools."""
+    template = (REPO / "manifests" / "lambda" / "template.yaml").read_text()
+    assert "Default: emf" in template
+    names = {
+        Requirement(line).name.lower()
+        for line in (REPO / "serving" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert "aws-lambda-powertools" in names
+    source = (REPO / "serving" / "metrics.py").read_text()
+    assert "aws_lambda_powertools" in source
