@@ -28,9 +28,30 @@ int32 array with a float32 view of the same memory:
 
 One step reads one record (one cache line) and picks the child without a branch:
 ``child + 1 - go_left``. At a leaf ``go_left`` is always 1 (``x < inf``, or NaN going left),
-so a leaf is a fixed point: batch kernels advance a block of rows level by level for the
-tree's depth without leaf checks (independent walks overlap in the CPU), single-row walks
-stop at the first record with a negative feature field. Leaf values live in a separate array.
+so a leaf is a fixed point: single-row walks advance four trees at once for the deepest one's
+depth without leaf checks. Leaf values live in a separate array. These walks serve single
+requests and the path attributions (which need the path itself).
+
+Batches without attributions use a second form of the same trees, QuickScorer's bitvectors
+(Lucchese et al., SIGIR 2015), which trades the data-dependent walk for straight-line,
+SIMD-friendly work over a block of rows:
+
+* the leaves of a tree are numbered left to right, one bit each in a bitvector (64-bit words,
+  as many as the tree needs), all bits set at the start;
+* every split node is an entry ``(feature, threshold, nan_right, word, mask)``; for each row
+  where the node sends the row right (a "false" node), the mask clears the bits of the node's
+  left subtree;
+* the leaf a row reaches is the lowest set bit: every leaf left of it lies in the left subtree
+  of a node on its path that went right, and no node clears it (that node would be an
+  ancestor whose test sent the row left). Exact, not approximate: the same comparisons pick
+  the same leaf, and leaf values are summed per row in tree order as in the walks.
+
+"Goes right" is one comparison per model: sklearn's ``x <= t`` goes left, so right is
+``x > t``; XGBoost's ``x < t`` goes left, and for float32 ``x`` that is ``x >= t`` exactly when
+``x > t'`` with ``t'`` the next float32 below ``t``. NaN goes right when the node says so.
+Each node costs a compare and an AND per row, vectorized over a block of rows, instead of a
+dependent load chain per level: ~4x the throughput of the level-synchronous walk on this
+machine (see ``make bench-serving``).
 
 Every kernel is compiled with ``cache=True``; ``serving`` points NUMBA_CACHE_DIR at a
 writable folder (``/tmp`` on Lambda) and the model loader warms the kernels up at load time
@@ -46,13 +67,15 @@ from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 if TYPE_CHECKING:
     from components.contracts.forest import ForestArrays
 
 LEAF = -1
-BLOCK = 64
-"""Rows scored together per tree in batch kernels: a tree's nodes stay in cache for the block."""
+BLOCK = 128
+"""Rows scored together in batch kernels: every tree's bitvectors for the block stay in L1."""
+ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 class TreeModelError(ValueError):
@@ -136,6 +159,154 @@ def _pack(trees: list[dict[str, np.ndarray]], value_dtype) -> _Packed:
     )
 
 
+@dataclass(frozen=True)
+class _Bitvectors:
+    """The same trees as QuickScorer entries, for batch kernels (see the module docstring)."""
+
+    feature: np.ndarray
+    """(E,) int32 split feature per entry, entries grouped by tree."""
+    threshold: np.ndarray
+    """(E,) float32: the row goes right when ``x > threshold``."""
+    nan_right: np.ndarray
+    """(E,) bool: a NaN goes right."""
+    word: np.ndarray
+    """(E,) int32 word of the tree's bitvector the mask applies to."""
+    mask: np.ndarray
+    """(E,) uint64: all bits but the node's left-subtree leaves in that word."""
+    tree_entries: np.ndarray
+    """(T + 1,) int64 offsets into the entries."""
+    tree_words: np.ndarray
+    """(T,) int64 64-bit words per tree (ceil(leaves / 64))."""
+    leaf_value: np.ndarray
+    """Leaf values, each tree's left to right."""
+    tree_leaves: np.ndarray
+    """(T + 1,) int64 offsets into ``leaf_value``."""
+
+
+def _bitvectors(p: _Packed, *, right_when_ge: bool) -> _Bitvectors:
+    """Build the entries of packed trees.
+
+    ``right_when_ge``: the node sends ``x >= t`` right (XGBoost) rather than ``x > t``
+    (sklearn); stored as ``x > nextafter(t, -inf)``, the same test for every float32 ``x``.
+    """
+    # Plain lists: this loop runs at model load, and numpy scalar indexing is slow.
+    child, code_of = p.nodes[:, 0].tolist(), p.nodes[:, 1].tolist()
+    thr, value = p.fview[:, 2], p.value.tolist()
+    first = [0] * len(child)  # first leaf (left to right) under a node
+    feature, node_of, nan_right, word, mask = [], [], [], [], []  # one item per entry
+    tree_entries, tree_words, leaf_value, tree_leaves = [0], [], [], [0]
+    for root in p.roots:
+        n_leaves = 0
+        splits = []
+        stack = [int(root)]
+        while stack:  # pre-order, left child first: leaves come out left to right
+            node = stack.pop()
+            first[node] = n_leaves
+            if code_of[node] < 0:
+                leaf_value.append(value[node])
+                n_leaves += 1
+            else:
+                splits.append(node)
+                stack += [child[node] + 1, child[node]]
+        for node in splits:
+            left = child[node]
+            a, b = first[left], first[left + 1]  # the left subtree's leaves: [a, b)
+            code = code_of[node]
+            for w in range(a // 64, (b - 1) // 64 + 1):
+                lo, hi = max(a - 64 * w, 0), min(b - 64 * w, 64)
+                cleared = ((1 << hi) - 1) ^ ((1 << lo) - 1)
+                feature.append(code >> 1)
+                node_of.append(node)
+                nan_right.append(1 - (code & 1))
+                word.append(w)
+                mask.append(~cleared & 0xFFFFFFFFFFFFFFFF)
+        tree_entries.append(len(feature))
+        tree_words.append((n_leaves + 63) // 64)
+        tree_leaves.append(len(leaf_value))
+    threshold = thr[np.asarray(node_of, dtype=np.int64)]
+    if right_when_ge:
+        if np.any(threshold == -np.inf):
+            raise TreeModelError("a split condition of -inf is not supported")
+        threshold = np.nextafter(threshold, np.float32(-np.inf))
+    return _Bitvectors(
+        feature=np.asarray(feature, dtype=np.int32),
+        threshold=np.ascontiguousarray(threshold, dtype=np.float32),
+        nan_right=np.asarray(nan_right, dtype=np.bool_),
+        word=np.asarray(word, dtype=np.int32),
+        mask=np.asarray(mask, dtype=np.uint64),
+        tree_entries=np.asarray(tree_entries, dtype=np.int64),
+        tree_words=np.asarray(tree_words, dtype=np.int64),
+        leaf_value=np.asarray(leaf_value, dtype=p.value.dtype),
+        tree_leaves=np.asarray(tree_leaves, dtype=np.int64),
+    )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _clear(x, bits, threshold, nan_right, mask):
+    # One entry over a block of rows: where the node sends the row right, AND in the mask.
+    # Written without branches so it compiles to vector compares and ANDs.
+    for r in range(x.size):
+        v = x[r]
+        right = np.uint64((v > threshold) | ((v != v) & nan_right))
+        bits[r] &= mask | (right - np.uint64(1))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _bitvector_batch(
+    X, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
+    tree_leaves, init, out,
+):  # fmt: skip
+    n, nf = X.shape
+    max_words = 1
+    for t in range(tree_words.size):
+        max_words = max(max_words, tree_words[t])
+    for b in numba.prange((n + BLOCK - 1) // BLOCK):
+        lo = b * BLOCK
+        m = min(n, lo + BLOCK) - lo
+        xb = np.zeros((nf, BLOCK), dtype=np.float32)  # feature-major: one entry reads a row
+        for i in range(m):
+            for j in range(nf):
+                xb[j, i] = np.float32(X[lo + i, j])
+        acc = np.full(BLOCK, init, dtype=out.dtype)
+        bits = np.empty((max_words, BLOCK), dtype=np.uint64)
+        for t in range(tree_words.size):
+            nw = tree_words[t]
+            bits[:nw] = ALL_BITS
+            for e in range(tree_entries[t], tree_entries[t + 1]):
+                _clear(xb[feature[e]], bits[word[e]], threshold[e], nan_right[e], mask[e])
+            base = tree_leaves[t]
+            if nw == 1:  # the common case, kept branch-free for the vectorizer
+                for r in range(BLOCK):
+                    acc[r] = acc[r] + leaf_value[base + trailing_zeros(bits[0, r])]
+            else:
+                for r in range(BLOCK):
+                    w = 0
+                    while bits[w, r] == 0:  # the exit leaf always keeps its bit
+                        w += 1
+                    acc[r] = acc[r] + leaf_value[base + 64 * w + trailing_zeros(bits[w, r])]
+        for i in range(m):
+            out[lo + i] = acc[i]
+
+
+def _batch(bv: _Bitvectors, X: np.ndarray, init, dtype) -> np.ndarray:
+    out = np.empty(X.shape[0], dtype=dtype)
+    _bitvector_batch(
+        np.ascontiguousarray(X, dtype=np.float64),
+        bv.feature,
+        bv.threshold,
+        bv.nan_right,
+        bv.word,
+        bv.mask,
+        bv.tree_entries,
+        bv.tree_words,
+        bv.leaf_value,
+        bv.tree_leaves,
+        init,
+        out,
+    )
+    return out
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _step_lt(v, node, nodes, fview):
     # XGBoost: x < t goes left; NaN follows the node's default direction.
@@ -162,6 +333,7 @@ class XGBTrees:
     """A binary:logistic XGBoost booster as packed node records (see the module docstring)."""
 
     packed: _Packed
+    bits: _Bitvectors
     base_margin: np.float32
     bias: np.float32
     """Expected margin: base margin plus every tree's root mean (Saabas bias term)."""
@@ -200,9 +372,12 @@ class XGBTrees:
         if objective == "binary:logitraw":
             base_margin = np.float32(base_score)
         else:
-            # XGBoost stores base_score as a probability and converts it with ProbToMargin
-            # in double precision, then rounds: this matches Booster.predict bit for bit.
-            base_margin = np.float32(-math.log(1.0 / base_score - 1.0))
+            # XGBoost stores base_score as a float32 probability; ProbToMargin computes
+            # 1/p - 1 in float32, then a correctly rounded log. This matches
+            # Booster.predict bit for bit (a float64 1/p - 1 is 1 ulp off for most p).
+            p32 = np.float32(base_score)
+            odds = np.float32(np.float32(1.0) / p32 - np.float32(1.0))
+            base_margin = np.float32(-math.log(float(odds)))
         num_features = int(params["num_feature"])
         names = learner.get("feature_names") or None
 
@@ -234,8 +409,10 @@ class XGBTrees:
             )
         if not trees:
             raise TreeModelError("the XGBoost model has no trees")
+        packed = _pack(trees, np.float32)
         return cls(
-            packed=_pack(trees, np.float32),
+            packed=packed,
+            bits=_bitvectors(packed, right_when_ge=True),
             base_margin=np.float32(base_margin),
             bias=np.float32(bias),
             num_features=num_features,
@@ -263,19 +440,7 @@ class XGBTrees:
 
     def margins(self, X: np.ndarray) -> np.ndarray:
         """Margins of every row of ``X`` (n, F) as float32 (blocks of rows in parallel)."""
-        p = self.packed
-        out = np.empty(X.shape[0], dtype=np.float32)
-        _xgb_margin_batch(
-            np.ascontiguousarray(X),
-            p.nodes,
-            p.fview,
-            p.value,
-            p.roots,
-            p.depth,
-            self.base_margin,
-            out,
-        )
-        return out
+        return _batch(self.bits, X, self.base_margin, np.float32)
 
     def margins_contribs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Margins (n,) and Saabas attributions (n, F + 1) of every row of ``X``."""
@@ -402,33 +567,6 @@ def _xgb_margin_contribs_row(x, nodes, fview, value, roots, depth, base, bias, o
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _xgb_margin_batch(X, nodes, fview, value, roots, depth, base, out):
-    n = X.shape[0]
-    nblocks = (n + BLOCK - 1) // BLOCK
-    for b in numba.prange(nblocks):
-        lo = b * BLOCK
-        m = min(n, lo + BLOCK) - lo
-        xb = np.empty((m, X.shape[1] + 1), dtype=np.float32)
-        for i in range(m):
-            for j in range(X.shape[1]):
-                xb[i, j] = np.float32(X[lo + i, j])
-            xb[i, X.shape[1]] = 0.0  # what a leaf's feature code (-1 >> 1 = -1) reads
-        acc = np.full(m, np.float32(base), dtype=np.float32)
-        at = np.empty(m, dtype=np.int32)
-        for t in range(roots.size):  # tree-major: a tree's nodes stay hot for the block
-            for i in range(m):
-                at[i] = roots[t]
-            for _ in range(depth[t]):  # one level for every row: independent walks overlap
-                for i in range(m):
-                    node = at[i]
-                    at[i] = _step_lt(xb[i, nodes[node, 1] >> 1], node, nodes, fview)
-            for i in range(m):  # tree order per row: float32 sums match XGBoost's
-                acc[i] = np.float32(acc[i] + value[at[i]])
-        for i in range(m):
-            out[lo + i] = acc[i]
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
 def _xgb_margin_contribs_batch(X, nodes, fview, value, roots, depth, base, bias, margins, contribs):
     for i in numba.prange(X.shape[0]):
         margins[i] = _xgb_margin_contribs_row(
@@ -459,6 +597,7 @@ class IForestTrees:
     """An isolation forest as packed node records (see the module docstring)."""
 
     packed: _Packed
+    bits: _Bitvectors
     denominator: float
     """``n_trees * c(max_samples)``; 0 means sklearn's constant score -0.5."""
     num_features: int
@@ -489,8 +628,10 @@ class IForestTrees:
                     "value": forest.path_length[lo:hi],
                 }
             )
+        packed = _pack(trees, np.float64)
         return cls(
-            packed=_pack(trees, np.float64),
+            packed=packed,
+            bits=_bitvectors(packed, right_when_ge=False),
             denominator=float(forest.n_trees * forest.c_max_samples),
             num_features=int(forest.n_features),
         )
@@ -518,11 +659,7 @@ class IForestTrees:
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         """sklearn ``score_samples`` of every row of ``X`` (blocks of rows in parallel)."""
-        p = self.packed
-        out = np.empty(X.shape[0], dtype=np.float64)
-        _iforest_path_batch(
-            np.ascontiguousarray(X), p.nodes, p.fview, p.value, p.roots, p.depth, out
-        )
+        out = _batch(self.bits, X, 0.0, np.float64)
         if self.denominator == 0:
             return np.full_like(out, -0.5)
         return -(2.0 ** (-(out / self.denominator)))
@@ -555,33 +692,6 @@ def _iforest_path_row(x, nodes, fview, value, roots, depth):
             total += value[d]
         t += 4
     return total
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _iforest_path_batch(X, nodes, fview, value, roots, depth, out):
-    n = X.shape[0]
-    nblocks = (n + BLOCK - 1) // BLOCK
-    for b in numba.prange(nblocks):
-        lo = b * BLOCK
-        m = min(n, lo + BLOCK) - lo
-        xb = np.empty((m, X.shape[1] + 1), dtype=np.float32)
-        for i in range(m):
-            for j in range(X.shape[1]):
-                xb[i, j] = np.float32(X[lo + i, j])
-            xb[i, X.shape[1]] = 0.0
-        acc = np.zeros(m, dtype=np.float64)
-        at = np.empty(m, dtype=np.int32)
-        for t in range(roots.size):
-            for i in range(m):
-                at[i] = roots[t]
-            for _ in range(depth[t]):
-                for i in range(m):
-                    node = at[i]
-                    at[i] = _step_le(xb[i, nodes[node, 1] >> 1], node, nodes, fview)
-            for i in range(m):
-                acc[i] += value[at[i]]
-        for i in range(m):
-            out[lo + i] = acc[i]
 
 
 # --------------------------------------------------------------------------------------

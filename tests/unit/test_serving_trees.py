@@ -54,6 +54,71 @@ def test_xgb_margins_equal_booster_margins_with_missing_values(data, booster):
     np.testing.assert_array_equal(singles, expected[:200])
 
 
+def _threshold_rows(thresholds: np.ndarray, n_features: int, n: int, seed: int) -> np.ndarray:
+    """Rows whose values sit exactly on split thresholds and on their float32 neighbours."""
+    rng = np.random.default_rng(seed)
+    t = thresholds[np.isfinite(thresholds)].astype(np.float32)
+    picks = rng.choice(t, size=(n, n_features))
+    step = rng.integers(-1, 2, size=picks.shape)  # the threshold, one ulp below, one above
+    below = np.nextafter(picks, np.float32(-np.inf))
+    above = np.nextafter(picks, np.float32(np.inf))
+    X = np.where(step < 0, below, np.where(step > 0, above, picks)).astype(np.float64)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    return X
+
+
+def test_xgb_batch_exact_on_split_thresholds(data, booster):
+    """Ties decide the branch: x == split_condition goes right in XGBoost (x < t goes left)."""
+    trees = XGBTrees.from_booster(booster)
+    X = _threshold_rows(trees.packed.fview[:, 2], data[0].shape[1], 2000, seed=4)
+    expected = booster.predict(xgb.DMatrix(X), output_margin=True)
+    np.testing.assert_array_equal(trees.margins(X), expected)
+    singles = np.array([trees.margin_row(x) for x in X[:300]], dtype=np.float32)
+    np.testing.assert_array_equal(singles, expected[:300])
+
+
+def test_xgb_batch_exact_with_deep_trees_and_stumps(data):
+    """Trees with more than 64 leaves span several bitvector words; stumps have one leaf."""
+    X, y = data
+    deep = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 10, "min_child_weight": 0, "nthread": 1},
+        xgb.DMatrix(X, label=y),
+        num_boost_round=6,
+    )
+    trees = XGBTrees.from_booster(deep)
+    leaves = np.diff(trees.bits.tree_leaves)
+    assert leaves.max() > 128  # several words per tree
+    np.testing.assert_array_equal(
+        trees.margins(X), deep.predict(xgb.DMatrix(X), output_margin=True)
+    )
+    stumps = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 1, "gamma": 1e9, "nthread": 1},
+        xgb.DMatrix(X, label=y),
+        num_boost_round=3,
+    )
+    trees = XGBTrees.from_booster(stumps)
+    assert np.all(np.diff(trees.bits.tree_leaves) == 1)
+    np.testing.assert_array_equal(
+        trees.margins(X), stumps.predict(xgb.DMatrix(X), output_margin=True)
+    )
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 129, 1000])
+def test_batch_sizes_around_the_block(data, booster, n):
+    X = data[0][:n]
+    trees = XGBTrees.from_booster(booster)
+    expected = booster.predict(xgb.DMatrix(X), output_margin=True) if n else np.empty(0, np.float32)
+    np.testing.assert_array_equal(trees.margins(X), expected)
+    model = IsolationForest(n_estimators=5, max_samples=64, random_state=0).fit(
+        np.nan_to_num(data[0])
+    )
+    forest = IForestTrees.from_sklearn(model)
+    if n:
+        Xf = np.nan_to_num(X)
+        np.testing.assert_allclose(forest.scores(Xf), model.score_samples(Xf), rtol=0, atol=1e-9)
+    assert forest.scores(np.nan_to_num(X)).shape == (n,)
+
+
 def test_xgb_path_attributions_match_approx_contribs(data, booster):
     X, _ = data
     trees = XGBTrees.from_booster(booster)
@@ -65,6 +130,22 @@ def test_xgb_path_attributions_match_approx_contribs(data, booster):
     m = trees.margin_contribs_row(X[5], out)
     assert m == margins[5]
     np.testing.assert_array_equal(out, contribs[5])
+
+
+@pytest.mark.parametrize("base_score", [None, 0.3, 0.0123, 0.47333333, 0.51166666, 0.97])
+def test_xgb_base_margin_bit_exact(base_score):
+    """XGBoost turns base_score into a margin in float32; a float64 logit is 1 ulp off."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(400, 3))
+    y = (X[:, 0] + rng.normal(size=400) > 0.4).astype(int)
+    params = {"objective": "binary:logistic", "max_depth": 2, "nthread": 1}
+    if base_score is not None:  # None: XGBoost estimates the intercept from the labels
+        params["base_score"] = base_score
+    booster = xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=2)
+    trees = XGBTrees.from_booster(booster)
+    np.testing.assert_array_equal(
+        trees.margins(X), booster.predict(xgb.DMatrix(X), output_margin=True)
+    )
 
 
 def test_xgb_rejects_multiclass():
@@ -115,6 +196,19 @@ def test_iforest_scores_equal_sklearn(data, max_features):
     np.testing.assert_allclose(trees.scores(X), expected, rtol=0, atol=1e-9)
     singles = np.array([trees.score_row(x) for x in X[:100]])
     np.testing.assert_allclose(singles, expected[:100], rtol=0, atol=1e-9)
+
+
+def test_iforest_batch_exact_on_split_thresholds(data):
+    """sklearn sends x <= t left in float64; the batch form compares float32 x > t32."""
+    X = np.nan_to_num(data[0])
+    model = IsolationForest(n_estimators=30, max_samples=256, random_state=5).fit(X)
+    trees = IForestTrees.from_sklearn(model)
+    thresholds = np.concatenate([e.tree_.threshold for e in model.estimators_])
+    Xt = np.nan_to_num(_threshold_rows(thresholds, X.shape[1], 2000, seed=6))
+    expected = model.score_samples(Xt)
+    np.testing.assert_array_equal(trees.scores(Xt), expected)
+    singles = np.array([trees.score_row(x) for x in Xt[:300]])
+    np.testing.assert_array_equal(singles, expected[:300])
 
 
 def test_iforest_from_npz_roundtrip(tmp_path, data):
