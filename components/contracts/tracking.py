@@ -1,12 +1,15 @@
 """MLflow glue shared by the stages: one experiment, one run per stage per pipeline run.
 
-Every stage run is tagged ``pipeline_run_id`` (the runner sets ``PIPELINE_RUN_ID``; on
-Kubeflow the component passes the job id) and ``stage``, so a pipeline run's stages can be
-compared side by side in the MLflow UI (filter ``tags.pipeline_run_id = '...'``).
+Every stage run is tagged ``pipeline_run_id`` and ``stage``, so a pipeline run's stages can
+be compared side by side in the MLflow UI (filter ``tags.pipeline_run_id = '...'``). The
+compiled pipeline passes KFP's job id (``--pipeline-run-id {{$.pipeline_job_uuid}}``), which
+Kubeflow and the local runner both resolve (the runner to its own run id, which it also sets
+as ``PIPELINE_RUN_ID``); a stage run by hand is tagged ``PIPELINE_RUN_ID`` or ``standalone``.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from collections.abc import Iterator
@@ -70,6 +73,25 @@ def _sqlite_schema_lock(tracking_uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def add_pipeline_run_id_arg(parser: argparse.ArgumentParser) -> None:
+    """The ``--pipeline-run-id`` flag of every stage CLI that logs to MLflow."""
+    parser.add_argument(
+        "--pipeline-run-id",
+        default="",
+        help="tag MLflow runs with this pipeline run id (the compiled pipeline passes KFP's "
+        "job id; default: $PIPELINE_RUN_ID, else 'standalone')",
+    )
+
+
+def use_pipeline_run_id(value: str | None) -> None:
+    """Make ``value`` the id this process's stage runs are tagged with, when one was given.
+
+    An unresolved KFP placeholder (``{{$...}}``, a runner that does not resolve it) is ignored.
+    """
+    if value and not value.startswith("{{"):
+        os.environ["PIPELINE_RUN_ID"] = value
 
 
 @contextlib.contextmanager

@@ -101,6 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional.")
     p.add_argument("--executor-output", help="KFP executor output file path; optional.")
+    tracking.add_pipeline_run_id_arg(p)
     return p.parse_args(argv)
 
 
@@ -283,6 +284,7 @@ def _json_safe(obj: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    tracking.use_pipeline_run_id(args.pipeline_run_id)
     result = evaluate(args)
     params, metrics, test = result["params"], result["metrics"], result["test"]
     summary = metrics["summary"]

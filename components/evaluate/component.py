@@ -44,6 +44,7 @@ def build(image: str):
             image=image,
             command=["python", "-m", "components.evaluate"],
             args=[
+                "--pipeline-run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 "--in-features", features.path,
                 "--in-xgb-model", xgb_model.path,
                 "--in-iforest-model", iforest_model.path,

@@ -102,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Exit 1 when the gate rejects the model (default: exit 0, see decision). "
         "A bare flag means true; the pipeline passes its boolean parameter as a value.",
     )
+    tracking.add_pipeline_run_id_arg(p)
     return p.parse_args(argv)
 
 
@@ -342,6 +343,7 @@ def publish_bundle(bundle: B.Bundle, uri: str, record: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    tracking.use_pipeline_run_id(args.pipeline_run_id)
     record = register(args)
     verdict = "ACCEPTED" if record["passed"] else "REJECTED"
     print(

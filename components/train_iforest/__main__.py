@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows sampled to grow each tree (capped at the training rows)",
     )
     hp.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    tracking.add_pipeline_run_id_arg(p)
     return p
 
 
@@ -177,6 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tracking.use_pipeline_run_id(args.pipeline_run_id)
     try:
         return cli.run(STAGE, lambda: run(args))
     except MlflowLoggingError as exc:

@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument(
         "--nthread", type=int, default=0, help="XGBoost threads; 0 = every CPU available"
     )
+    tracking.add_pipeline_run_id_arg(p)
     return p
 
 
@@ -221,6 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     prefer_passive_openmp()
     args = build_parser().parse_args(argv)
+    tracking.use_pipeline_run_id(args.pipeline_run_id)
     try:
         return cli.run(STAGE, lambda: run(args))
     except MlflowLoggingError as exc:

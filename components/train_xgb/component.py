@@ -50,6 +50,7 @@ def build(image: str):
             image=image,
             command=["python", "-m", "components.train_xgb"],
             args=[
+                "--pipeline-run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 "--in-features", features.path,
                 "--out-model", model.path,
                 "--out-metrics", metrics.path,

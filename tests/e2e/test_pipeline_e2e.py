@@ -69,7 +69,15 @@ def test_full_pipeline_runs_end_to_end(env, first_run):
     assert decision["model_version"]
     summary = run_summary(rec, Settings.from_env())
     assert "blend_pr_auc" in summary and f"version {decision['model_version']}" in summary
-    # tasks saw the run id (MLflow tags) and Settings env
+    # every MLflow stage run is tagged with this run's id (passed as {{$.pipeline_job_uuid}})
+    import mlflow
+
+    mlflow.set_tracking_uri(Settings.from_env().mlflow.tracking_uri)
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.pipeline_run_id = '{rec.run_id}'"
+    )
+    assert sorted(runs["tags.stage"]) == ["evaluate", "register", "train-iforest", "train-xgb"]
+    # tasks saw Settings env
     logs = Path(rec.tasks["register"].log).read_text()
     assert "Traceback" not in logs
     assert os.environ["VAR_DIR"] == str(env)

@@ -78,6 +78,18 @@ def test_metric_stages_wire_executor_input_and_output():
         assert ("--executor-output" in args) == has_metrics, stage.name
 
 
+def test_mlflow_stages_pass_the_kfp_job_id():
+    """MLflow runs are tagged with the pipeline run on Kubeflow too (not just the runner)."""
+    for stage in STAGES:
+        args = [str(a) for a in components.load_component_from_file(str(stage.component_yaml))
+                .component_spec.implementation.container.args]  # fmt: skip
+        logs_to_mlflow = stage.module in ("train_xgb", "train_iforest", "evaluate", "register")
+        passed = "--pipeline-run-id" in args
+        assert passed == logs_to_mlflow, stage.name
+        if passed:
+            assert args[args.index("--pipeline-run-id") + 1] == "{{$.pipeline_job_uuid}}"
+
+
 def test_image_registry_and_tag_come_from_compile_flags(tmp_path):
     shutil.copytree(
         REPO / "components", tmp_path / "components", ignore=shutil.ignore_patterns("*.yaml")

@@ -265,13 +265,13 @@ def test_train_iforest_logs_to_a_real_mlflow_server(
     out = tmp_path / "model"
     proc = run_cli(
         "components.train_iforest", "--in-features", str(features_file), "--out-model", str(out),
-        "--n-estimators", "5", "--max-samples", "64", env=env,
+        "--n-estimators", "5", "--max-samples", "64", "--pipeline-run-id", "kfp-job-42", env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name(experiment)
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.tags["pipeline_run_id"] == "run-123"
+    assert run.data.tags["pipeline_run_id"] == "kfp-job-42"  # the flag (KFP's job id) wins
     assert run.data.tags["stage"] == "train-iforest"
     assert run.info.run_id == json.loads((out / "meta.json").read_text())["mlflow_run_id"]
     local = client.download_artifacts(run.info.run_id, "forest/forest.npz", str(tmp_path))
