@@ -30,11 +30,11 @@ One step reads one record (one cache line) and picks the child without a branch:
 ``child + 1 - go_left``. At a leaf ``go_left`` is always 1 (``x < inf``, or NaN going left),
 so a leaf is a fixed point: single-row walks advance four trees at once for the deepest one's
 depth without leaf checks. Leaf values live in a separate array. These walks serve single
-requests and the path attributions (which need the path itself).
+requests.
 
-Batches without attributions use a second form of the same trees, QuickScorer's bitvectors
-(Lucchese et al., SIGIR 2015), which trades the data-dependent walk for straight-line,
-SIMD-friendly work over a block of rows:
+Batches use a second form of the same trees, QuickScorer's bitvectors (Lucchese et al.,
+SIGIR 2015), which trades the data-dependent walk for straight-line, SIMD-friendly work over
+a block of rows:
 
 * the leaves of a tree are numbered left to right, one bit each in a bitvector (64-bit words,
   as many as the tree needs), all bits set at the start;
@@ -51,7 +51,9 @@ SIMD-friendly work over a block of rows:
 ``x > t'`` with ``t'`` the next float32 below ``t``. NaN goes right when the node says so.
 Each node costs a compare and an AND per row, vectorized over a block of rows, instead of a
 dependent load chain per level: ~4x the throughput of the level-synchronous walk on this
-machine (see ``make bench-serving``).
+machine (see ``make bench-serving``). Batch attributions start from the same exit leaves:
+each leaf stores its path's credits, replayed in the single-row walk's order (groups of four
+trees, level by level) so that batch and single-row attributions are bit-identical.
 
 Every kernel is compiled with ``cache=True``; ``serving`` points NUMBA_CACHE_DIR at a
 writable folder (``/tmp`` on Lambda) and the model loader warms the kernels up at load time
@@ -241,6 +243,48 @@ def _bitvectors(p: _Packed, *, right_when_ge: bool) -> _Bitvectors:
     )
 
 
+@dataclass(frozen=True)
+class _LeafPaths:
+    """Per leaf (in ``_Bitvectors`` order), the Saabas credits of its path, root first.
+
+    Paths shorter than the deepest tree are padded with a credit of 0 to the bias slot
+    (what the walk adds at a leaf), so the kernel needs no length check.
+    """
+
+    feature: np.ndarray
+    """(L, D) int32 split feature at each level of the path (F, the bias slot, past its end)."""
+    delta: np.ndarray
+    """(L, D) float32 ``mean(child) - mean(node)`` credited to that feature."""
+
+
+def _leaf_paths(p: _Packed, num_features: int) -> _LeafPaths:
+    """The credits the attribution walk makes on the way to each leaf, in walk order."""
+    child, code_of = p.nodes[:, 0].tolist(), p.nodes[:, 1].tolist()
+    delta = p.fview[:, 3].tolist()
+    width = max(1, int(p.depth.max()))
+    feats: list[list[int]] = []
+    deltas: list[list[float]] = []
+    for root in p.roots:
+        stack: list[tuple[int, list[int], list[float]]] = [(int(root), [], [])]
+        while stack:  # the same pre-order as _bitvectors: leaves come out left to right
+            node, fs, ds = stack.pop()
+            if code_of[node] < 0:
+                feats.append(fs)
+                deltas.append(ds)
+                continue
+            left = child[node]
+            f = code_of[node] >> 1
+            stack.append((left + 1, [*fs, f], [*ds, delta[left + 1]]))
+            stack.append((left, [*fs, f], [*ds, delta[left]]))
+    n = len(feats)
+    feature = np.full((n, width), num_features, dtype=np.int32)
+    out = np.zeros((n, width), dtype=np.float32)
+    for i, (fs, ds) in enumerate(zip(feats, deltas, strict=True)):
+        feature[i, : len(fs)] = fs
+        out[i, : len(ds)] = ds
+    return _LeafPaths(feature=feature, delta=out)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _clear(x, bits, threshold, nan_right, mask):
     # One entry over a block of rows: where the node sends the row right, AND in the mask.
@@ -251,39 +295,57 @@ def _clear(x, bits, threshold, nan_right, mask):
         bits[r] &= mask | (right - np.uint64(1))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exit_leaves(
+    xb, t, feature, threshold, nan_right, word, mask, tree_entries, tree_words, bits, leaf,
+):  # fmt: skip
+    # Tree t's exit leaf (left-to-right index within the tree) for every row of the block.
+    nw = tree_words[t]
+    bits[:nw] = ALL_BITS
+    for e in range(tree_entries[t], tree_entries[t + 1]):
+        _clear(xb[feature[e]], bits[word[e]], threshold[e], nan_right[e], mask[e])
+    if nw == 1:  # the common case, kept branch-free for the vectorizer
+        for r in range(leaf.size):
+            leaf[r] = trailing_zeros(bits[0, r])
+    else:
+        for r in range(leaf.size):
+            w = 0
+            while bits[w, r] == 0:  # the exit leaf always keeps its bit
+                w += 1
+            leaf[r] = 64 * w + trailing_zeros(bits[w, r])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _feature_block(X, lo, m, xb):
+    # Rows lo..lo+m of X as float32, feature-major (one entry reads one contiguous row).
+    for i in range(m):
+        for j in range(X.shape[1]):
+            xb[j, i] = np.float32(X[lo + i, j])
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _bitvector_batch(
     X, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
     tree_leaves, init, out,
 ):  # fmt: skip
     n, nf = X.shape
-    max_words = 1
-    for t in range(tree_words.size):
-        max_words = max(max_words, tree_words[t])
+    max_words = max(1, tree_words.max()) if tree_words.size else 1
     for b in numba.prange((n + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         m = min(n, lo + BLOCK) - lo
-        xb = np.zeros((nf, BLOCK), dtype=np.float32)  # feature-major: one entry reads a row
-        for i in range(m):
-            for j in range(nf):
-                xb[j, i] = np.float32(X[lo + i, j])
+        xb = np.zeros((nf, BLOCK), dtype=np.float32)
+        _feature_block(X, lo, m, xb)
         acc = np.full(BLOCK, init, dtype=out.dtype)
         bits = np.empty((max_words, BLOCK), dtype=np.uint64)
+        leaf = np.empty(BLOCK, dtype=np.int64)
         for t in range(tree_words.size):
-            nw = tree_words[t]
-            bits[:nw] = ALL_BITS
-            for e in range(tree_entries[t], tree_entries[t + 1]):
-                _clear(xb[feature[e]], bits[word[e]], threshold[e], nan_right[e], mask[e])
+            _exit_leaves(
+                xb, t, feature, threshold, nan_right, word, mask, tree_entries, tree_words,
+                bits, leaf,
+            )  # fmt: skip
             base = tree_leaves[t]
-            if nw == 1:  # the common case, kept branch-free for the vectorizer
-                for r in range(BLOCK):
-                    acc[r] = acc[r] + leaf_value[base + trailing_zeros(bits[0, r])]
-            else:
-                for r in range(BLOCK):
-                    w = 0
-                    while bits[w, r] == 0:  # the exit leaf always keeps its bit
-                        w += 1
-                    acc[r] = acc[r] + leaf_value[base + 64 * w + trailing_zeros(bits[w, r])]
+            for r in range(BLOCK):  # tree order per row: the same sums as the walks
+                acc[r] = acc[r] + leaf_value[base + leaf[r]]
         for i in range(m):
             out[lo + i] = acc[i]
 
@@ -334,6 +396,7 @@ class XGBTrees:
 
     packed: _Packed
     bits: _Bitvectors
+    paths: _LeafPaths
     base_margin: np.float32
     bias: np.float32
     """Expected margin: base margin plus every tree's root mean (Saabas bias term)."""
@@ -413,6 +476,7 @@ class XGBTrees:
         return cls(
             packed=packed,
             bits=_bitvectors(packed, right_when_ge=True),
+            paths=_leaf_paths(packed, num_features),
             base_margin=np.float32(base_margin),
             bias=np.float32(bias),
             num_features=num_features,
@@ -443,18 +507,28 @@ class XGBTrees:
         return _batch(self.bits, X, self.base_margin, np.float32)
 
     def margins_contribs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Margins (n,) and Saabas attributions (n, F + 1) of every row of ``X``."""
-        p = self.packed
+        """Margins (n,) and Saabas attributions (n, F + 1) of every row of ``X``.
+
+        Bit-identical to ``margin_contribs_row`` on each row.
+        """
+        bv, paths = self.bits, self.paths
         n = X.shape[0]
         margins = np.empty(n, dtype=np.float32)
         contribs = np.empty((n, self.num_features + 1), dtype=np.float32)
         _xgb_margin_contribs_batch(
-            np.ascontiguousarray(X),
-            p.nodes,
-            p.fview,
-            p.value,
-            p.roots,
-            p.depth,
+            np.ascontiguousarray(X, dtype=np.float64),
+            bv.feature,
+            bv.threshold,
+            bv.nan_right,
+            bv.word,
+            bv.mask,
+            bv.tree_entries,
+            bv.tree_words,
+            bv.leaf_value,
+            bv.tree_leaves,
+            paths.feature,
+            paths.delta,
+            self.packed.depth,
             self.base_margin,
             self.bias,
             margins,
@@ -567,11 +641,49 @@ def _xgb_margin_contribs_row(x, nodes, fview, value, roots, depth, base, bias, o
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _xgb_margin_contribs_batch(X, nodes, fview, value, roots, depth, base, bias, margins, contribs):
-    for i in numba.prange(X.shape[0]):
-        margins[i] = _xgb_margin_contribs_row(
-            X[i], nodes, fview, value, roots, depth, base, bias, contribs[i]
-        )
+def _xgb_margin_contribs_batch(
+    X, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
+    tree_leaves, path_feature, path_delta, depth, base, bias, margins, contribs,
+):  # fmt: skip
+    # Exit leaves from the bitvectors, then each leaf's path credits in exactly the order
+    # _xgb_margin_contribs_row makes them (groups of four trees, level by level, trees in
+    # order within a level), so batch attributions equal single-row ones bit for bit.
+    n, nf = X.shape
+    nt = tree_words.size
+    max_words = max(1, tree_words.max()) if nt else 1
+    for b in numba.prange((n + BLOCK - 1) // BLOCK):
+        lo = b * BLOCK
+        m = min(n, lo + BLOCK) - lo
+        xb = np.zeros((nf, BLOCK), dtype=np.float32)
+        _feature_block(X, lo, m, xb)
+        acc = np.full(BLOCK, base, dtype=np.float32)
+        bits = np.empty((max_words, BLOCK), dtype=np.uint64)
+        leaves = np.empty((4, BLOCK), dtype=np.int64)
+        for i in range(m):
+            row = contribs[lo + i]
+            row[:] = 0.0
+            row[nf] = bias
+        for t in range(0, nt, 4):
+            g = min(4, nt - t)
+            steps = 0
+            for k in range(g):
+                _exit_leaves(
+                    xb, t + k, feature, threshold, nan_right, word, mask, tree_entries,
+                    tree_words, bits, leaves[k],
+                )  # fmt: skip
+                first = tree_leaves[t + k]
+                for r in range(BLOCK):
+                    leaves[k, r] += first
+                    acc[r] = acc[r] + leaf_value[leaves[k, r]]
+                steps = max(steps, depth[t + k])
+            for i in range(m):
+                row = contribs[lo + i]
+                for s in range(steps):
+                    for k in range(g):  # past a path's end: + 0 to the bias slot
+                        leaf = leaves[k, i]
+                        row[path_feature[leaf, s]] += path_delta[leaf, s]
+        for i in range(m):
+            margins[lo + i] = acc[i]
 
 
 # --------------------------------------------------------------------------------------

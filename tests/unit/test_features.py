@@ -186,3 +186,14 @@ def test_request_without_store_for_a_new_cashier_uses_the_global_baseline():
     prior = index.prior_for("C-NEW", None)
     assert not prior[: 2 * F.STATS_WIDTH].any()
     np.testing.assert_array_equal(prior[2 * F.STATS_WIDTH :], index.global_stats)
+
+
+def test_parallel_kernel_equals_serial_kernel():
+    """Large inputs run in chunks on numba's threads; every value is the serial one."""
+    rng = np.random.default_rng(11)
+    n = 2 * F._CHUNK + 123  # the parallel path, with a partial last chunk
+    raw = np.abs(rng.normal(size=(n, len(F.RAW_INPUTS)))) * 10
+    prior = np.abs(rng.normal(size=(n, F.PRIOR_WIDTH))) * 100
+    serial = np.empty((n, len(F.FEATURE_NAMES)))
+    F._features_batch(raw, prior, serial)
+    np.testing.assert_array_equal(F.compute_features(raw, prior), serial)

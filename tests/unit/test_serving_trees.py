@@ -148,6 +148,25 @@ def test_xgb_base_margin_bit_exact(base_score):
     )
 
 
+@pytest.mark.parametrize("max_depth", [3, 6, 9])
+def test_xgb_batch_attributions_equal_single_row_walk_bit_for_bit(data, max_depth):
+    """The batch kernel replays each exit leaf's path credits in the walk's order."""
+    X, y = data
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": max_depth, "nthread": 1, "seed": 1},
+        xgb.DMatrix(X, label=y),
+        num_boost_round=23,  # not a multiple of four: the last group is partial
+    )
+    trees = XGBTrees.from_booster(booster)
+    rows = np.vstack([X[:700], _threshold_rows(trees.packed.fview[:, 2], X.shape[1], 300, 8)])
+    margins, contribs = trees.margins_contribs(rows)
+    out = np.empty(X.shape[1] + 1, dtype=np.float32)
+    for i in range(rows.shape[0]):
+        assert trees.margin_contribs_row(rows[i], out) == margins[i]
+        np.testing.assert_array_equal(out, contribs[i])
+    np.testing.assert_array_equal(margins, trees.margins(rows))
+
+
 def test_xgb_rejects_multiclass():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 3))
