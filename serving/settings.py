@@ -7,6 +7,7 @@ when no settings are passed (uvicorn's ``--factory`` and the Lambda shim).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,3 +115,26 @@ def numba_cache_dir() -> str | None:
     if writable:
         return None
     return str(Path(tempfile.gettempdir()) / "numba-cache")
+
+
+def seed_numba_cache(seed: str, cache_dir: str) -> bool:
+    """Fill an empty (or missing) numba cache folder with a copy of ``seed``.
+
+    A cache already holding files is left alone (a warm container keeps what it compiled).
+    Copies into a temporary sibling and renames it into place, so a concurrent starter
+    never sees half a cache. Returns whether anything was copied.
+    """
+    src, dst = Path(seed), Path(cache_dir)
+    if not src.is_dir() or (dst.is_dir() and any(dst.iterdir())):
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
+    try:
+        shutil.copytree(src, staging, dirs_exist_ok=True)
+        if dst.is_dir():
+            dst.rmdir()  # empty, checked above
+        staging.rename(dst)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return dst.is_dir() and any(dst.iterdir())  # another process won the race
+    return True

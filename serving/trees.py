@@ -57,7 +57,10 @@ trees, level by level) so that batch and single-row attributions are bit-identic
 
 Every kernel is compiled with ``cache=True``; ``serving`` points NUMBA_CACHE_DIR at a
 writable folder (``/tmp`` on Lambda) and the model loader warms the kernels up at load time
-so no JIT compilation happens inside a request.
+so no JIT compilation happens inside a request. The images go further and ship the kernels
+precompiled (``serving.warm``, ``NUMBA_CACHE_SEED``), so a cold start compiles nothing.
+Batch kernels keep their work in a plain function called from a thin ``prange`` loop: a
+parallel kernel's compile time grows with its body.
 """
 
 from __future__ import annotations
@@ -323,31 +326,42 @@ def _feature_block(X, lo, m, xb):
             xb[j, i] = np.float32(X[lo + i, j])
 
 
+@numba.njit(cache=True, nogil=True)
+def _bitvector_block(
+    X, lo, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
+    tree_leaves, init, out,
+):  # fmt: skip
+    # Sums of exit-leaf values for rows lo..lo+BLOCK of X (fewer at the end).
+    n, nf = X.shape
+    m = min(n, lo + BLOCK) - lo
+    xb = np.zeros((nf, BLOCK), dtype=np.float32)
+    _feature_block(X, lo, m, xb)
+    acc = np.full(BLOCK, init, dtype=out.dtype)
+    bits = np.empty((max(1, tree_words.max()), BLOCK), dtype=np.uint64)
+    leaf = np.empty(BLOCK, dtype=np.int64)
+    for t in range(tree_words.size):
+        _exit_leaves(
+            xb, t, feature, threshold, nan_right, word, mask, tree_entries, tree_words, bits, leaf
+        )
+        base = tree_leaves[t]
+        for r in range(BLOCK):  # tree order per row: the same sums as the walks
+            acc[r] = acc[r] + leaf_value[base + leaf[r]]
+    for i in range(m):
+        out[lo + i] = acc[i]
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _bitvector_batch(
     X, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
     tree_leaves, init, out,
 ):  # fmt: skip
-    n, nf = X.shape
-    max_words = max(1, tree_words.max()) if tree_words.size else 1
-    for b in numba.prange((n + BLOCK - 1) // BLOCK):
-        lo = b * BLOCK
-        m = min(n, lo + BLOCK) - lo
-        xb = np.zeros((nf, BLOCK), dtype=np.float32)
-        _feature_block(X, lo, m, xb)
-        acc = np.full(BLOCK, init, dtype=out.dtype)
-        bits = np.empty((max_words, BLOCK), dtype=np.uint64)
-        leaf = np.empty(BLOCK, dtype=np.int64)
-        for t in range(tree_words.size):
-            _exit_leaves(
-                xb, t, feature, threshold, nan_right, word, mask, tree_entries, tree_words,
-                bits, leaf,
-            )  # fmt: skip
-            base = tree_leaves[t]
-            for r in range(BLOCK):  # tree order per row: the same sums as the walks
-                acc[r] = acc[r] + leaf_value[base + leaf[r]]
-        for i in range(m):
-            out[lo + i] = acc[i]
+    # Blocks in parallel. The block work lives in a plain function: a parallel kernel's
+    # compile time grows with its body, and Lambda compiles at every cold start.
+    for b in numba.prange((X.shape[0] + BLOCK - 1) // BLOCK):
+        _bitvector_block(
+            X, b * BLOCK, feature, threshold, nan_right, word, mask, tree_entries, tree_words,
+            leaf_value, tree_leaves, init, out,
+        )  # fmt: skip
 
 
 def _batch(bv: _Bitvectors, X: np.ndarray, init, dtype) -> np.ndarray:
@@ -640,9 +654,9 @@ def _xgb_margin_contribs_row(x, nodes, fview, value, roots, depth, base, bias, o
     return acc
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _xgb_margin_contribs_batch(
-    X, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
+@numba.njit(cache=True, nogil=True)
+def _xgb_margin_contribs_block(
+    X, lo, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
     tree_leaves, path_feature, path_delta, depth, base, bias, margins, contribs,
 ):  # fmt: skip
     # Exit leaves from the bitvectors, then each leaf's path credits in exactly the order
@@ -650,40 +664,50 @@ def _xgb_margin_contribs_batch(
     # order within a level), so batch attributions equal single-row ones bit for bit.
     n, nf = X.shape
     nt = tree_words.size
-    max_words = max(1, tree_words.max()) if nt else 1
-    for b in numba.prange((n + BLOCK - 1) // BLOCK):
-        lo = b * BLOCK
-        m = min(n, lo + BLOCK) - lo
-        xb = np.zeros((nf, BLOCK), dtype=np.float32)
-        _feature_block(X, lo, m, xb)
-        acc = np.full(BLOCK, base, dtype=np.float32)
-        bits = np.empty((max_words, BLOCK), dtype=np.uint64)
-        leaves = np.empty((4, BLOCK), dtype=np.int64)
+    m = min(n, lo + BLOCK) - lo
+    xb = np.zeros((nf, BLOCK), dtype=np.float32)
+    _feature_block(X, lo, m, xb)
+    acc = np.full(BLOCK, base, dtype=np.float32)
+    bits = np.empty((max(1, tree_words.max()), BLOCK), dtype=np.uint64)
+    leaves = np.empty((4, BLOCK), dtype=np.int64)
+    for i in range(m):
+        row = contribs[lo + i]
+        row[:] = 0.0
+        row[nf] = bias
+    for t in range(0, nt, 4):
+        g = min(4, nt - t)
+        steps = 0
+        for k in range(g):
+            _exit_leaves(
+                xb, t + k, feature, threshold, nan_right, word, mask, tree_entries, tree_words,
+                bits, leaves[k],
+            )  # fmt: skip
+            first = tree_leaves[t + k]
+            for r in range(BLOCK):
+                leaves[k, r] += first
+                acc[r] = acc[r] + leaf_value[leaves[k, r]]
+            steps = max(steps, depth[t + k])
         for i in range(m):
             row = contribs[lo + i]
-            row[:] = 0.0
-            row[nf] = bias
-        for t in range(0, nt, 4):
-            g = min(4, nt - t)
-            steps = 0
-            for k in range(g):
-                _exit_leaves(
-                    xb, t + k, feature, threshold, nan_right, word, mask, tree_entries,
-                    tree_words, bits, leaves[k],
-                )  # fmt: skip
-                first = tree_leaves[t + k]
-                for r in range(BLOCK):
-                    leaves[k, r] += first
-                    acc[r] = acc[r] + leaf_value[leaves[k, r]]
-                steps = max(steps, depth[t + k])
-            for i in range(m):
-                row = contribs[lo + i]
-                for s in range(steps):
-                    for k in range(g):  # past a path's end: + 0 to the bias slot
-                        leaf = leaves[k, i]
-                        row[path_feature[leaf, s]] += path_delta[leaf, s]
-        for i in range(m):
-            margins[lo + i] = acc[i]
+            for s in range(steps):
+                for k in range(g):  # past a path's end: + 0 to the bias slot
+                    leaf = leaves[k, i]
+                    row[path_feature[leaf, s]] += path_delta[leaf, s]
+    for i in range(m):
+        margins[lo + i] = acc[i]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _xgb_margin_contribs_batch(
+    X, feature, threshold, nan_right, word, mask, tree_entries, tree_words, leaf_value,
+    tree_leaves, path_feature, path_delta, depth, base, bias, margins, contribs,
+):  # fmt: skip
+    for b in numba.prange((X.shape[0] + BLOCK - 1) // BLOCK):
+        _xgb_margin_contribs_block(
+            X, b * BLOCK, feature, threshold, nan_right, word, mask, tree_entries, tree_words,
+            leaf_value, tree_leaves, path_feature, path_delta, depth, base, bias, margins,
+            contribs,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------

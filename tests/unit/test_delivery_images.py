@@ -115,6 +115,25 @@ def test_serving_dockerfile_targets():
         assert any("serving/model/" in c.sources for c in stage.copies)
 
 
+def test_serving_images_ship_precompiled_kernels():
+    """Each serving image compiles its kernels at build time, after the bundle is in place,
+    into the seed folder its environment names, for a fixed (portable) CPU target."""
+    text = (REPO / "serving/Dockerfile").read_text()
+    assert re.search(r"^ARG NUMBA_CPU_NAME=x86-64-v3$", text, re.M)
+    for name in ("server", "lambda"):
+        body = re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", text, re.M | re.S).group(1)
+        assert re.search(r"^ARG NUMBA_CPU_NAME$", body, re.M), name
+        assert "NUMBA_CACHE_SEED=/opt/numba-seed" in body, name
+        assert "NUMBA_CPU_NAME=${NUMBA_CPU_NAME}" in body, name
+        warm = re.search(
+            r"^RUN NUMBA_CACHE_DIR=/opt/numba-seed python3? -m serving\.warm$", body, re.M
+        )
+        assert warm, f"{name}: no build-time warm-up"
+        assert body.index("serving/model/") < warm.start(), f"{name}: warm-up before the bundle"
+        user = re.search(r"^USER ", body, re.M)
+        assert user is None or user.start() > warm.start(), f"{name}: warm-up must run as root"
+
+
 def _requirements(path: Path) -> list[Requirement]:
     lines = [ln.strip() for ln in path.read_text().splitlines()]
     return [Requirement(ln) for ln in lines if ln and not ln.startswith("#")]

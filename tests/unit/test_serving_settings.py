@@ -53,3 +53,30 @@ def test_numba_cache_moves_to_tmp_only_when_package_is_read_only(monkeypatch):
     assert settings_mod.numba_cache_dir().endswith("numba-cache")
     monkeypatch.setenv("NUMBA_CACHE_DIR", "/elsewhere")
     assert settings_mod.numba_cache_dir() is None
+
+
+def test_seed_numba_cache_fills_only_an_empty_cache(tmp_path):
+    from serving.settings import seed_numba_cache
+
+    seed = tmp_path / "seed"
+    (seed / "app" / "serving").mkdir(parents=True)
+    (seed / "app" / "serving" / "trees.k-1.py311.nbi").write_bytes(b"index")
+    (seed / "app" / "serving" / "trees.k-1.py311.1.nbc").write_bytes(b"code")
+
+    missing = tmp_path / "tmp" / "numba"
+    assert seed_numba_cache(str(seed), str(missing))
+    assert (missing / "app" / "serving" / "trees.k-1.py311.1.nbc").read_bytes() == b"code"
+    assert [p.name for p in missing.parent.iterdir()] == ["numba"]  # no staging leftovers
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert seed_numba_cache(str(seed), str(empty))
+    assert (empty / "app" / "serving" / "trees.k-1.py311.nbi").is_file()
+
+    warm = tmp_path / "warm"
+    (warm / "own").mkdir(parents=True)
+    assert not seed_numba_cache(str(seed), str(warm))  # a warm cache keeps what it has
+    assert [p.name for p in warm.iterdir()] == ["own"]
+
+    assert not seed_numba_cache(str(tmp_path / "no-seed"), str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
