@@ -187,6 +187,20 @@ class _Bitvectors:
     tree_leaves: np.ndarray
     """(T + 1,) int64 offsets into ``leaf_value``."""
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The fields in the order the batch kernels take them."""
+        return (
+            self.feature,
+            self.threshold,
+            self.nan_right,
+            self.word,
+            self.mask,
+            self.tree_entries,
+            self.tree_words,
+            self.leaf_value,
+            self.tree_leaves,
+        )
+
 
 def _bitvectors(p: _Packed, *, right_when_ge: bool) -> _Bitvectors:
     """Build the entries of packed trees.
@@ -366,20 +380,7 @@ def _bitvector_batch(
 
 def _batch(bv: _Bitvectors, X: np.ndarray, init, dtype) -> np.ndarray:
     out = np.empty(X.shape[0], dtype=dtype)
-    _bitvector_batch(
-        np.ascontiguousarray(X, dtype=np.float64),
-        bv.feature,
-        bv.threshold,
-        bv.nan_right,
-        bv.word,
-        bv.mask,
-        bv.tree_entries,
-        bv.tree_words,
-        bv.leaf_value,
-        bv.tree_leaves,
-        init,
-        out,
-    )
+    _bitvector_batch(np.ascontiguousarray(X, dtype=np.float64), *bv.arrays(), init, out)
     return out
 
 
@@ -525,21 +526,13 @@ class XGBTrees:
 
         Bit-identical to ``margin_contribs_row`` on each row.
         """
-        bv, paths = self.bits, self.paths
+        paths = self.paths
         n = X.shape[0]
         margins = np.empty(n, dtype=np.float32)
         contribs = np.empty((n, self.num_features + 1), dtype=np.float32)
         _xgb_margin_contribs_batch(
             np.ascontiguousarray(X, dtype=np.float64),
-            bv.feature,
-            bv.threshold,
-            bv.nan_right,
-            bv.word,
-            bv.mask,
-            bv.tree_entries,
-            bv.tree_words,
-            bv.leaf_value,
-            bv.tree_leaves,
+            *self.bits.arrays(),
             paths.feature,
             paths.delta,
             self.packed.depth,

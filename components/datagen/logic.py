@@ -280,9 +280,11 @@ def _fill(weights: np.ndarray, target: float, cap: float) -> np.ndarray:
     total_w = float(weights.sum())
     if target <= 0 or total_w <= 0:
         return p
-    if cap * np.count_nonzero(weights) <= target:
-        p[weights > 0] = cap
-        return p
+    # Every weight capped, summed exactly as the search below sums: cap * count can round
+    # above this sum, and a target between the two would make the search double forever.
+    full = np.where(weights > 0, cap, 0.0)
+    if full.sum() <= target:
+        return full
     lo, hi = 0.0, target / total_w
     while np.minimum(cap, hi * weights).sum() < target:
         hi *= 2.0

@@ -284,3 +284,16 @@ def test_fraud_probabilities_are_probabilities_summing_to_the_target(
     )
     assert ((p >= 0) & (p <= 1)).all()
     assert p.sum() == pytest.approx(rate * n, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize(("n", "cap"), [(20, 0.7), (13, 0.6)])
+def test_fill_terminates_when_the_target_sits_between_the_capped_sum_and_cap_times_n(n, cap):
+    """0.7 * 20 rounds to 14.0 but twenty 0.7s sum to 13.999999999999996: a target between
+    them is unreachable, and the search used to double its bound forever."""
+    from components.datagen.logic import _fill
+
+    capped_sum = np.full(n, cap).sum()
+    target = np.nextafter(cap * n, 0.0)
+    assert capped_sum < target < cap * n
+    p = _fill(np.ones(n), target, cap)
+    np.testing.assert_array_equal(p, np.full(n, cap))
