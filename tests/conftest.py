@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -29,6 +30,22 @@ hypothesis.settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     hypothesis.settings.load_profile("ci")
 VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _log_handlers_follow_the_capture():
+    """Litestar's default logging config, applied when an app is created, binds a
+    StreamHandler to whatever sys.stderr is then: one test's capture file, which pytest
+    closes when that test ends. Later log lines (Mangum's, from a listener thread) would
+    each print a "--- Logging error ---" traceback; point such handlers at this test's
+    stream instead, so their output is captured like any other."""
+    for ref in list(logging._handlerList):  # weak references to every live handler
+        handler = ref()
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+            with handler.lock:  # not setStream(): it would flush the closed stream
+                handler.stream = sys.stderr
+    yield
 
 
 def free_port() -> int:
