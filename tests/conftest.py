@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import socket
@@ -30,31 +29,6 @@ hypothesis.settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     hypothesis.settings.load_profile("ci")
 VENV_BIN = Path(sys.executable).parent
-
-
-def _unhook_log_handlers_from_capture_streams() -> None:
-    from _pytest.capture import CaptureIO
-
-    for ref in list(logging._handlerList):  # weak references to every live handler
-        handler = ref()
-        stream = getattr(handler, "stream", None)
-        if not isinstance(handler, logging.StreamHandler) or stream is None:
-            continue
-        if getattr(stream, "closed", False) or isinstance(stream, CaptureIO):
-            with handler.lock:  # not setStream(): it would flush a closed stream
-                handler.stream = sys.__stderr__  # fd 2: still captured per test
-
-
-@pytest.fixture(autouse=True)
-def _log_handlers_outlive_capture_streams():
-    """Litestar's default logging config, applied when an app is created, binds a
-    StreamHandler to whatever sys.stderr is then, e.g. a ``capsys`` stream that closes
-    with its test. Log lines that Mangum's listener thread writes later would each print a
-    "--- Logging error ---" traceback, so such handlers are moved to the process's stderr
-    (fd 2, which pytest still captures per test) before and after every test."""
-    _unhook_log_handlers_from_capture_streams()
-    yield
-    _unhook_log_handlers_from_capture_streams()
 
 
 def free_port() -> int:
