@@ -7,10 +7,18 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+# The one command that writes the lock; `make lock` runs it, tests check the header matches.
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --extra test --group dev --generate-hashes \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+# Every version comes from the lock (hash-checked); the project itself is installed editable
+# with the lock's setuptools, so nothing outside the lock is resolved at install time.
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -U pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) check
 	@touch $@
 
 .PHONY: help
@@ -18,7 +26,11 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: venv
-venv: $(STAMP) ## create .venv (if missing) and install the project with test extras
+venv: $(STAMP) ## create .venv (if missing) and install exactly requirements.lock plus the project
+
+.PHONY: lock
+lock: $(STAMP) ## re-resolve requirements.lock from pyproject.toml (UPGRADE="--upgrade" or "--upgrade-package NAME")
+	$(UV_COMPILE) $(UPGRADE) -o $(LOCK)
 
 .PHONY: test
 test: $(STAMP) ## run the whole test suite (unit, integration, e2e)
