@@ -101,3 +101,14 @@ def test_example_manifests_hold_the_keys_the_pipeline_reads():
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == pipeline.S3_SECRET
     assert set(secret["stringData"]) == set(pipeline.S3_SECRET_ENV)
     assert all(v.startswith("<") for v in secret["stringData"].values())  # placeholders only
+
+
+def test_the_readme_resource_table_is_the_pipelines_table():
+    text = (REPO / "pipelines" / "README.md").read_text()
+    rows = re.findall(r"^\| ([a-z-]+) \| [^|]+ \| (\S+) / (\S+) \| (\S+) / (\S+) \|$", text, re.M)
+    documented = {name: tuple(values) for name, *values in rows}
+    assert documented == {
+        s.name: (r.cpu_request, r.cpu_limit, r.memory_request, r.memory_limit)
+        for s in STAGES
+        for r in [pipeline.RESOURCES[s.module]]
+    }
