@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_compile(args, settings: Settings) -> int:
     from pipelines.compile import compile_all
+    from pipelines.placeholders import PlaceholderError
     from pipelines.runner.ir import parse_param_args
 
     registry, tag = _images(args, settings)
@@ -148,13 +149,17 @@ def _cmd_compile(args, settings: Settings) -> int:
         images = json.loads(Path(args.images).read_text())
         if not isinstance(images, dict) or not all(isinstance(v, str) for v in images.values()):
             raise ValueError(f"{args.images}: expected a JSON object of name -> image reference")
-    written = compile_all(
-        registry,
-        tag,
-        pipeline_yaml=args.output,
-        task_env=parse_param_args(args.task_env),
-        images=images,
-    )
+    try:
+        written = compile_all(
+            registry,
+            tag,
+            pipeline_yaml=args.output,
+            task_env=parse_param_args(args.task_env),
+            images=images,
+        )
+    except PlaceholderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -162,9 +167,15 @@ def _cmd_compile(args, settings: Settings) -> int:
 
 def _cmd_compile_check(args, settings: Settings) -> int:
     from pipelines.compile import check_fresh
+    from pipelines.placeholders import PlaceholderError, check_file
 
     registry, tag = _images(args, settings)
-    stale = check_fresh(registry, tag, pipeline_yaml=args.output)
+    try:
+        check_file(args.output)  # the checked-in YAML, then every fresh compile
+        stale = check_fresh(registry, tag, pipeline_yaml=args.output)
+    except PlaceholderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not stale:
         print(f"compiled YAML is up to date ({args.output} and {7} component.yaml files)")
         return 0

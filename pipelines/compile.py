@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipelines.components import REPO, STAGES, build_components, write_component_yamls
 from pipelines.pipeline import compile_pipeline
+from pipelines.placeholders import check_file
 
 DEFAULT_PIPELINE_YAML = REPO / "pipelines" / "cashier_integrity.yaml"
 
@@ -35,11 +36,17 @@ def compile_all(
 
     ``images`` (kebab-name -> image reference, e.g. ``var/images.json`` from
     ``scripts/build_images.py``) pins each component to exactly the image that was built.
+
+    Raises:
+        PlaceholderError: A written YAML passes a placeholder the KFP v2 backend does not
+            resolve (``pipelines.placeholders``); the files stay for inspection.
     """
     written = [compile_pipeline(pipeline_yaml, image_registry, image_tag, task_env, images)]
     written += write_component_yamls(
         build_components(image_registry, image_tag, images), components_root
     )
+    for path in written:
+        check_file(path)
     return written
 
 

@@ -7,6 +7,7 @@ function; ``compile_pipeline`` writes the KFP YAML that Kubeflow and the local r
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.components import build_components
@@ -30,22 +31,83 @@ RETRIES = {
 RETRY_BACKOFF = "5s"
 
 
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes CPU/memory requests and limits of one task (Kubernetes quantities)."""
+
+    peak_mib: int
+    """Peak RSS of the stage on 1M rows (README "Benchmarks", 2026-11-25), in MiB."""
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+# Sized from the 1M-row stage benchmark: the request covers the peak, so the scheduler
+# places the pod where it fits, and the limit leaves >= 1.5x the peak for the KFP launcher
+# that wraps the stage in the same container and for variance. The pipeline's default is
+# 200k rows; runs well above 1M rows need larger values.
+RESOURCES: dict[str, Resources] = {
+    "datagen": Resources(539, "500m", "1", "768Mi", "1Gi"),
+    "split": Resources(757, "500m", "1", "1Gi", "1536Mi"),
+    "features": Resources(509, "1", "2", "768Mi", "1Gi"),
+    "train_xgb": Resources(2662, "2", "4", "3Gi", "4Gi"),  # 2.6 GiB
+    "train_iforest": Resources(1638, "1", "2", "2Gi", "3Gi"),  # 1.6 GiB
+    "evaluate": Resources(2150, "1", "2", "2560Mi", "4Gi"),  # 2.1 GiB
+    "register": Resources(410, "250m", "1", "512Mi", "1Gi"),  # 0.4 GiB
+}
+# Tasks with side effects outside their outputs (register writes the MLflow registry and
+# moves the champion alias) are never served from KFP's cache.
+NEVER_CACHED = frozenset({"register"})
+
+# Infrastructure settings reach the pods from a ConfigMap and a Secret (kfp-kubernetes);
+# apply them in the namespace that runs the pipeline (examples: manifests/kfp/).
+CONFIG_MAP = "cashier-integrity-config"
+S3_SECRET = "cashier-integrity-s3"
+# ConfigMap key -> environment variable. Every key must exist (an empty value means unset),
+# so a namespace without the ConfigMap fails at pod creation instead of tracking into a
+# throwaway SQLite file inside the pod. The tracking URI goes to FALLBACK_MLFLOW_TRACKING_URI,
+# never MLFLOW_TRACKING_URI: Kubeflow's MLflow plugin injects MLFLOW_TRACKING_URI with the
+# task's MLFLOW_RUN_ID, and its URI must win (settings read it first); a second env entry of
+# the same name in the driver's pod spec patch would collide with the plugin's.
+CONFIG_MAP_ENV: dict[str, str] = {
+    "MLFLOW_TRACKING_URI": "FALLBACK_MLFLOW_TRACKING_URI",
+    "MLFLOW_ARTIFACT_LOCATION": "MLFLOW_ARTIFACT_LOCATION",
+    "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL",
+    "S3_ENDPOINT_URL": "S3_ENDPOINT_URL",
+    "AWS_REGION": "AWS_REGION",
+}
+# Secret key -> environment variable. Optional: without the Secret, the AWS default chain
+# (IRSA / EKS Pod Identity) supplies credentials.
+S3_SECRET_ENV: dict[str, str] = {
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+}
+
+
 def build_pipeline(
     image_registry: str,
     image_tag: str,
     task_env: Mapping[str, str] | None = None,
     images: Mapping[str, str] | None = None,
+    *,
+    config_map: str = CONFIG_MAP,
+    s3_secret: str = S3_SECRET,
 ):
     """Build the pipeline function for the given component images.
 
     Args:
         image_registry: Registry prefix of the component images.
         image_tag: Tag of the component images.
-        task_env: Environment variables set on every task (e.g. ``MLFLOW_TRACKING_URI``
-            of the cluster's tracking server). Empty by default so the checked-in YAML
-            holds no machine-specific location; the local runner passes its own settings.
+        task_env: Environment variables set on every task. Empty by default so the
+            checked-in YAML holds no machine-specific location; on Kubeflow, locations come
+            from ``config_map`` and ``s3_secret``. Do not name a variable the ConfigMap or
+            Secret also sets (two env entries of one name in a pod).
+        images: Exact per-stage image references (see ``build_components``).
+        config_map: Kubernetes ConfigMap with the keys of ``CONFIG_MAP_ENV``.
+        s3_secret: Kubernetes Secret with the keys of ``S3_SECRET_ENV`` (optional).
     """
-    from kfp import dsl
+    from kfp import dsl, kubernetes
 
     comps = build_components(image_registry, image_tag, images)
     env = dict(task_env or {})
@@ -54,9 +116,14 @@ def build_pipeline(
         task.set_retry(
             num_retries=RETRIES[stage], backoff_duration=RETRY_BACKOFF, backoff_factor=2.0
         )
-        task.set_caching_options(True)
+        task.set_caching_options(stage not in NEVER_CACHED)
+        res = RESOURCES[stage]
+        task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+        task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
         for key, value in sorted(env.items()):
             task.set_env_variable(key, value)
+        kubernetes.use_config_map_as_env(task, config_map, CONFIG_MAP_ENV, optional=False)
+        kubernetes.use_secret_as_env(task, s3_secret, S3_SECRET_ENV, optional=True)
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)

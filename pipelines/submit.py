@@ -75,7 +75,8 @@ def submit(
             params=arguments,
             cron_expression=schedule,
             pipeline_root=pipeline_root,
-            enable_caching=True,
+            # None: each task's compiled caching flag stands (True would cache register)
+            enable_caching=None,
         )
         run_id = result.recurring_run_id
         log.info("created recurring run %s (%s)", run_id, schedule)
@@ -87,7 +88,7 @@ def submit(
         experiment_name=experiment,
         namespace=namespace,
         pipeline_root=pipeline_root,
-        enable_caching=True,
+        enable_caching=None,
     )
     log.info("created run %s", result.run_id)
     return result.run_id

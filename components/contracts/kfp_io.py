@@ -1,13 +1,17 @@
 """KFP executor output: how a container component reports artifact metadata.
 
 A KFP v2 container component fills the UI's Metrics / ClassificationMetrics panels by
-writing the executor output JSON to ``{{$.outputs.output_file}}``
-(``dsl.PIPELINE_TASK_EXECUTOR_OUTPUT_PATH_PLACEHOLDER``); artifact names and URIs come from
-the executor input ``{{$}}``. This mirrors ``kfp.dsl.executor.Executor.write_executor_output``
-so the KFP launcher and our local runner read the same file.
+writing the executor output JSON to the path the launcher names in the executor input
+``{{$}}`` (field ``outputs.outputFile``); artifact names and URIs come from the same JSON.
+The KFP v2 backend launcher reads that file after the command exits
+(kubeflow/pipelines ``backend/src/v2/component/launcher_v2.go``, ``execute`` ->
+``getExecutorOutputFile(executorInput.GetOutputs().GetOutputFile())``) and never substitutes
+``{{$.outputs.output_file}}`` in container args, so the path is taken from ``{{$}}``, as
+``kfp.dsl.executor.Executor`` does. The local runner builds the same executor input
+(``kfp.local``), so both read the same file.
 
-Stage CLIs take ``--executor-input JSON --executor-output PATH``; both optional, so the CLI
-also runs stand-alone.
+Stage CLIs take ``--executor-input JSON``, optional so the CLI also runs stand-alone;
+``--executor-output PATH`` overrides the path for stand-alone use (no component passes it).
 """
 
 from __future__ import annotations
@@ -44,6 +48,18 @@ def classification_metrics(
     return meta
 
 
+def executor_output_path(spec: dict[str, Any], override: str | None = None) -> str:
+    """Where the executor output goes: ``override`` if given, else ``outputs.outputFile``.
+
+    Raises:
+        ValueError: Neither names a path (an executor input without ``outputs.outputFile``).
+    """
+    path = override or spec.get("outputs", {}).get("outputFile")
+    if not path:
+        raise ValueError("the executor input has no outputs.outputFile and no --executor-output")
+    return path
+
+
 def write_executor_output(
     executor_input: str | None,
     output_file: str | None,
@@ -51,16 +67,22 @@ def write_executor_output(
 ) -> None:
     """Write the executor output JSON for the given output artifacts' metadata.
 
+    Parent folders are created (the backend's path sits under the task root, which the
+    launcher creates only when the task has an output artifact there).
+
     Args:
-        executor_input: The ``{{$}}`` JSON string; names and URIs of output artifacts are
-            taken from it. None when the CLI runs outside KFP (then nothing is written).
-        output_file: The ``{{$.outputs.output_file}}`` path. None: nothing is written.
+        executor_input: The ``{{$}}`` JSON string; the output path (``outputs.outputFile``)
+            and the names and URIs of output artifacts are taken from it. None when the CLI
+            runs outside KFP (then nothing is written).
+        output_file: Path that overrides ``outputs.outputFile`` (stand-alone use); None
+            takes the executor input's.
         artifact_metadata: Output artifact name -> metadata dict (e.g. Metrics values,
             or ``classification_metrics(...)``).
     """
-    if not output_file or not executor_input:
+    if not executor_input:
         return
     spec = json.loads(executor_input)
+    output_file = executor_output_path(spec, output_file)
     declared = spec.get("outputs", {}).get("artifacts", {})
     artifacts: dict[str, Any] = {}
     for name, metadata in artifact_metadata.items():

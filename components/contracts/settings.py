@@ -87,7 +87,11 @@ class Settings:
     def from_env(cls) -> Settings:
         """Read settings from environment variables (see README "Configuration")."""
         home = Path(_env("VAR_DIR", "var") or "var").resolve()
-        tracking = _env("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        # FALLBACK_MLFLOW_TRACKING_URI: the cluster's URI from the pipeline's ConfigMap; an
+        # MLFLOW_TRACKING_URI injected by Kubeflow's MLflow plugin wins (pipelines/pipeline.py).
+        tracking = _env("MLFLOW_TRACKING_URI", None, "FALLBACK_MLFLOW_TRACKING_URI") or (
+            f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        )
         artifacts = _env("MLFLOW_ARTIFACT_LOCATION") or (home / "mlflow" / "artifacts").as_uri()
         return cls(
             home=home,

@@ -1,10 +1,23 @@
 """MLflow glue shared by the stages: one experiment, one run per stage per pipeline run.
 
-Every stage run is tagged ``pipeline_run_id`` and ``stage``, so a pipeline run's stages can
-be compared side by side in the MLflow UI (filter ``tags.pipeline_run_id = '...'``). The
-compiled pipeline passes KFP's job id (``--pipeline-run-id {{$.pipeline_job_uuid}}``), which
-Kubeflow and the local runner both resolve (the runner to its own run id, which it also sets
-as ``PIPELINE_RUN_ID``); a stage run by hand is tagged ``PIPELINE_RUN_ID`` or ``standalone``.
+Run identity (``stage_run``, ``pipeline_run_id``), read from the environment:
+
+- Kubeflow with its MLflow integration on (KEP-12862): the driver creates a nested MLflow run
+  per task and injects ``MLFLOW_RUN_ID``, ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_ID``
+  into the task's container (kubeflow/pipelines
+  ``backend/src/v2/common/plugins/mlflow/handler.go``, ``RetrieveUserContainerEnvVars``); the
+  launcher later logs KFP's input parameters and scalar metrics into that run and sets its
+  final status (``OnTaskEnd``). The stage logs into that very run, as the plugin intends (the
+  KEP: "``MLFLOW_RUN_ID`` points to the task's nested run"), in the plugin's experiment.
+- Otherwise the stage starts its own run in ``MLFLOW_EXPERIMENT_NAME``.
+
+Every stage run is tagged ``stage`` and ``pipeline_run_id``, so a pipeline run's stages can be
+compared side by side (filter ``tags.pipeline_run_id = '...'``). ``pipeline_run_id`` is, in
+order: ``PIPELINE_RUN_ID`` (the local runner sets it to its run id; ``--pipeline-run-id``
+sets it by hand), the Argo workflow name read from ``KFP_POD_NAME`` (the backend sets that on
+every executor pod, ``backend/src/v2/compiler/argocompiler/common.go`` ``commonEnvs``), else
+``standalone``. KFP's run-level placeholders (``{{$.pipeline_job_uuid}}``) are not used: the
+backend leaves them literal in container args.
 """
 
 from __future__ import annotations
@@ -12,7 +25,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from components.contracts.settings import MlflowSettings
@@ -75,36 +89,86 @@ def _sqlite_schema_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Argo names a pod <workflow>-<template>-<fnv32 of the node name> (POD_NAMES=v2, the default)
+# or <workflow>-<hash> (v1); KFP's executor template is
+# (metadata-<n>-<m>-)?(retry-)?system-container-impl (kubeflow/pipelines
+# backend/src/v2/compiler/argocompiler/container.go, addContainerExecutorTemplate).
+_ARGO_POD_SUFFIX = re.compile(r"(?:-(?:metadata-\d+-\d+-)?(?:retry-)?system-container-impl)?-\d+$")
+STANDALONE = "standalone"
+
+
+def workflow_name(pod_name: str) -> str | None:
+    """The Argo workflow (= KFP run) name of a KFP executor pod, or None if the name does not
+    have that shape."""
+    match = _ARGO_POD_SUFFIX.search(pod_name)
+    return pod_name[: match.start()] if match and match.start() > 0 else None
+
+
+def _given(value: str | None) -> str | None:
+    """``value`` unless empty or an unresolved KFP placeholder (``{{$...}}``)."""
+    return value if value and not value.startswith("{{") else None
+
+
+def pipeline_run_id(env: Mapping[str, str]) -> str:
+    """The id a stage's MLflow runs are tagged with (see the module docstring for the order)."""
+    return (
+        _given(env.get("PIPELINE_RUN_ID"))
+        or workflow_name(env.get("KFP_POD_NAME", ""))
+        or STANDALONE
+    )
+
+
+def task_run_id(env: Mapping[str, str]) -> str | None:
+    """The MLflow run Kubeflow's MLflow plugin created for this task (``MLFLOW_RUN_ID``)."""
+    return _given(env.get("MLFLOW_RUN_ID"))
+
+
+def run_tags(stage: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Tags of a stage's MLflow run: the stage, the pipeline run, and the pod when on KFP."""
+    tags = {"stage": stage, "pipeline_run_id": pipeline_run_id(env)}
+    if pod := env.get("KFP_POD_NAME"):
+        tags["kfp_pod_name"] = pod
+    return tags
+
+
 def add_pipeline_run_id_arg(parser: argparse.ArgumentParser) -> None:
     """The ``--pipeline-run-id`` flag of every stage CLI that logs to MLflow."""
     parser.add_argument(
         "--pipeline-run-id",
         default="",
-        help="tag MLflow runs with this pipeline run id (the compiled pipeline passes KFP's "
-        "job id; default: $PIPELINE_RUN_ID, else 'standalone')",
+        help="tag MLflow runs with this pipeline run id, for stand-alone use (default: "
+        "$PIPELINE_RUN_ID, else the workflow name from $KFP_POD_NAME, else 'standalone')",
     )
 
 
 def use_pipeline_run_id(value: str | None) -> None:
     """Make ``value`` the id this process's stage runs are tagged with, when one was given.
 
-    An unresolved KFP placeholder (``{{$...}}``, a runner that does not resolve it) is ignored.
+    An unresolved KFP placeholder (``{{$...}}``) is ignored.
     """
-    if value and not value.startswith("{{"):
+    if _given(value):
         os.environ["PIPELINE_RUN_ID"] = value
 
 
 @contextlib.contextmanager
-def stage_run(
-    cfg: MlflowSettings, stage: str, pipeline_run_id: str | None = None
-) -> Iterator[mlflow.ActiveRun]:
-    """Start an MLflow run for one stage, tagged with the stage and the pipeline run id."""
+def stage_run(cfg: MlflowSettings, stage: str) -> Iterator[mlflow.ActiveRun]:
+    """The MLflow run one stage logs into, tagged ``run_tags``.
+
+    Under Kubeflow's MLflow plugin that is the task's nested run (``MLFLOW_RUN_ID``): it is
+    entered by id, without ``set_experiment`` (MLflow refuses a run outside the active
+    experiment) and without a new name (the plugin named it after the task). Otherwise a new
+    run named after the stage in ``cfg.experiment``.
+    """
     import mlflow
 
+    tags = run_tags(stage, os.environ)
+    run_id = task_run_id(os.environ)
+    if run_id:
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        mlflow.set_registry_uri(cfg.tracking_uri)
+        with mlflow.start_run(run_id=run_id, tags=tags) as run:
+            yield run
+        return
     configure(cfg)
-    pipeline_run_id = pipeline_run_id or os.environ.get("PIPELINE_RUN_ID") or "standalone"
-    with mlflow.start_run(
-        run_name=f"{stage}",
-        tags={"stage": stage, "pipeline_run_id": pipeline_run_id},
-    ) as run:
+    with mlflow.start_run(run_name=stage, tags=tags) as run:
         yield run

@@ -273,7 +273,11 @@ def add_training_io_args(parser: argparse.ArgumentParser, model_files: str) -> N
     io.add_argument("--out-model", required=True, help=f"model folder to write: {model_files}")
     io.add_argument("--out-metrics", help="metrics JSON to write (flat name -> number)")
     io.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional")
-    io.add_argument("--executor-output", help="KFP executor output file path; optional")
+    io.add_argument(
+        "--executor-output",
+        help="executor output path for stand-alone use (default: outputs.outputFile of "
+        "--executor-input, where the KFP launcher reads it)",
+    )
 
 
 def publish_metrics(metrics: dict[str, float], args: argparse.Namespace) -> dict[str, float]:

@@ -100,7 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"meta.json, else {DEFAULT_NOVEL_TYPE}).",
     )
     p.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional.")
-    p.add_argument("--executor-output", help="KFP executor output file path; optional.")
+    p.add_argument(
+        "--executor-output",
+        help="executor output path for stand-alone use (default: outputs.outputFile of "
+        "--executor-input, where the KFP launcher reads it)",
+    )
     tracking.add_pipeline_run_id_arg(p)
     return p.parse_args(argv)
 

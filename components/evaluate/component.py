@@ -44,7 +44,6 @@ def build(image: str):
             image=image,
             command=["python", "-m", "components.evaluate"],
             args=[
-                "--pipeline-run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 "--in-features", features.path,
                 "--in-xgb-model", xgb_model.path,
                 "--in-iforest-model", iforest_model.path,
@@ -55,7 +54,6 @@ def build(image: str):
                 "--high-precision-target", high_precision_target,
                 "--medium-recall-target", medium_recall_target,
                 "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER,
-                "--executor-output", dsl.PIPELINE_TASK_EXECUTOR_OUTPUT_PATH_PLACEHOLDER,
             ],
         )  # fmt: skip
 

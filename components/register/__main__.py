@@ -249,7 +249,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
     try:
         bundle = build_local_bundle(args, work, name)
         candidate = bundle.metrics
-        pipeline_run_id = os.environ.get("PIPELINE_RUN_ID") or "standalone"
+        pipeline_run_id = tracking.pipeline_run_id(os.environ)
         with tracking.stage_run(cfg, "register") as run:
             client = mlflow.MlflowClient()
             mlflow.log_params(

@@ -53,7 +53,6 @@ def build(image: str):
             image=image,
             command=["python", "-m", "components.register"],
             args=[
-                "--pipeline-run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 "--in-xgb-model", xgb_model.path,
                 "--in-iforest-model", iforest_model.path,
                 "--in-evaluation", evaluation.path,

@@ -37,7 +37,6 @@ def build(image: str):
             image=image,
             command=["python", "-m", "components.train_iforest"],
             args=[
-                "--pipeline-run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 "--in-features", features.path,
                 "--out-model", model.path,
                 "--out-metrics", metrics.path,
@@ -45,7 +44,6 @@ def build(image: str):
                 "--max-samples", max_samples,
                 "--seed", seed,
                 "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER,
-                "--executor-output", dsl.PIPELINE_TASK_EXECUTOR_OUTPUT_PATH_PLACEHOLDER,
             ],
         )  # fmt: skip
 

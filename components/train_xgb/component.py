@@ -50,7 +50,6 @@ def build(image: str):
             image=image,
             command=["python", "-m", "components.train_xgb"],
             args=[
-                "--pipeline-run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 "--in-features", features.path,
                 "--out-model", model.path,
                 "--out-metrics", metrics.path,
@@ -64,7 +63,6 @@ def build(image: str):
                 "--novel-fraud-type", novel_fraud_type,
                 "--seed", seed,
                 "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER,
-                "--executor-output", dsl.PIPELINE_TASK_EXECUTOR_OUTPUT_PATH_PLACEHOLDER,
             ],
         )  # fmt: skip
 

@@ -36,8 +36,12 @@ def features_file(tmp_path_factory) -> Path:
 
 
 def executor_input(tmp_path: Path) -> tuple[str, Path]:
-    """A minimal KFP executor input declaring the ``metrics`` and ``model`` outputs."""
-    output_file = tmp_path / "executor_output.json"
+    """A minimal KFP executor input declaring the ``metrics`` and ``model`` outputs.
+
+    ``outputs.outputFile`` sits in folders that do not exist yet, like the backend driver's
+    ``<task root>/output_metadata.json`` under the launcher's ``/s3/...`` mount.
+    """
+    output_file = tmp_path / "s3" / "bucket" / "train" / "salt" / "output_metadata.json"
     spec = {
         "inputs": {},
         "outputs": {
@@ -58,6 +62,15 @@ def executor_input(tmp_path: Path) -> tuple[str, Path]:
         },
     }
     return json.dumps(spec), output_file
+
+
+def parse_executor_output(path: Path):
+    """The file parsed strictly as the launcher does (``protojson.Unmarshal`` of
+    ``ExecutorOutput``): an unknown field or a wrong type fails."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    return json_format.Parse(path.read_text(), pipeline_spec_pb2.ExecutorOutput())
 
 
 def run_cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -98,7 +111,7 @@ def test_train_xgb_cli(tracking_uri, tmp_path, features_file):
     proc = run_cli(
         "components.train_xgb", "--in-features", str(features_file), "--out-model", str(out),
         "--out-metrics", str(metrics_file), "--n-estimators", "60", "--max-depth", "3",
-        "--early-stopping-rounds", "10", "--executor-input", ex_in, "--executor-output", str(ex_out),
+        "--early-stopping-rounds", "10", "--executor-input", ex_in,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
@@ -124,9 +137,11 @@ def test_train_xgb_cli(tracking_uri, tmp_path, features_file):
     metrics = json.loads(metrics_file.read_text())
     assert 0.5 < metrics["valid_pr_auc"] <= 1 and 0 <= metrics["valid_recall_at_1pct_fpr"] <= 1
     assert metrics["valid_pr_auc"] == meta["metrics"]["valid"]["pr_auc"]
-    executor_output = json.loads(ex_out.read_text())
-    artifact = executor_output["artifacts"]["metrics"]["artifacts"][0]
-    assert artifact["name"] == "metrics" and artifact["metadata"] == metrics
+    from google.protobuf import json_format
+
+    parsed = parse_executor_output(ex_out)
+    artifact = parsed.artifacts["metrics"].artifacts[0]
+    assert artifact.name == "metrics" and json_format.MessageToDict(artifact.metadata) == metrics
 
     client, runs = mlflow_runs(tracking_uri, "train-xgb")
     assert len(runs) == 1
@@ -149,7 +164,7 @@ def test_train_iforest_cli(tracking_uri, tmp_path, features_file):
     proc = run_cli(
         "components.train_iforest", "--in-features", str(features_file), "--out-model", str(out),
         "--out-metrics", str(metrics_file), "--n-estimators", "40", "--max-samples", "256",
-        "--executor-input", ex_in, "--executor-output", str(ex_out),
+        "--executor-input", ex_in,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
@@ -172,8 +187,8 @@ def test_train_iforest_cli(tracking_uri, tmp_path, features_file):
 
     metrics = json.loads(metrics_file.read_text())
     assert metrics["valid_roc_auc"] == meta["metrics"]["valid"]["roc_auc"]
-    artifact = json.loads(ex_out.read_text())["artifacts"]["metrics"]["artifacts"][0]
-    assert artifact["metadata"] == metrics
+    artifact = parse_executor_output(ex_out).artifacts["metrics"].artifacts[0]
+    assert dict(artifact.metadata) == metrics
 
     client, runs = mlflow_runs(tracking_uri, "train-iforest")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
@@ -271,8 +286,58 @@ def test_train_iforest_logs_to_a_real_mlflow_server(
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name(experiment)
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.tags["pipeline_run_id"] == "kfp-job-42"  # the flag (KFP's job id) wins
+    assert run.data.tags["pipeline_run_id"] == "kfp-job-42"  # the flag wins over the env
     assert run.data.tags["stage"] == "train-iforest"
     assert run.info.run_id == json.loads((out / "meta.json").read_text())["mlflow_run_id"]
     local = client.download_artifacts(run.info.run_id, "forest/forest.npz", str(tmp_path))
     assert ForestArrays.load(local).n_trees == 5
+
+
+def test_train_iforest_logs_into_the_run_kubeflows_mlflow_plugin_created(
+    local_env, tmp_path, features_file
+):
+    """Kubeflow's MLflow plugin (KEP-12862) creates a nested run per task and injects
+    MLFLOW_RUN_ID / MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID; the stage logs into that run.
+    The driver side is emulated here (no cluster): the experiment, parent and nested runs are
+    created the way ``backend/src/v2/common/plugins/mlflow/handler.go`` ``OnTaskStart`` does,
+    in a SQLite store."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'kfp-mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment(
+        "kfp-experiment", artifact_location=(tmp_path / "kfp-artifacts").as_uri()
+    )
+    parent = client.create_run(experiment_id, run_name="cashier-integrity-x7k2p")
+    nested = client.create_run(
+        experiment_id,
+        run_name="train-iforest",
+        tags={"mlflow.parentRunId": parent.info.run_id},
+    )
+    pod = "cashier-integrity-x7k2p-retry-system-container-impl-2911584743"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_RUN_ID": nested.info.run_id,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+        "KFP_POD_NAME": pod,
+    }
+    out = tmp_path / "model"
+    proc = run_cli(
+        "components.train_iforest", "--in-features", str(features_file), "--out-model", str(out),
+        "--n-estimators", "5", "--max-samples", "64", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+    assert json.loads((out / "meta.json").read_text())["mlflow_run_id"] == nested.info.run_id
+    (run,) = client.search_runs([experiment_id], "tags.stage = 'train-iforest'")
+    assert run.info.run_id == nested.info.run_id
+    assert run.info.run_name == "train-iforest"  # the plugin's name is kept
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.tags["pipeline_run_id"] == "cashier-integrity-x7k2p"
+    assert run.data.tags["kfp_pod_name"] == pod
+    assert run.data.params["n_estimators"] == "5" and "valid_pr_auc" in run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "forest")]
+    # no second run anywhere: not beside the nested one, not in our own experiment
+    assert len(client.search_runs([experiment_id])) == 2
+    assert client.get_experiment_by_name("cashier-integrity") is None

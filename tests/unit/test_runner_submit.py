@@ -119,3 +119,13 @@ def test_missing_package_is_a_clear_error(tmp_path):
 def test_host_is_required():
     with pytest.raises(SystemExit):
         cli.main(["submit"])
+
+
+def test_submission_keeps_each_tasks_compiled_caching_flag(fake):
+    """kfp.Client's enable_caching=True/False overrides every task; None keeps the YAML's, so
+    register (side effects) stays uncached on Kubeflow."""
+    assert cli.main(["submit", "--host", "http://h"]) == 0
+    assert cli.main(["submit", "--host", "http://h", "--schedule", "0 3 * * *"]) == 0
+    calls = [c for client in fake for c in client.calls if c[0] != "experiment"]
+    assert [kind for kind, _, _ in calls] == ["run", "recurring"]
+    assert all(kwargs["enable_caching"] is None for _, _, kwargs in calls)

@@ -43,3 +43,13 @@ def test_with_overrides_rejects_unknown_fields(monkeypatch):
     assert s.with_overrides(image_tag="abc").image_tag == "abc"
     with pytest.raises(TypeError, match="unknown settings: nope"):
         s.with_overrides(nope=1)
+
+
+def test_the_configmap_tracking_uri_is_a_fallback_behind_mlflow_tracking_uri(monkeypatch):
+    """On Kubeflow the pipeline's ConfigMap sets FALLBACK_MLFLOW_TRACKING_URI; the MLflow
+    plugin's injected MLFLOW_TRACKING_URI (its MLFLOW_RUN_ID lives there) wins."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("FALLBACK_MLFLOW_TRACKING_URI", "http://mlflow.team:5000")
+    assert Settings.from_env().mlflow.tracking_uri == "http://mlflow.team:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://kubeflow-mlflow.example")
+    assert Settings.from_env().mlflow.tracking_uri == "https://kubeflow-mlflow.example"

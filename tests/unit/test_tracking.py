@@ -1,8 +1,11 @@
-"""Pipeline run id tagging: the CLI flag (KFP's job id) and its environment fallback."""
+"""Run identity from the environment: Kubeflow's MLflow plugin run, the pipeline run tag
+(local runner's PIPELINE_RUN_ID, the Argo workflow from KFP_POD_NAME, 'standalone')."""
 
 from __future__ import annotations
 
 import os
+
+import pytest
 
 from components.contracts import tracking
 
@@ -14,3 +17,55 @@ def test_pipeline_run_id_flag_sets_the_tag_and_ignores_unresolved_placeholders(m
         assert os.environ["PIPELINE_RUN_ID"] == "from-env"
     tracking.use_pipeline_run_id("kfp-job-uuid")
     assert os.environ["PIPELINE_RUN_ID"] == "kfp-job-uuid"
+
+
+@pytest.mark.parametrize(
+    ("pod", "workflow"),
+    [
+        # Argo POD_NAMES=v2: <workflow>-<template>-<fnv32 hash>; KFP's executor templates
+        ("cashier-integrity-x7k2p-system-container-impl-2911584743", "cashier-integrity-x7k2p"),
+        ("cashier-integrity-x7k2p-retry-system-container-impl-17", "cashier-integrity-x7k2p"),
+        ("p-abcde-metadata-1-2-retry-system-container-impl-4051", "p-abcde"),
+        # POD_NAMES=v1: <workflow>-<hash>
+        ("cashier-integrity-x7k2p-1234567890", "cashier-integrity-x7k2p"),
+        # not an Argo pod name
+        ("my-laptop", None),
+        ("", None),
+        ("-123", None),
+    ],
+)
+def test_workflow_name_from_the_kfp_pod_name(pod, workflow):
+    assert tracking.workflow_name(pod) == workflow
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PIPELINE_RUN_ID": "20260101-local", "KFP_POD_NAME": "wf-abcde-system-container-impl-1"},
+         "20260101-local"),
+        ({"KFP_POD_NAME": "wf-abcde-retry-system-container-impl-99"}, "wf-abcde"),
+        ({"PIPELINE_RUN_ID": "{{$.pipeline_job_uuid}}", "KFP_POD_NAME": "wf-abcde-1"}, "wf-abcde"),
+        ({"PIPELINE_RUN_ID": "{{$.pipeline_job_uuid}}"}, "standalone"),
+        ({"KFP_POD_NAME": "not-argo"}, "standalone"),
+        ({}, "standalone"),
+    ],
+)  # fmt: skip
+def test_pipeline_run_id_order_and_never_a_placeholder(env, expected):
+    assert tracking.pipeline_run_id(env) == expected
+
+
+def test_run_tags_and_task_run_from_the_mlflow_plugin():
+    env = {
+        "KFP_POD_NAME": "wf-abcde-system-container-impl-1",
+        "MLFLOW_RUN_ID": "0123abcd",
+        "MLFLOW_EXPERIMENT_ID": "7",
+    }
+    assert tracking.run_tags("split", env) == {
+        "stage": "split",
+        "pipeline_run_id": "wf-abcde",
+        "kfp_pod_name": "wf-abcde-system-container-impl-1",
+    }
+    assert tracking.task_run_id(env) == "0123abcd"
+    assert tracking.task_run_id({}) is None
+    assert tracking.task_run_id({"MLFLOW_RUN_ID": "{{$.pipeline_job_uuid}}"}) is None
+    assert tracking.run_tags("split", {}) == {"stage": "split", "pipeline_run_id": "standalone"}
