@@ -43,3 +43,22 @@ def test_with_overrides_rejects_unknown_fields(monkeypatch):
     assert s.with_overrides(image_tag="abc").image_tag == "abc"
     with pytest.raises(TypeError, match="unknown settings: nope"):
         s.with_overrides(nope=1)
+
+
+def test_result_settings_read_a_given_environment_not_the_process_one(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://process:5000")
+    env = {
+        "VAR_DIR": "/v",
+        "MLFLOW_TRACKING_URI": "http://task:5000",
+        "AWS_ENDPOINT_URL_S3": "http://s3:9000",
+    }
+    got = Settings.from_env(env).result_settings()
+    assert got["mlflow.tracking_uri"] == "http://task:5000"
+    assert got["s3.endpoint_url"] == "http://s3:9000"
+    assert got["mlflow.champion_alias"] == "champion" and got["mlflow.model_name"]
+    # every MLflow field counts; credentials never do
+    assert {k.removeprefix("mlflow.") for k in got if k.startswith("mlflow.")} == set(
+        vars(Settings.from_env(env).mlflow)
+    )
+    secret = Settings.from_env({**env, "AWS_SECRET_ACCESS_KEY": "s3cret"}).result_settings()
+    assert secret == got
