@@ -22,13 +22,19 @@ import pyarrow.fs as pafs
 from components.contracts import storage
 from components.contracts.settings import Settings
 from pipelines.runner import cache as cache_mod
-from pipelines.runner import executor, ir, record
+from pipelines.runner import executor, ir, procs, record
 from pipelines.runner.record import RunRecord, TaskRecord
 
 log = logging.getLogger(__name__)
 
 # Task modes decided before the run starts.
 RUN, FORCE, CACHE_ONLY, SKIP, DONE = "run", "force", "cache-only", "skip", "done"
+KILL_GRACE_S = 5.0
+"""Seconds between SIGTERM and SIGKILL when ``--resume`` stops a leftover task group."""
+
+
+class RunBusy(ir.PipelineError):
+    """``--resume`` of a run whose runner process is still alive (nothing was changed)."""
 
 
 class RunFailed(RuntimeError):
@@ -72,8 +78,12 @@ def plan_modes(
     """Decide per task: ``run`` (cache, else execute), ``force`` (execute),
     ``cache-only`` (must be a cache hit) or ``skip``.
 
+    A task in ``cache_disabled`` (caching off in the YAML: side effects) always executes;
+    it can never be ``cache-only``.
+
     Raises:
-        PipelineError: ``rerun_from`` / ``only`` name no task, or both are given.
+        PipelineError: ``rerun_from`` / ``only`` name no task, both are given, or they need
+            a cache-disabled task's result from the cache.
     """
     for flag, name in (("--rerun-from", rerun_from), ("--only", only)):
         if name is not None and name not in deps:
@@ -91,6 +101,13 @@ def plan_modes(
         before = ir.upstream(deps, only)
         for name in deps:
             modes[name] = FORCE if name == only else CACHE_ONLY if name in before else SKIP
+    uncacheable = sorted(n for n, m in modes.items() if m == CACHE_ONLY and n in cache_disabled)
+    if uncacheable:
+        flag = f"--rerun-from {rerun_from}" if rerun_from else f"--only {only}"
+        raise ir.PipelineError(
+            f"{flag} needs {', '.join(uncacheable)} from the cache, but caching is off for "
+            f"it in the pipeline (side effects); use --rerun-from {uncacheable[0]}"
+        )
     return modes
 
 
@@ -154,6 +171,7 @@ class Runner:
                 )
             spec, platform = ir.load_pipeline(pipeline_copy)
             dag = ir.build_dag(spec, platform)
+            self._take_over(rec, dag)
             saved = rec.options
             modes = plan_modes(
                 dag.dependencies,
@@ -211,6 +229,60 @@ class Runner:
 
     # ------------------------------------------------------------------ internals
 
+    def _take_over(self, rec: RunRecord, dag: ir.Dag) -> None:
+        """Before resuming: refuse while the old runner lives, stop its leftover task
+        process groups, and say (and record) what was found.
+
+        Raises:
+            RunBusy: The runner of the run is still alive.
+        """
+        old = rec.runner
+        here = procs.identity()
+        if not old:
+            state = "unknown (no runner recorded)"
+        elif old.get("host") != here["host"]:
+            state = f"unknown (pid {old.get('pid')} ran on host {old.get('host')})"
+        elif rec.status != record.RUN_RUNNING:
+            state = f"finished the run (pid {old.get('pid')})"  # it recorded the end itself
+        elif old.get("pid") == here["pid"] and old.get("start") == here["start"]:
+            state = "this process (no longer running it)"
+        elif procs.alive(old):
+            raise RunBusy(
+                f"run {rec.run_id} is still being run by pid {old['pid']} "
+                f"(process group {old.get('pgid')}); stop it or wait for it, then resume"
+            )
+        else:
+            state = f"dead (pid {old.get('pid')})"
+        killed: dict[str, list[int]] = {}
+        for name, task_rec in rec.tasks.items():
+            proc = task_rec.process
+            if proc and proc.get("host") == here["host"]:
+                pids = procs.stop_group(int(proc.get("pgid") or 0), rec.run_id, KILL_GRACE_S)
+                if pids:
+                    killed[name] = pids
+            task_rec.process = {}
+        order = ir.topological_order(dag.dependencies)
+        redo = [n for n in order if rec.tasks[n].status != record.SUCCEEDED]
+        rec.resumes.append(
+            {"at": record.now_iso(), "runner": state, "killed": killed, "redo": redo}
+        )
+        if self.out is not None:
+            with contextlib.suppress(OSError):
+                print(
+                    f"resume {rec.run_id}: previous runner {state} (status {rec.status}); "
+                    + (
+                        "killed leftover task process groups: "
+                        + ", ".join(
+                            f"{n} (pids {' '.join(map(str, p))})" for n, p in killed.items()
+                        )
+                        if killed
+                        else "no task process left running"
+                    )
+                    + f"; to redo: {', '.join(redo) or 'nothing'}",
+                    file=self.out,
+                    flush=True,
+                )
+
     def _run_dir(self, run_id: str) -> Path:
         return record.runs_dir(self.settings.home) / run_id
 
@@ -232,6 +304,7 @@ class Runner:
     ) -> RunRecord:
         started = time.monotonic()
         progress = Progress(self.out, started)
+        rec.runner = procs.identity()
         self._save(rec)
         progress.line(
             "run", f"{rec.run_id} ({'resumed' if rec.resumed else 'new'}), root {rec.pipeline_root}"
@@ -339,21 +412,35 @@ class Runner:
         if task.importer is not None:
             return self._import(rec, task, task_rec, t0, progress)
 
-        command_template = list(task.container.command) + list(task.container.args)
-        key = cache_mod.cache_key(
-            cache_mod.component_digest(task.component_spec, task.container),
-            cache_mod.code_digest(command_template),
-            task_rec.parameters,
-            {name: i["digest"] for name, i in task_rec.inputs.items()},
-        )
-        task_rec.cache_key = key
+        if not task.cache_enabled:  # side effects: never read from nor written to the cache
+            mode = FORCE
+        else:
+            command_template = list(task.container.command) + list(task.container.args)
+            task_env = {**executor.container_env(task), **base_env}
+            settings_part = (
+                Settings.from_env(task_env).result_settings()
+                if cache_mod.uses_settings(command_template)
+                else {}
+            )
+            task_rec.cache_key = cache_mod.cache_key(
+                cache_mod.component_digest(task.component_spec, task.container),
+                cache_mod.code_digest(command_template),
+                task_rec.parameters,
+                {name: i["digest"] for name, i in task_rec.inputs.items()},
+                settings_part,
+            )
+        key = task_rec.cache_key
         if mode in (RUN, CACHE_ONLY):
             entry = store.get(key)
             if entry is not None and store.outputs_valid(entry):
-                task_rec.outputs = entry["outputs"]
+                task_rec.outputs = {
+                    name: {k: v for k, v in out.items() if k != "etags"}
+                    for name, out in entry["outputs"].items()
+                }
                 task_rec.output_parameters = entry.get("output_parameters", {})
                 task_rec.status = record.SUCCEEDED
                 task_rec.cache = "hit"
+                task_rec.cached_from = entry.get("run_id", "")
                 task_rec.finished_at = record.now_iso()
                 task_rec.duration_s = round(time.monotonic() - t0, 3)
                 self._save(rec)
@@ -368,7 +455,7 @@ class Runner:
                 self._save(rec)
                 progress.line(task.name, "FAILED: no cached result")
                 return False
-        task_rec.cache = "miss" if mode == RUN else "disabled"
+        task_rec.cache = "off" if not task.cache_enabled else "miss" if mode == RUN else "disabled"
         task_rec.status = record.RUNNING
         self._save(rec)
         ok = self._execute_container(dag, rec, task, task_rec, store, base_env, options, progress)
@@ -468,10 +555,16 @@ class Runner:
             )  # fmt: skip
             retry_note = f" (attempt {attempt}/{max_attempts})" if attempt > 1 else ""
             progress.line(task.name, f"started{retry_note}")
+
+            def record_process(proc: subprocess.Popen) -> None:
+                task_rec.process = procs.identity(proc.pid)  # its own group (new session)
+                self._save(rec)
+
             result = executor.run_attempt(
                 task, command, executor_input=exec_input, env=env, log_path=log_path,
-                timeout_s=timeout_s, attempt=attempt, procs=self._procs,
+                timeout_s=timeout_s, attempt=attempt, procs=self._procs, on_start=record_process,
             )  # fmt: skip
+            task_rec.process = {}
             task_rec.exit_code = result.exit_code
             if result.ok:
                 break
@@ -514,6 +607,9 @@ class Runner:
         task_rec.output_parameters = result.output_parameters
         task_rec.status = record.SUCCEEDED
         task_rec.error = ""
+        if not task.cache_enabled:
+            progress.line(task.name, f"finished in {result.duration_s:.1f}s (caching off)")
+            return True
         # Only now, with every output written (and uploaded), is the result trusted.
         store.put(
             task_rec.cache_key,
