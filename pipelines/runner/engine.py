@@ -146,6 +146,7 @@ class Runner:
         self.out = out
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
+        self._stopping = threading.Event()  # set on interrupt: no new attempt may start
 
     # ------------------------------------------------------------------ public
 
@@ -347,6 +348,7 @@ class Runner:
                     else:
                         failed.append(name)
         except KeyboardInterrupt:
+            self._stopping.set()
             for proc in list(self._procs.values()):
                 executor._kill_tree(proc)
             pool.shutdown(wait=True, cancel_futures=True)
@@ -557,6 +559,8 @@ class Runner:
             progress.line(task.name, f"started{retry_note}")
 
             def record_process(proc: subprocess.Popen) -> None:
+                if self._stopping.is_set():  # started while the run was being interrupted
+                    raise RuntimeError("run interrupted")  # run_attempt kills it
                 task_rec.process = procs.identity(proc.pid)  # its own group (new session)
                 self._save(rec)
 
@@ -569,12 +573,11 @@ class Runner:
             if result.ok:
                 break
             task_rec.error = result.error
-            if attempt < max_attempts:
-                delay = task.retry.delay(attempt)
-                progress.line(
-                    task.name, f"attempt {attempt} {result.error}; retrying in {delay:g}s"
-                )
-                time.sleep(delay)
+            if attempt == max_attempts or self._stopping.is_set():
+                break
+            delay = task.retry.delay(attempt)
+            progress.line(task.name, f"attempt {attempt} {result.error}; retrying in {delay:g}s")
+            time.sleep(delay)
         assert result is not None
         if not result.ok:
             task_rec.status = record.FAILED

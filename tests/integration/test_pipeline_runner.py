@@ -455,7 +455,9 @@ def after(src: dsl.Input[dsl.Dataset], out: dsl.Output[dsl.Dataset]):
 
 @dsl.pipeline(name="holding")
 def holding(hold: str, pids: str):
-    after(src=holder(hold=hold, pids=pids).outputs["out"])
+    held = holder(hold=hold, pids=pids)
+    held.set_retry(num_retries=2, backoff_duration="0s")  # an interrupt must not retry
+    after(src=held.outputs["out"])
 
 
 def _live(pid: int) -> bool:
@@ -536,6 +538,48 @@ def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp
         assert rec.resumes[0]["redo"] == ["holder", "after"]
         assert all(not t.process for t in rec.tasks.values())
         assert rec.runner["pid"] != runner.pid
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for pid in task_pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_runner_and_its_tasks_without_retrying(local_env, tmp_path):
+    path = tmp_path / "holding.yaml"
+    compiler.Compiler().compile(holding, str(path))
+    hold, pids_file = tmp_path / "hold", tmp_path / "pids"
+    hold.write_text("claim me")
+    env = {**os.environ, "VAR_DIR": str(local_env)}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run", str(path), f"--param=hold={hold}",
+         f"--param=pids={pids_file}"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    task_pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids_file.exists() and pids_file.read_text()):
+            assert time.monotonic() < deadline, "holder task never started"
+            assert runner.poll() is None
+            time.sleep(0.05)
+        task_pids = [int(p) for p in pids_file.read_text().split()]
+        runner.terminate()
+        _, err = runner.communicate(timeout=60)
+        assert runner.returncode == 130, err
+        assert "resume with: python -m pipelines run --resume" in err
+        assert not any(_live(p) for p in task_pids)
+        rec = record.list_runs(local_env)[0]
+        assert rec.status == record.RUN_INTERRUPTED
+        holder_rec = rec.tasks["holder"]
+        assert (holder_rec.status, holder_rec.attempts, holder_rec.process) == (
+            record.FAILED,
+            1,
+            {},
+        )
+        assert _processes_of_run(rec.run_id) == []
     finally:
         if runner.poll() is None:
             runner.kill()
