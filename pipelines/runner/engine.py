@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 from components.contracts import storage
 from components.contracts.settings import Settings
 from pipelines.runner import cache as cache_mod
-from pipelines.runner import executor, ir, procs, record
+from pipelines.runner import executor, ir, procs, record, summary
 from pipelines.runner.record import RunRecord, TaskRecord
 
 log = logging.getLogger(__name__)
@@ -264,25 +264,11 @@ class Runner:
             task_rec.process = {}
         order = ir.topological_order(dag.dependencies)
         redo = [n for n in order if rec.tasks[n].status != record.SUCCEEDED]
-        rec.resumes.append(
-            {"at": record.now_iso(), "runner": state, "killed": killed, "redo": redo}
-        )
+        found = {"at": record.now_iso(), "runner": state, "killed": killed, "redo": redo}
+        rec.resumes.append(found)
         if self.out is not None:
             with contextlib.suppress(OSError):
-                print(
-                    f"resume {rec.run_id}: previous runner {state} (status {rec.status}); "
-                    + (
-                        "killed leftover task process groups: "
-                        + ", ".join(
-                            f"{n} (pids {' '.join(map(str, p))})" for n, p in killed.items()
-                        )
-                        if killed
-                        else "no task process left running"
-                    )
-                    + f"; to redo: {', '.join(redo) or 'nothing'}",
-                    file=self.out,
-                    flush=True,
-                )
+                print(summary.resume_line(rec.run_id, rec.status, found), file=self.out, flush=True)
 
     def _run_dir(self, run_id: str) -> Path:
         return record.runs_dir(self.settings.home) / run_id

@@ -115,6 +115,19 @@ def run_summary(rec: RunRecord, settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def resume_line(run_id: str, status: str, found: dict[str, Any]) -> str:
+    """What ``--resume`` found (one entry of ``RunRecord.resumes``), as one line."""
+    killed = found.get("killed") or {}
+    groups = (
+        "killed leftover task process groups: "
+        + ", ".join(f"{name} (pids {' '.join(map(str, pids))})" for name, pids in killed.items())
+        if killed
+        else "no task process left running"
+    )
+    redo = ", ".join(found.get("redo") or []) or "nothing"
+    return f"resume {run_id}: previous runner {found['runner']} (status {status}); {groups}; to redo: {redo}"
+
+
 def runs_table(records: list[RunRecord]) -> str:
     """One line per run, newest first."""
     if not records:
