@@ -254,13 +254,21 @@ class Runner:
             )
         else:
             state = f"dead (pid {old.get('pid')})"
+        # Recorded task groups, plus any other group running with this run's id (a task
+        # started in the instant before its group was recorded).
+        groups = {
+            int(t.process.get("pgid") or 0): name
+            for name, t in rec.tasks.items()
+            if t.process and t.process.get("host") == here["host"]
+        }
+        for pgid in procs.run_groups(rec.run_id) - set(groups):
+            groups[pgid] = f"unrecorded group {pgid}"
         killed: dict[str, list[int]] = {}
-        for name, task_rec in rec.tasks.items():
-            proc = task_rec.process
-            if proc and proc.get("host") == here["host"]:
-                pids = procs.stop_group(int(proc.get("pgid") or 0), rec.run_id, KILL_GRACE_S)
-                if pids:
-                    killed[name] = pids
+        for pgid, name in groups.items():
+            pids = procs.stop_group(pgid, rec.run_id, KILL_GRACE_S)
+            if pids:
+                killed[name] = pids
+        for task_rec in rec.tasks.values():
             task_rec.process = {}
         order = ir.topological_order(dag.dependencies)
         redo = [n for n in order if rec.tasks[n].status != record.SUCCEEDED]

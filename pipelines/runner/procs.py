@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -65,18 +66,20 @@ def alive(ident: dict) -> bool:
     return True
 
 
+def _live_processes() -> Iterator[tuple[int, int]]:
+    """``(pid, pgid)`` of every live, non-zombie process visible in ``/proc``."""
+    if not PROC.is_dir():
+        return
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields and fields[0] not in ("Z", "X"):
+                yield int(entry.name), int(fields[2])
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) pids whose process group is ``pgid``."""
-    if pgid <= 0 or not PROC.is_dir():
-        return []
-    members = []
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat(int(entry.name))
-        if fields and fields[0] not in ("Z", "X") and fields[2] == str(pgid):
-            members.append(int(entry.name))
-    return members
+    return [pid for pid, group in _live_processes() if group == pgid and pgid > 0]
 
 
 def has_run_id(pid: int, run_id: str) -> bool:
@@ -86,6 +89,13 @@ def has_run_id(pid: int, run_id: str) -> bool:
     except OSError:
         return False
     return f"PIPELINE_RUN_ID={run_id}".encode() in env
+
+
+def run_groups(run_id: str) -> set[int]:
+    """Process groups (other than this process's) with a live member started with
+    ``PIPELINE_RUN_ID=<run_id>``: tasks of the run, recorded or not."""
+    own = os.getpgid(0)
+    return {group for pid, group in _live_processes() if group != own and has_run_id(pid, run_id)}
 
 
 def run_group_members(pgid: int, run_id: str) -> list[int]:

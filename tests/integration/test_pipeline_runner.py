@@ -482,7 +482,10 @@ def _processes_of_run(run_id: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp_path):
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded-group", "unrecorded-group"])
+def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp_path, recorded):
+    """``unrecorded-group``: the runner died before it could save the task's group (the
+    record is edited to look so); the group is still found by the run id in its env."""
     path = tmp_path / "holding.yaml"
     compiler.Compiler().compile(holding, str(path))
     hold, pids_file = tmp_path / "hold", tmp_path / "pids"
@@ -519,22 +522,26 @@ def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp
         runner.kill()
         runner.wait(timeout=30)
         assert all(_live(p) for p in task_pids)
+        if not recorded:
+            rec.tasks["holder"].process = {}
+            record.save(rec, local_env)
 
         # 3. Resume kills the old task group (the child ignores SIGTERM: SIGKILL follows),
         #    says what it found, and the run completes.
         resumed = subprocess.run([*cli, "--resume", run_id], cwd=REPO, env=env,
                                  capture_output=True, text=True, timeout=180)  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
+        group = "holder" if recorded else f"unrecorded group {task_pids[0]}"
         assert (
             f"resume {run_id}: previous runner dead (pid {runner.pid}) (status running); "
-            f"killed leftover task process groups: holder (pids "
+            f"killed leftover task process groups: {group} (pids "
         ) in resumed.stderr
         assert "; to redo: holder, after" in resumed.stderr, resumed.stderr
         assert not any(_live(p) for p in task_pids)
         assert _processes_of_run(run_id) == []
         rec = record.load(local_env, run_id)
         assert rec.status == record.RUN_SUCCEEDED and rec.resumed == 1
-        assert sorted(rec.resumes[0]["killed"]["holder"]) == sorted(task_pids)
+        assert sorted(rec.resumes[0]["killed"][group]) == sorted(task_pids)
         assert rec.resumes[0]["redo"] == ["holder", "after"]
         assert all(not t.process for t in rec.tasks.values())
         assert rec.runner["pid"] != runner.pid
