@@ -272,11 +272,17 @@ class Runner:
             task_rec.process = {}
         order = ir.topological_order(dag.dependencies)
         redo = [n for n in order if rec.tasks[n].status != record.SUCCEEDED]
-        found = {"at": record.now_iso(), "runner": state, "killed": killed, "redo": redo}
+        found = {
+            "at": record.now_iso(),
+            "status": rec.status,
+            "runner": state,
+            "killed": killed,
+            "redo": redo,
+        }
         rec.resumes.append(found)
         if self.out is not None:
             with contextlib.suppress(OSError):
-                print(summary.resume_line(rec.run_id, rec.status, found), file=self.out, flush=True)
+                print(summary.resume_line(rec.run_id, found), file=self.out, flush=True)
 
     def _run_dir(self, run_id: str) -> Path:
         return record.runs_dir(self.settings.home) / run_id

@@ -115,7 +115,7 @@ def run_summary(rec: RunRecord, settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def resume_line(run_id: str, status: str, found: dict[str, Any]) -> str:
+def resume_line(run_id: str, found: dict[str, Any]) -> str:
     """What ``--resume`` found (one entry of ``RunRecord.resumes``), as one line."""
     killed = found.get("killed") or {}
     groups = (
@@ -125,7 +125,7 @@ def resume_line(run_id: str, status: str, found: dict[str, Any]) -> str:
         else "no task process left running"
     )
     redo = ", ".join(found.get("redo") or []) or "nothing"
-    return f"resume {run_id}: previous runner {found['runner']} (status {status}); {groups}; to redo: {redo}"
+    return f"resume {run_id}: previous runner {found['runner']} (status {found.get('status', '?')}); {groups}; to redo: {redo}"
 
 
 def runs_table(records: list[RunRecord]) -> str:
@@ -150,8 +150,17 @@ def show(rec: RunRecord) -> str:
         f"root      {rec.pipeline_root}",
         f"started   {rec.started_at}  duration {rec.duration_s:.1f}s  resumed {rec.resumed}x",
         "params    " + ", ".join(f"{k}={v}" for k, v in sorted(rec.parameters.items())),
-        "",
     ]
+    if rec.runner:
+        lines.append(
+            f"runner    pid {rec.runner.get('pid')} (group {rec.runner.get('pgid')}) "
+            f"on {rec.runner.get('host')}"
+        )
+    lines += [
+        f"resumed   {found.get('at', '')}: {resume_line(rec.run_id, found)}"
+        for found in rec.resumes
+    ]
+    lines.append("")
     for task in rec.tasks.values():
         head = f"{task.name}: {task.status}"
         if task.cache:

@@ -94,6 +94,15 @@ def test_summary_never_claims_a_cached_registration(tmp_path):
     assert "moved" not in text and "version 3" not in text
     assert "nothing registered in this run" in text and "toy-older" in text
     assert "(from run toy-older)" in show(rec)
+    rec.runner = {"pid": 41, "pgid": 40, "start": "9", "host": "h"}
+    rec.resumes = [{"at": "T", "status": "running", "runner": "dead (pid 41)", "killed": {"register": [42, 43]},
+                    "redo": ["register"]}]  # fmt: skip
+    detail = show(rec)
+    assert "runner    pid 41 (group 40) on h" in detail
+    assert (
+        "previous runner dead (pid 41) (status running); "
+        "killed leftover task process groups: register (pids 42 43); to redo: register"
+    ) in detail
 
 
 def test_old_records_without_process_fields_still_load(tmp_path):
