@@ -25,6 +25,7 @@ the YAML never reach this module (see ``engine``).
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -107,22 +108,40 @@ def _source_files(module: str) -> list[Path]:
     return [origin]
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_imports(path: str, mtime_ns: int, size: int) -> frozenset[str] | None:
+    try:
+        tree = ast.parse(Path(path).read_text(), path)
+    except (OSError, SyntaxError):
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return frozenset(names)
+
+
+def _imports(file: Path) -> frozenset[str] | None:
+    """Absolute module names a source file imports (``from a import b`` gives ``a`` and
+    ``a.b``), found statically; None when unreadable. Memoised by path, mtime and size."""
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    return _parsed_imports(str(file), st.st_mtime_ns, st.st_size)
+
+
 def _imported_contracts(files: Sequence[Path]) -> set[str]:
     """``components.contracts.<x>`` modules the given sources import (statically)."""
     found: set[str] = set()
     for file in files:
-        try:
-            tree = ast.parse(file.read_text(), str(file))
-        except (OSError, SyntaxError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "components.contracts":
-                    found |= {f"components.contracts.{a.name}" for a in node.names}
-                elif node.module.startswith("components.contracts."):
-                    found.add(node.module)
-            elif isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name.startswith("components.contracts.")}
+        for name in _imports(file) or ():
+            parts = name.split(".")
+            if parts[:2] == ["components", "contracts"] and len(parts) >= 3:
+                found.add(".".join(parts[:3]))
     return found
 
 
@@ -143,20 +162,10 @@ def _contracts_closure(files: Sequence[Path]) -> list[Path]:
 
 
 def _imports_mlflow(file: Path) -> bool:
-    try:
-        tree = ast.parse(file.read_text(), str(file))
-    except (OSError, SyntaxError):
+    names = _imports(file)
+    if names is None:
         return True  # unreadable: assume the worst
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        else:
-            continue
-        if any(name.split(".")[0] == "mlflow" for name in names):
-            return True
-    return False
+    return any(name.split(".")[0] == "mlflow" for name in names)
 
 
 def uses_settings(command: Sequence[str]) -> bool:
