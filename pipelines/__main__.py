@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -212,6 +213,8 @@ def _cmd_run(args, settings: Settings) -> int:
             resume=args.resume,
         )
         runner = Runner(settings)
+        # `kill <runner>` stops like Ctrl-C: running tasks are killed, the run is resumable.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         rec = runner.run(pipeline, options)
     except (PipelineError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

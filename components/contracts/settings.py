@@ -12,13 +12,17 @@ MLflow store with a local artifact folder.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 
-def _env(name: str, default: str | None = None, *alts: str) -> str | None:
+def _env(
+    name: str, default: str | None = None, *alts: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    environ = os.environ if environ is None else environ
     for key in (name, *alts):
-        value = os.environ.get(key)
+        value = environ.get(key)
         if value not in (None, ""):
             return value
     return default
@@ -40,13 +44,16 @@ class S3Settings:
     """Session token for temporary credentials."""
 
     @classmethod
-    def from_env(cls) -> S3Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
+        e = {"environ": environ}
         return cls(
-            endpoint_url=_env("S3_ENDPOINT_URL", None, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
-            region=_env("AWS_REGION", "us-east-1", "AWS_DEFAULT_REGION") or "us-east-1",
-            access_key_id=_env("AWS_ACCESS_KEY_ID"),
-            secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-            session_token=_env("AWS_SESSION_TOKEN"),
+            endpoint_url=_env(
+                "S3_ENDPOINT_URL", None, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", **e
+            ),
+            region=_env("AWS_REGION", "us-east-1", "AWS_DEFAULT_REGION", **e) or "us-east-1",
+            access_key_id=_env("AWS_ACCESS_KEY_ID", **e),
+            secret_access_key=_env("AWS_SECRET_ACCESS_KEY", **e),
+            session_token=_env("AWS_SESSION_TOKEN", **e),
         )
 
 
@@ -84,29 +91,51 @@ class Settings:
     """Tag of the component images the compiled pipeline names."""
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """Read settings from environment variables (see README "Configuration")."""
-        home = Path(_env("VAR_DIR", "var") or "var").resolve()
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from environment variables (see README "Configuration").
+
+        Args:
+            environ: Variables to read instead of ``os.environ`` (e.g. a task's environment).
+        """
+        e = {"environ": environ}
+        home = Path(_env("VAR_DIR", "var", **e) or "var").resolve()
         # FALLBACK_MLFLOW_TRACKING_URI: the cluster's URI from the pipeline's ConfigMap; an
         # MLFLOW_TRACKING_URI injected by Kubeflow's MLflow plugin wins (pipelines/pipeline.py).
-        tracking = _env("MLFLOW_TRACKING_URI", None, "FALLBACK_MLFLOW_TRACKING_URI") or (
+        tracking = _env("MLFLOW_TRACKING_URI", None, "FALLBACK_MLFLOW_TRACKING_URI", **e) or (
             f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         )
-        artifacts = _env("MLFLOW_ARTIFACT_LOCATION") or (home / "mlflow" / "artifacts").as_uri()
+        artifacts = (
+            _env("MLFLOW_ARTIFACT_LOCATION", **e) or (home / "mlflow" / "artifacts").as_uri()
+        )
         return cls(
             home=home,
-            pipeline_root=_env("PIPELINE_ROOT") or str(home / "pipeline-root"),
+            pipeline_root=_env("PIPELINE_ROOT", **e) or str(home / "pipeline-root"),
             mlflow=MlflowSettings(
                 tracking_uri=tracking,
                 artifact_location=artifacts,
-                experiment=_env("MLFLOW_EXPERIMENT_NAME", "cashier-integrity") or "",
-                model_name=_env("MODEL_NAME", "cashier-integrity-risk") or "",
-                champion_alias=_env("CHAMPION_ALIAS", "champion") or "",
+                experiment=_env("MLFLOW_EXPERIMENT_NAME", "cashier-integrity", **e) or "",
+                model_name=_env("MODEL_NAME", "cashier-integrity-risk", **e) or "",
+                champion_alias=_env("CHAMPION_ALIAS", "champion", **e) or "",
             ),
-            s3=S3Settings.from_env(),
-            image_registry=_env("IMAGE_REGISTRY", "ghcr.io/cashier-integrity") or "",
-            image_tag=_env("IMAGE_TAG", "latest") or "",
+            s3=S3Settings.from_env(environ),
+            image_registry=_env("IMAGE_REGISTRY", "ghcr.io/cashier-integrity", **e) or "",
+            image_tag=_env("IMAGE_TAG", "latest", **e) or "",
         )
+
+    def result_settings(self) -> dict[str, str | None]:
+        """The settings that change what a task writes outside its output artifacts.
+
+        Every MLflow field (where runs, artifacts and models go, under which names) plus the
+        S3 endpoint and region that ``s3://`` artifact locations resolve against; the local
+        runner puts them in the cache key of every task that talks to MLflow. Credentials
+        (same objects, other identity) and local folders (the pipeline root keys its own
+        cache) are not part of it.
+        """
+        return {
+            **{f"mlflow.{k}": v for k, v in asdict(self.mlflow).items()},
+            "s3.endpoint_url": self.s3.endpoint_url,
+            "s3.region": self.s3.region,
+        }
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with top-level fields replaced (CLI flags win over env vars)."""

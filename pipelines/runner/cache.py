@@ -8,16 +8,24 @@ A task's cache key is the sha256 of:
   of the shared contracts package, so editing a stage's code busts its cache;
 * the resolved input parameter values;
 * the digests of the input artifacts' CONTENTS (a file: sha256 of its bytes; a folder:
-  sha256 of its sorted ``(relative path, file sha256)`` list), never their URIs.
+  sha256 of its sorted ``(relative path, file sha256)`` list), never their URIs;
+* for a task that talks to MLflow (its sources or the contracts they import use ``mlflow``)
+  or whose code cannot be located: the settings that change what it writes outside its
+  outputs (``Settings.result_settings()``: tracking URI, artifact location, experiment,
+  model name, alias, S3 endpoint), resolved from the task's environment.
 
 An entry is written only after the task succeeded and its outputs were completely written
 (and uploaded, for an S3 root), so a killed task never leaves a trusted entry; a hit is
-trusted only if every recorded output still exists with the recorded digest.
+trusted only if every recorded output still has the recorded content: locally its digest
+is recomputed, on S3 every object's ETag (listed at put time) is compared, so an
+overwritten, added or deleted object invalidates the entry. Tasks whose caching is off in
+the YAML never reach this module (see ``engine``).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -32,7 +40,7 @@ from components.contracts import storage
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _CHUNK = 1 << 20
 
 
@@ -100,22 +108,40 @@ def _source_files(module: str) -> list[Path]:
     return [origin]
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_imports(path: str, mtime_ns: int, size: int) -> frozenset[str] | None:
+    try:
+        tree = ast.parse(Path(path).read_text(), path)
+    except (OSError, SyntaxError):
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return frozenset(names)
+
+
+def _imports(file: Path) -> frozenset[str] | None:
+    """Absolute module names a source file imports (``from a import b`` gives ``a`` and
+    ``a.b``), found statically; None when unreadable. Memoised by path, mtime and size."""
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    return _parsed_imports(str(file), st.st_mtime_ns, st.st_size)
+
+
 def _imported_contracts(files: Sequence[Path]) -> set[str]:
     """``components.contracts.<x>`` modules the given sources import (statically)."""
     found: set[str] = set()
     for file in files:
-        try:
-            tree = ast.parse(file.read_text(), str(file))
-        except (OSError, SyntaxError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "components.contracts":
-                    found |= {f"components.contracts.{a.name}" for a in node.names}
-                elif node.module.startswith("components.contracts."):
-                    found.add(node.module)
-            elif isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name.startswith("components.contracts.")}
+        for name in _imports(file) or ():
+            parts = name.split(".")
+            if parts[:2] == ["components", "contracts"] and len(parts) >= 3:
+                found.add(".".join(parts[:3]))
     return found
 
 
@@ -133,6 +159,27 @@ def _contracts_closure(files: Sequence[Path]) -> list[Path]:
         out += sources
         todo |= _imported_contracts(sources) - seen
     return out
+
+
+def _imports_mlflow(file: Path) -> bool:
+    names = _imports(file)
+    if names is None:
+        return True  # unreadable: assume the worst
+    return any(name.split(".")[0] == "mlflow" for name in names)
+
+
+def uses_settings(command: Sequence[str]) -> bool:
+    """Whether a task's result depends on ``Settings.result_settings()`` (see module doc).
+
+    True when the ``python -m X`` module or a contracts module it imports imports ``mlflow``
+    (found statically, without importing), and when the code cannot be located (``python
+    -c``, another interpreter): a spurious miss costs a rerun, a wrong hit a lost side effect.
+    """
+    module = _module_of(command)
+    files = _source_files(module) if module else []
+    if not files:
+        return True
+    return any(_imports_mlflow(f) for f in files + _contracts_closure(files))
 
 
 def code_digest(command: Sequence[str]) -> str:
@@ -158,6 +205,7 @@ def cache_key(
     code: str,
     parameters: Mapping[str, Any],
     input_digests: Mapping[str, str],
+    environment: Mapping[str, Any] | None = None,
 ) -> str:
     """The cache key of one task execution (see module doc)."""
     payload = {
@@ -166,8 +214,29 @@ def cache_key(
         "code": code,
         "parameters": dict(parameters),
         "inputs": dict(input_digests),
+        "environment": dict(environment or {}),
     }
     return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def s3_etags(client, uri: str) -> dict[str, str]:
+    """ETag of every object an ``s3://`` output consists of, by path relative to ``uri``.
+
+    A file output is the object ``uri`` itself (relative path ``""``); a folder output is
+    every object under ``uri/``. Both are listed, so an object added next to or under the
+    output changes the result too.
+    """
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    key = key.rstrip("/")
+    found: dict[str, str] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+        for obj in page.get("Contents", []):
+            name = obj["Key"]
+            if name == key:
+                found[""] = obj["ETag"]
+            elif name.startswith(key + "/"):
+                found[name[len(key) + 1 :]] = obj["ETag"]
+    return found
 
 
 class CacheStore:
@@ -176,6 +245,22 @@ class CacheStore:
     def __init__(self, pipeline_root: str, s3=None):
         self.root = storage.join(pipeline_root, ".cache")
         self.s3 = s3
+        self._client = None
+
+    def _s3_client(self):
+        if self._client is None:
+            import boto3
+
+            s3 = self.s3
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=s3.endpoint_url if s3 else None,
+                region_name=s3.region if s3 else None,
+                aws_access_key_id=s3.access_key_id if s3 else None,
+                aws_secret_access_key=s3.secret_access_key if s3 else None,
+                aws_session_token=s3.session_token if s3 else None,
+            )
+        return self._client
 
     def _uri(self, key: str) -> str:
         return storage.join(self.root, key[:2], f"{key}.json")
@@ -194,14 +279,33 @@ class CacheStore:
         return entry
 
     def put(self, key: str, entry: Mapping[str, Any]) -> None:
-        storage.write_json({**entry, "format": CACHE_FORMAT, "key": key}, self._uri(key), self.s3)
+        """Write an entry; ``s3://`` outputs get the ETags of their objects as of now."""
+        outputs = {}
+        for name, out in entry.get("outputs", {}).items():
+            if storage.is_s3(out["uri"]):
+                etags = s3_etags(self._s3_client(), out["uri"])
+                if not etags:
+                    raise storage.StorageError(f"cache: output {out['uri']} has no objects")
+                out = {**out, "etags": etags}
+            outputs[name] = out
+        storage.write_json(
+            {**entry, "outputs": outputs, "format": CACHE_FORMAT, "key": key},
+            self._uri(key),
+            self.s3,
+        )
 
     def outputs_valid(self, entry: Mapping[str, Any]) -> bool:
-        """True when every recorded output still exists (and, locally, has its digest)."""
+        """True when every recorded output still has the recorded content (module doc)."""
         for out in entry.get("outputs", {}).values():
             uri = out["uri"]
             if storage.is_s3(uri):
-                if not storage.exists(uri, self.s3):
+                try:
+                    now = s3_etags(self._s3_client(), uri)
+                except Exception as exc:  # any S3/credential error: do not trust the entry
+                    log.warning("cannot list cached output %s (%s); not trusting it", uri, exc)
+                    return False
+                if not out.get("etags") or now != out["etags"]:
+                    log.warning("cached output %s changed on S3; not trusting it", uri)
                     return False
                 continue
             try:

@@ -22,13 +22,19 @@ import pyarrow.fs as pafs
 from components.contracts import storage
 from components.contracts.settings import Settings
 from pipelines.runner import cache as cache_mod
-from pipelines.runner import executor, ir, record
+from pipelines.runner import executor, ir, procs, record, summary
 from pipelines.runner.record import RunRecord, TaskRecord
 
 log = logging.getLogger(__name__)
 
 # Task modes decided before the run starts.
 RUN, FORCE, CACHE_ONLY, SKIP, DONE = "run", "force", "cache-only", "skip", "done"
+KILL_GRACE_S = 5.0
+"""Seconds between SIGTERM and SIGKILL when ``--resume`` stops a leftover task group."""
+
+
+class RunBusy(ir.PipelineError):
+    """``--resume`` of a run whose runner process is still alive (nothing was changed)."""
 
 
 class RunFailed(RuntimeError):
@@ -72,8 +78,12 @@ def plan_modes(
     """Decide per task: ``run`` (cache, else execute), ``force`` (execute),
     ``cache-only`` (must be a cache hit) or ``skip``.
 
+    A task in ``cache_disabled`` (caching off in the YAML: side effects) always executes;
+    it can never be ``cache-only``.
+
     Raises:
-        PipelineError: ``rerun_from`` / ``only`` name no task, or both are given.
+        PipelineError: ``rerun_from`` / ``only`` name no task, both are given, or they need
+            a cache-disabled task's result from the cache.
     """
     for flag, name in (("--rerun-from", rerun_from), ("--only", only)):
         if name is not None and name not in deps:
@@ -91,6 +101,13 @@ def plan_modes(
         before = ir.upstream(deps, only)
         for name in deps:
             modes[name] = FORCE if name == only else CACHE_ONLY if name in before else SKIP
+    uncacheable = sorted(n for n, m in modes.items() if m == CACHE_ONLY and n in cache_disabled)
+    if uncacheable:
+        flag = f"--rerun-from {rerun_from}" if rerun_from else f"--only {only}"
+        raise ir.PipelineError(
+            f"{flag} needs {', '.join(uncacheable)} from the cache, but caching is off for "
+            f"it in the pipeline (side effects); use --rerun-from {uncacheable[0]}"
+        )
     return modes
 
 
@@ -129,6 +146,7 @@ class Runner:
         self.out = out
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
+        self._stopping = threading.Event()  # set on interrupt: no new attempt may start
 
     # ------------------------------------------------------------------ public
 
@@ -154,6 +172,7 @@ class Runner:
                 )
             spec, platform = ir.load_pipeline(pipeline_copy)
             dag = ir.build_dag(spec, platform)
+            self._take_over(rec, dag)
             saved = rec.options
             modes = plan_modes(
                 dag.dependencies,
@@ -211,6 +230,60 @@ class Runner:
 
     # ------------------------------------------------------------------ internals
 
+    def _take_over(self, rec: RunRecord, dag: ir.Dag) -> None:
+        """Before resuming: refuse while the old runner lives, stop its leftover task
+        process groups, and say (and record) what was found.
+
+        Raises:
+            RunBusy: The runner of the run is still alive.
+        """
+        old = rec.runner
+        here = procs.identity()
+        if not old:
+            state = "unknown (no runner recorded)"
+        elif old.get("host") != here["host"]:
+            state = f"unknown (pid {old.get('pid')} ran on host {old.get('host')})"
+        elif rec.status != record.RUN_RUNNING:
+            state = f"finished the run (pid {old.get('pid')})"  # it recorded the end itself
+        elif old.get("pid") == here["pid"] and old.get("start") == here["start"]:
+            state = "this process (no longer running it)"
+        elif procs.alive(old):
+            raise RunBusy(
+                f"run {rec.run_id} is still being run by pid {old['pid']} "
+                f"(process group {old.get('pgid')}); stop it or wait for it, then resume"
+            )
+        else:
+            state = f"dead (pid {old.get('pid')})"
+        # Recorded task groups, plus any other group running with this run's id (a task
+        # started in the instant before its group was recorded).
+        groups = {
+            int(t.process.get("pgid") or 0): name
+            for name, t in rec.tasks.items()
+            if t.process and t.process.get("host") == here["host"]
+        }
+        for pgid in procs.run_groups(rec.run_id) - set(groups):
+            groups[pgid] = f"unrecorded group {pgid}"
+        killed: dict[str, list[int]] = {}
+        for pgid, name in groups.items():
+            pids = procs.stop_group(pgid, rec.run_id, KILL_GRACE_S)
+            if pids:
+                killed[name] = pids
+        for task_rec in rec.tasks.values():
+            task_rec.process = {}
+        order = ir.topological_order(dag.dependencies)
+        redo = [n for n in order if rec.tasks[n].status != record.SUCCEEDED]
+        found = {
+            "at": record.now_iso(),
+            "status": rec.status,
+            "runner": state,
+            "killed": killed,
+            "redo": redo,
+        }
+        rec.resumes.append(found)
+        if self.out is not None:
+            with contextlib.suppress(OSError):
+                print(summary.resume_line(rec.run_id, found), file=self.out, flush=True)
+
     def _run_dir(self, run_id: str) -> Path:
         return record.runs_dir(self.settings.home) / run_id
 
@@ -232,6 +305,7 @@ class Runner:
     ) -> RunRecord:
         started = time.monotonic()
         progress = Progress(self.out, started)
+        rec.runner = procs.identity()
         self._save(rec)
         progress.line(
             "run", f"{rec.run_id} ({'resumed' if rec.resumed else 'new'}), root {rec.pipeline_root}"
@@ -274,6 +348,7 @@ class Runner:
                     else:
                         failed.append(name)
         except KeyboardInterrupt:
+            self._stopping.set()
             for proc in list(self._procs.values()):
                 executor._kill_tree(proc)
             pool.shutdown(wait=True, cancel_futures=True)
@@ -339,21 +414,35 @@ class Runner:
         if task.importer is not None:
             return self._import(rec, task, task_rec, t0, progress)
 
-        command_template = list(task.container.command) + list(task.container.args)
-        key = cache_mod.cache_key(
-            cache_mod.component_digest(task.component_spec, task.container),
-            cache_mod.code_digest(command_template),
-            task_rec.parameters,
-            {name: i["digest"] for name, i in task_rec.inputs.items()},
-        )
-        task_rec.cache_key = key
+        if not task.cache_enabled:  # side effects: never read from nor written to the cache
+            mode = FORCE
+        else:
+            command_template = list(task.container.command) + list(task.container.args)
+            task_env = {**executor.container_env(task), **base_env}
+            settings_part = (
+                Settings.from_env(task_env).result_settings()
+                if cache_mod.uses_settings(command_template)
+                else {}
+            )
+            task_rec.cache_key = cache_mod.cache_key(
+                cache_mod.component_digest(task.component_spec, task.container),
+                cache_mod.code_digest(command_template),
+                task_rec.parameters,
+                {name: i["digest"] for name, i in task_rec.inputs.items()},
+                settings_part,
+            )
+        key = task_rec.cache_key
         if mode in (RUN, CACHE_ONLY):
             entry = store.get(key)
             if entry is not None and store.outputs_valid(entry):
-                task_rec.outputs = entry["outputs"]
+                task_rec.outputs = {
+                    name: {k: v for k, v in out.items() if k != "etags"}
+                    for name, out in entry["outputs"].items()
+                }
                 task_rec.output_parameters = entry.get("output_parameters", {})
                 task_rec.status = record.SUCCEEDED
                 task_rec.cache = "hit"
+                task_rec.cached_from = entry.get("run_id", "")
                 task_rec.finished_at = record.now_iso()
                 task_rec.duration_s = round(time.monotonic() - t0, 3)
                 self._save(rec)
@@ -368,7 +457,7 @@ class Runner:
                 self._save(rec)
                 progress.line(task.name, "FAILED: no cached result")
                 return False
-        task_rec.cache = "miss" if mode == RUN else "disabled"
+        task_rec.cache = "off" if not task.cache_enabled else "miss" if mode == RUN else "disabled"
         task_rec.status = record.RUNNING
         self._save(rec)
         ok = self._execute_container(dag, rec, task, task_rec, store, base_env, options, progress)
@@ -468,20 +557,27 @@ class Runner:
             )  # fmt: skip
             retry_note = f" (attempt {attempt}/{max_attempts})" if attempt > 1 else ""
             progress.line(task.name, f"started{retry_note}")
+
+            def record_process(proc: subprocess.Popen) -> None:
+                if self._stopping.is_set():  # started while the run was being interrupted
+                    raise RuntimeError("run interrupted")  # run_attempt kills it
+                task_rec.process = procs.identity(proc.pid)  # its own group (new session)
+                self._save(rec)
+
             result = executor.run_attempt(
                 task, command, executor_input=exec_input, env=env, log_path=log_path,
-                timeout_s=timeout_s, attempt=attempt, procs=self._procs,
+                timeout_s=timeout_s, attempt=attempt, procs=self._procs, on_start=record_process,
             )  # fmt: skip
+            task_rec.process = {}
             task_rec.exit_code = result.exit_code
             if result.ok:
                 break
             task_rec.error = result.error
-            if attempt < max_attempts:
-                delay = task.retry.delay(attempt)
-                progress.line(
-                    task.name, f"attempt {attempt} {result.error}; retrying in {delay:g}s"
-                )
-                time.sleep(delay)
+            if attempt == max_attempts or self._stopping.is_set():
+                break
+            delay = task.retry.delay(attempt)
+            progress.line(task.name, f"attempt {attempt} {result.error}; retrying in {delay:g}s")
+            time.sleep(delay)
         assert result is not None
         if not result.ok:
             task_rec.status = record.FAILED
@@ -514,6 +610,9 @@ class Runner:
         task_rec.output_parameters = result.output_parameters
         task_rec.status = record.SUCCEEDED
         task_rec.error = ""
+        if not task.cache_enabled:
+            progress.line(task.name, f"finished in {result.duration_s:.1f}s (caching off)")
+            return True
         # Only now, with every output written (and uploaded), is the result trusted.
         store.put(
             task_rec.cache_key,

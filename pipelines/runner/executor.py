@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,11 +136,13 @@ def run_attempt(
     timeout_s: float | None,
     attempt: int,
     procs: dict[str, subprocess.Popen] | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> AttemptResult:
     """Run one attempt of a container task as a subprocess and check its outputs.
 
     The process gets its own process group so a timeout kills the whole tree; its stdout
-    and stderr are appended to ``log_path``.
+    and stderr are appended to ``log_path``. ``on_start`` is called with the process as soon
+    as it exists (the engine records its group in the run record).
     """
     task_root = Path(executor_input["outputs"]["outputFile"]).parent
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +161,8 @@ def run_attempt(
         if procs is not None:
             procs[task.name] = proc
         try:
+            if on_start is not None:
+                on_start(proc)
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
@@ -166,6 +170,10 @@ def run_attempt(
             return AttemptResult(
                 False, None, f"timed out after {timeout_s:g}s", time.monotonic() - started
             )
+        except BaseException:  # never leave the task running behind a failed runner
+            _kill_tree(proc)
+            proc.wait()
+            raise
         finally:
             if procs is not None:
                 procs.pop(task.name, None)

@@ -43,8 +43,11 @@ class TaskRecord:
     name: str
     status: str = PENDING
     cache: str = ""
-    """``hit``, ``miss``, ``disabled`` (no cache read), ``resumed`` (done in an earlier attempt of this run), or empty."""
+    """``hit``, ``miss``, ``disabled`` (forced: no cache read, result stored), ``off`` (caching
+    off in the YAML, e.g. side effects: never read nor stored), ``import``, or empty."""
     cache_key: str = ""
+    cached_from: str = ""
+    """For a cache hit: the run whose execution produced the result."""
     started_at: str = ""
     finished_at: str = ""
     duration_s: float = 0.0
@@ -58,6 +61,10 @@ class TaskRecord:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Output artifact name -> {uri, digest, type, metadata}."""
     output_parameters: dict[str, Any] = field(default_factory=dict)
+    process: dict[str, Any] = field(default_factory=dict)
+    """The live attempt's process ``{pid, pgid, start, host}`` (its own process group);
+    cleared when the attempt ends, so a non-empty value after the runner died names what
+    may still run."""
 
 
 @dataclass
@@ -78,6 +85,10 @@ class RunRecord:
     error: str = ""
     resumed: int = 0
     """How many times ``--resume`` continued this run."""
+    runner: dict[str, Any] = field(default_factory=dict)
+    """The runner process executing the run now or last: ``{pid, pgid, start, host}``."""
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    """What each ``--resume`` found: old runner state, task groups killed, tasks redone."""
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     format: int = RECORD_FORMAT
 

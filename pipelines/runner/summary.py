@@ -57,11 +57,31 @@ def read_decision(rec: RunRecord, settings: Settings | None = None) -> dict[str,
     return data if isinstance(data, dict) else None
 
 
-def _first(data: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in data:
-            return data[key]
-    return None
+def registry_lines(rec: RunRecord, settings: Settings) -> list[str]:
+    """What the register task did to the registry IN THIS RUN (nothing for a cached result)."""
+    task = rec.tasks.get(DECISION_TASK)
+    if task is None or task.status != "succeeded":
+        return []
+    if task.cache == "hit":
+        return [
+            "",
+            "Registry:",
+            f"  nothing registered in this run: {DECISION_TASK} came from the cache "
+            f"(run {task.cached_from or '?'}); its caching should be off",
+        ]
+    decision = read_decision(rec, settings)
+    if decision is None:
+        return []
+    name = decision.get("model_name", settings.mlflow.model_name)
+    alias = decision.get("alias", settings.mlflow.champion_alias)
+    lines = ["", "Registry:", f"  model {name} version {decision.get('model_version')}"]
+    if decision.get("alias_moved"):
+        lines.append(f"  champion: yes - alias {alias} moved")
+    else:
+        lines.append(f"  champion: no - alias {alias} stays on {decision.get('champion_after')}")
+        if decision.get("reason"):
+            lines.append(f"  gate: {json.dumps(decision['reason'], default=str)[:200]}")
+    return lines
 
 
 def run_summary(rec: RunRecord, settings: Settings) -> str:
@@ -75,22 +95,16 @@ def run_summary(rec: RunRecord, settings: Settings) -> str:
         )
     hits = rec.cache_hits
     lines.append(f"  cache hits: {hits}/{len(rec.tasks)}")
+    off = [t.name for t in rec.tasks.values() if t.cache == "off"]
+    if off:
+        lines.append(
+            f"  caching off in the pipeline (side effects; ran, never cached): {', '.join(off)}"
+        )
     metrics = headline_metrics(rec)
     if metrics:
         lines += ["", "Headline metrics (evaluate):"]
         lines += [f"  {k:<32} {_number(v)}" for k, v in metrics.items()]
-    decision = read_decision(rec, settings)
-    if decision is not None:
-        version = _first(decision, "model_version", "version", "registered_version")
-        champion = _first(decision, "promoted", "champion", "is_champion", "alias_moved")
-        reason = _first(decision, "reason", "reasons", "gate")
-        lines += ["", "Registry:"]
-        lines.append(f"  model {settings.mlflow.model_name} version {version}")
-        lines.append(
-            f"  champion: {'yes - alias ' + settings.mlflow.champion_alias + ' moved' if champion else 'no'}"
-        )
-        if reason and not champion:
-            lines.append(f"  gate: {json.dumps(reason, default=str)[:200]}")
+    lines += registry_lines(rec, settings)
     lines += [
         "",
         "Next:",
@@ -99,6 +113,19 @@ def run_summary(rec: RunRecord, settings: Settings) -> str:
         f"  python -m pipelines show {rec.run_id}",
     ]
     return "\n".join(lines)
+
+
+def resume_line(run_id: str, found: dict[str, Any]) -> str:
+    """What ``--resume`` found (one entry of ``RunRecord.resumes``), as one line."""
+    killed = found.get("killed") or {}
+    groups = (
+        "killed leftover task process groups: "
+        + ", ".join(f"{name} (pids {' '.join(map(str, pids))})" for name, pids in killed.items())
+        if killed
+        else "no task process left running"
+    )
+    redo = ", ".join(found.get("redo") or []) or "nothing"
+    return f"resume {run_id}: previous runner {found['runner']} (status {found.get('status', '?')}); {groups}; to redo: {redo}"
 
 
 def runs_table(records: list[RunRecord]) -> str:
@@ -123,12 +150,23 @@ def show(rec: RunRecord) -> str:
         f"root      {rec.pipeline_root}",
         f"started   {rec.started_at}  duration {rec.duration_s:.1f}s  resumed {rec.resumed}x",
         "params    " + ", ".join(f"{k}={v}" for k, v in sorted(rec.parameters.items())),
-        "",
     ]
+    if rec.runner:
+        lines.append(
+            f"runner    pid {rec.runner.get('pid')} (group {rec.runner.get('pgid')}) "
+            f"on {rec.runner.get('host')}"
+        )
+    lines += [
+        f"resumed   {found.get('at', '')}: {resume_line(rec.run_id, found)}"
+        for found in rec.resumes
+    ]
+    lines.append("")
     for task in rec.tasks.values():
         head = f"{task.name}: {task.status}"
         if task.cache:
             head += f", cache {task.cache}"
+        if task.cached_from:
+            head += f" (from run {task.cached_from})"
         head += f", {task.duration_s:.1f}s, attempts {task.attempts}"
         if task.error:
             head += f", error: {task.error}"

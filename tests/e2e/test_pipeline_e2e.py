@@ -1,7 +1,8 @@
 """The real pipeline (all seven stage CLIs) through the local runner, on small data.
 
-One full run (local pipeline root, SQLite MLflow in a temp VAR_DIR), then a fully cached
-rerun, then ``--rerun-from evaluate``.
+One full run (local pipeline root, SQLite MLflow in a temp VAR_DIR), then a rerun that is
+all cache hits except tasks whose caching is off in the YAML (register's side effects), then
+``--rerun-from evaluate``, then a run against another tracking URI (the MLflow stages rerun).
 """
 
 import os
@@ -12,7 +13,7 @@ import pytest
 from components.contracts import storage
 from components.contracts.settings import Settings
 from pipelines.compile import DEFAULT_PIPELINE_YAML
-from pipelines.runner import Runner, RunOptions, record
+from pipelines.runner import Runner, RunOptions, ir, record
 from pipelines.runner.summary import run_summary
 
 pytestmark = pytest.mark.e2e
@@ -83,13 +84,27 @@ def test_full_pipeline_runs_end_to_end(env, first_run):
     assert os.environ["VAR_DIR"] == str(env)
 
 
-def test_second_run_is_all_cache_hits(env, first_run):
+def _caching_off() -> set[str]:
+    dag = ir.build_dag(*ir.load_pipeline(DEFAULT_PIPELINE_YAML))
+    return {name for name, task in dag.tasks.items() if not task.cache_enabled}
+
+
+def test_second_run_is_all_cache_hits_but_side_effects(env, first_run):
     rec = Runner(Settings.from_env(), out=None).run(
         DEFAULT_PIPELINE_YAML, RunOptions(params=PARAMS)
     )
-    assert {t.cache for t in rec.tasks.values()} == {"hit"}
-    assert rec.duration_s < 30
-    assert rec.tasks["register"].outputs == first_run.tasks["register"].outputs
+    off = _caching_off()
+    assert {n: t.cache for n, t in rec.tasks.items()} == {
+        n: "off" if n in off else "hit" for n in STAGES
+    }
+    assert all(rec.tasks[n].attempts == 0 for n in STAGES if n not in off)
+    if "register" in off:  # registered again, in this run
+        decision = storage.read_json(rec.tasks["register"].outputs["decision"]["uri"])
+        first = storage.read_json(first_run.tasks["register"].outputs["decision"]["uri"])
+        assert int(decision["model_version"]) > int(first["model_version"])
+    else:
+        assert rec.tasks["register"].outputs == first_run.tasks["register"].outputs
+        assert "nothing registered in this run" in run_summary(rec, Settings.from_env())
 
 
 def test_rerun_from_evaluate_reruns_exactly_evaluate_and_register(env, first_run):
@@ -103,3 +118,28 @@ def test_rerun_from_evaluate_reruns_exactly_evaluate_and_register(env, first_run
         rec.tasks["evaluate"].outputs["metrics"]["uri"]
         != first_run.tasks["evaluate"].outputs["metrics"]["uri"]
     )
+
+
+def test_another_tracking_uri_reruns_the_mlflow_stages_and_registers_there(
+    env, first_run, tmp_path, monkeypatch
+):
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_LOCATION", (tmp_path / "artifacts").as_uri())
+    rec = Runner(Settings.from_env(), out=None).run(
+        DEFAULT_PIPELINE_YAML, RunOptions(params=PARAMS)
+    )
+    off = _caching_off()
+    assert {n: t.cache for n, t in rec.tasks.items()} == {
+        "datagen": "hit", "split": "hit", "features": "hit",
+        "train-xgb": "miss", "train-iforest": "miss", "evaluate": "miss",
+        "register": "off" if "register" in off else "miss",
+    }  # fmt: skip
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    decision = storage.read_json(rec.tasks["register"].outputs["decision"]["uri"])
+    version = client.get_model_version(decision["model_name"], decision["model_version"])
+    assert version.tags["pipeline_run_id"] == rec.run_id
+    if decision["alias_moved"]:
+        assert f"alias {decision['alias']} moved" in run_summary(rec, Settings.from_env())

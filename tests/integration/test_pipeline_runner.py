@@ -6,6 +6,7 @@ retries and an S3 pipeline root on the moto server. The real stages are covered 
 ``tests/e2e/test_pipeline_e2e.py``.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -302,3 +303,313 @@ def test_cli_runs_and_show(local_env, toy_yaml, toy_inputs):
     bad = subprocess.run([sys.executable, "-m", "pipelines", "run", str(toy_yaml), "--param", "nope=1"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "unknown pipeline parameter(s): nope" in bad.stderr
+
+
+# ---------------------------------------------------------------- side effects are never cached
+
+PUBLISH = r"""
+import pathlib, sys
+out, ledger, src = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+with ledger.open("a") as f:  # the side effect: one line per execution
+    f.write(src.read_text() + "\n")
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text("published " + src.read_text())
+"""
+
+
+@dsl.container_component
+def make(out: dsl.Output[dsl.Dataset], tag: str):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", "import sys, pathlib; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True, exist_ok=True); p.write_text(sys.argv[2])"],
+                             args=[out.path, tag])  # fmt: skip
+
+
+@dsl.container_component
+def publish(src: dsl.Input[dsl.Dataset], out: dsl.Output[dsl.Artifact], ledger: str):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", PUBLISH],
+                             args=[out.path, ledger, src.path])  # fmt: skip
+
+
+@dsl.pipeline(name="side-effects")
+def side_effects(ledger: str, tag: str = "v1"):
+    made = make(tag=tag)
+    publish(src=made.outputs["out"], ledger=ledger).set_caching_options(False)
+
+
+def _cache_entries(root: Path) -> list[Path]:
+    return sorted((root / ".cache").rglob("*.json"))
+
+
+def test_a_task_with_caching_off_always_runs_and_is_never_stored(local_env, tmp_path):
+    path = tmp_path / "side_effects.yaml"
+    compiler.Compiler().compile(side_effects, str(path))
+    ledger = tmp_path / "ledger.txt"
+    params = {"ledger": str(ledger)}
+    root = Path(local_env) / "pipeline-root"
+
+    one = run(path, params)
+    assert (one.tasks["make"].cache, one.tasks["publish"].cache) == ("miss", "off")
+    assert one.tasks["publish"].cache_key == ""
+    two = run(path, params)
+    assert (two.tasks["make"].cache, two.tasks["publish"].cache) == ("hit", "off")
+    assert ledger.read_text().splitlines() == ["v1", "v1"]  # published again
+    assert len(_cache_entries(root)) == 1  # make's entry only
+    # whatever the flags
+    for options in ({"no_cache": True}, {"rerun_from": "make"}, {"rerun_from": "publish"}):
+        rec = run(path, params, **options)
+        assert rec.tasks["publish"].cache == "off" and rec.tasks["publish"].attempts == 1
+    assert len(ledger.read_text().splitlines()) == 5
+    assert len(_cache_entries(root)) == 1
+    only = run(path, params, only="make")
+    assert only.tasks["publish"].status == record.SKIPPED
+    assert len(ledger.read_text().splitlines()) == 5
+    # the summary says what happened in this run
+    from pipelines.runner.summary import run_summary
+
+    assert "caching off in the pipeline (side effects; ran, never cached): publish" in (
+        run_summary(two, Settings.from_env())
+    )
+
+
+# ---------------------------------------------------------------- settings are part of the key
+
+
+def test_settings_that_change_a_result_are_part_of_the_key(
+    local_env, toy_yaml, toy_inputs, monkeypatch
+):
+    """The toy tasks are ``python -c`` code the runner cannot inspect, so every one of them
+    counts as MLflow-writing (which stage really is: tests/unit/test_runner_cache.py)."""
+    run(toy_yaml, toy_inputs)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1/elsewhere")
+    assert statuses(run(toy_yaml, toy_inputs)) == dict.fromkeys(WORK, "miss")
+    assert statuses(run(toy_yaml, toy_inputs)) == dict.fromkeys(WORK, "hit")
+    for name, value in [("MODEL_NAME", "other-model"), ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:2"),
+                        ("MLFLOW_EXPERIMENT_NAME", "other")]:  # fmt: skip
+        monkeypatch.setenv(name, value)
+        assert statuses(run(toy_yaml, toy_inputs)) == dict.fromkeys(WORK, "miss"), name
+    # credentials are not: the same objects under another identity
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-else")
+    assert statuses(run(toy_yaml, toy_inputs)) == dict.fromkeys(WORK, "hit")
+
+
+# ---------------------------------------------------------------- S3 hits verify content
+
+
+def test_s3_cache_hit_verifies_object_content(local_env, s3_bucket, toy_yaml, toy_inputs):
+    import boto3
+
+    root = f"s3://{s3_bucket}/pipeline-root"
+    s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
+    one = run(toy_yaml, toy_inputs, pipeline_root=root)
+    entry_key = (
+        f"pipeline-root/.cache/{one.tasks['side'].cache_key[:2]}/{one.tasks['side'].cache_key}.json"
+    )
+    entry = json.loads(s3.get_object(Bucket=s3_bucket, Key=entry_key)["Body"].read())
+    assert set(entry["outputs"]["out"]["etags"]) == {"partial.txt", "result.txt"}
+    assert statuses(run(toy_yaml, toy_inputs, pipeline_root=root)) == dict.fromkeys(WORK, "hit")
+
+    # Overwrite one object with content of the same length: it exists, but it is not ours.
+    side_key = f"pipeline-root/toy/{one.run_id}/side/out/result.txt"
+    good = s3.get_object(Bucket=s3_bucket, Key=side_key)["Body"].read()
+    s3.put_object(Bucket=s3_bucket, Key=side_key, Body=b"0" * len(good))
+    rec = run(toy_yaml, toy_inputs, pipeline_root=root)
+    assert statuses(rec) == {"first": "hit", "second": "hit", "side": "miss", "join": "hit"}
+    assert rec.tasks["side"].outputs["out"]["digest"] == one.tasks["side"].outputs["out"]["digest"]
+
+    # An object added inside a cached output folder invalidates it too.
+    first_prefix = one.tasks["first"].outputs["out"]["uri"].removeprefix(f"s3://{s3_bucket}/")
+    s3.put_object(Bucket=s3_bucket, Key=f"{first_prefix}/extra.txt", Body=b"x")
+    rec = run(toy_yaml, toy_inputs, pipeline_root=root)
+    assert statuses(rec) == {"first": "miss", "second": "hit", "side": "hit", "join": "hit"}
+
+
+# ---------------------------------------------------------------- resume never runs beside a live task
+
+HOLDER = r"""
+import os, pathlib, subprocess, sys, time
+a = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+try:  # the first attempt claims the hold file and hangs; a later one goes straight through
+    pathlib.Path(a["--hold"]).unlink()
+    child = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
+    pathlib.Path(a["--pids"]).write_text(f"{os.getpid()} {child.pid}")
+    time.sleep(300)
+except FileNotFoundError:
+    pass
+out = pathlib.Path(a["--out"])
+out.mkdir(parents=True, exist_ok=True)
+(out / "done.txt").write_text("done")
+"""
+
+
+@dsl.container_component
+def holder(out: dsl.Output[dsl.Dataset], hold: str, pids: str):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", HOLDER],
+                             args=["--hold", hold, "--pids", pids, "--out", out.path])  # fmt: skip
+
+
+@dsl.container_component
+def after(src: dsl.Input[dsl.Dataset], out: dsl.Output[dsl.Dataset]):
+    return dsl.ContainerSpec(image="toy", command=["python", "-c", "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2])"],
+                             args=[src.path, out.path])  # fmt: skip
+
+
+@dsl.pipeline(name="holding")
+def holding(hold: str, pids: str):
+    held = holder(hold=hold, pids=pids)
+    held.set_retry(num_retries=2, backoff_duration="0s")  # an interrupt must not retry
+    after(src=held.outputs["out"])
+
+
+def _live(pid: int) -> bool:
+    """Alive and not a zombie (this machine's init may not reap orphans at once)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _processes_of_run(run_id: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"PIPELINE_RUN_ID={run_id}".encode() in env and _live(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded-group", "unrecorded-group"])
+def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp_path, recorded):
+    """``unrecorded-group``: the runner died before it could save the task's group (the
+    record is edited to look so); the group is still found by the run id in its env."""
+    path = tmp_path / "holding.yaml"
+    compiler.Compiler().compile(holding, str(path))
+    hold, pids_file = tmp_path / "hold", tmp_path / "pids"
+    hold.write_text("claim me")
+    env = {**os.environ, "VAR_DIR": str(local_env)}
+    cli = [sys.executable, "-m", "pipelines", "run"]
+    runner = subprocess.Popen(
+        [*cli, str(path), f"--param=hold={hold}", f"--param=pids={pids_file}"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    task_pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids_file.exists() and pids_file.read_text()):
+            assert time.monotonic() < deadline, "holder task never started"
+            assert runner.poll() is None
+            time.sleep(0.05)
+        task_pids = [int(p) for p in pids_file.read_text().split()]
+        run_id = record.list_runs(local_env)[0].run_id
+
+        # 1. The runner is alive: resume refuses, in one line naming its pid, and changes nothing.
+        busy = subprocess.run([*cli, "--resume", run_id], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert busy.returncode == 2
+        assert busy.stderr.strip().splitlines() == [
+            f"error: run {run_id} is still being run by pid {runner.pid} "
+            f"(process group {os.getpgid(runner.pid)}); stop it or wait for it, then resume"
+        ]
+        rec = record.load(local_env, run_id)
+        assert rec.runner["pid"] == runner.pid and rec.resumed == 0
+        assert rec.tasks["holder"].process["pid"] == task_pids[0]
+
+        # 2. SIGKILL the runner: its task (and the task's child) keep running.
+        runner.kill()
+        runner.wait(timeout=30)
+        assert all(_live(p) for p in task_pids)
+        if not recorded:
+            rec.tasks["holder"].process = {}
+            record.save(rec, local_env)
+
+        # 3. Resume kills the old task group (the child ignores SIGTERM: SIGKILL follows),
+        #    says what it found, and the run completes.
+        resumed = subprocess.run([*cli, "--resume", run_id], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+        group = "holder" if recorded else f"unrecorded group {task_pids[0]}"
+        assert (
+            f"resume {run_id}: previous runner dead (pid {runner.pid}) (status running); "
+            f"killed leftover task process groups: {group} (pids "
+        ) in resumed.stderr
+        assert "; to redo: holder, after" in resumed.stderr, resumed.stderr
+        assert not any(_live(p) for p in task_pids)
+        assert _processes_of_run(run_id) == []
+        rec = record.load(local_env, run_id)
+        assert rec.status == record.RUN_SUCCEEDED and rec.resumed == 1
+        assert sorted(rec.resumes[0]["killed"][group]) == sorted(task_pids)
+        assert rec.resumes[0]["redo"] == ["holder", "after"]
+        assert all(not t.process for t in rec.tasks.values())
+        assert rec.runner["pid"] != runner.pid
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for pid in task_pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_runner_and_its_tasks_without_retrying(local_env, tmp_path):
+    path = tmp_path / "holding.yaml"
+    compiler.Compiler().compile(holding, str(path))
+    hold, pids_file = tmp_path / "hold", tmp_path / "pids"
+    hold.write_text("claim me")
+    env = {**os.environ, "VAR_DIR": str(local_env)}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run", str(path), f"--param=hold={hold}",
+         f"--param=pids={pids_file}"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    task_pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids_file.exists() and pids_file.read_text()):
+            assert time.monotonic() < deadline, "holder task never started"
+            assert runner.poll() is None
+            time.sleep(0.05)
+        task_pids = [int(p) for p in pids_file.read_text().split()]
+        runner.terminate()
+        _, err = runner.communicate(timeout=60)
+        assert runner.returncode == 130, err
+        assert "resume with: python -m pipelines run --resume" in err
+        assert not any(_live(p) for p in task_pids)
+        rec = record.list_runs(local_env)[0]
+        assert rec.status == record.RUN_INTERRUPTED
+        holder_rec = rec.tasks["holder"]
+        assert (holder_rec.status, holder_rec.attempts, holder_rec.process) == (
+            record.FAILED,
+            1,
+            {},
+        )
+        assert _processes_of_run(rec.run_id) == []
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for pid in task_pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_resume_of_a_finished_runner_reports_what_it_found(
+    local_env, toy_yaml, toy_inputs, tmp_path
+):
+    marker = tmp_path / "fail-now"
+    marker.write_text("x")
+    params = {**toy_inputs, "fail_marker": str(marker)}
+    with pytest.raises(RunFailed):
+        run(toy_yaml, params)
+    marker.unlink()
+    run_id = record.list_runs(local_env)[0].run_id
+    env = {**os.environ, "VAR_DIR": str(local_env)}
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "run", "--resume", run_id],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"resume {run_id}: previous runner finished the run (pid {os.getpid()}) (status failed); "
+        "no task process left running; to redo: second, join"
+    ) in proc.stderr

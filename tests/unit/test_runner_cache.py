@@ -8,13 +8,18 @@ from kfp import compiler, dsl
 from pipelines.runner import cache, ir
 
 BASE = {"component": "c" * 64, "code": "d" * 64, "parameters": {"n": 1, "tag": "a"},
-        "input_digests": {"src": "e" * 64}}  # fmt: skip
+        "input_digests": {"src": "e" * 64},
+        "environment": {"mlflow.tracking_uri": "sqlite:///a.db", "s3.endpoint_url": None}}  # fmt: skip
 
 
 def key(**changes):
     args = {**BASE, **changes}
     return cache.cache_key(
-        args["component"], args["code"], args["parameters"], args["input_digests"]
+        args["component"],
+        args["code"],
+        args["parameters"],
+        args["input_digests"],
+        args["environment"],
     )
 
 
@@ -32,6 +37,9 @@ def test_key_is_stable_and_ignores_dict_order():
         {"input_digests": {"other": "e" * 64}},
         {"component": "0" * 64},
         {"code": "1" * 64},
+        {"environment": {"mlflow.tracking_uri": "http://other:5000", "s3.endpoint_url": None}},
+        {"environment": {"mlflow.tracking_uri": "sqlite:///a.db", "s3.endpoint_url": "http://x"}},
+        {"environment": {}},
     ],
 )
 def test_key_changes_with_each_ingredient(change):
@@ -130,3 +138,25 @@ def test_code_digest_counts_only_the_contracts_a_stage_imports():
     used = {p.name for p in cache._contracts_closure(cache._source_files("components.datagen"))}
     assert {"storage.py", "schemas.py"} <= used
     assert "blend.py" not in used  # editing the blend must not bust datagen's cache
+
+
+def test_only_stages_that_talk_to_mlflow_depend_on_settings():
+    def uses(stage):
+        return cache.uses_settings(["python", "-m", f"components.{stage}"])
+
+    assert not any(uses(s) for s in ("datagen", "split", "features"))
+    assert all(uses(s) for s in ("train_xgb", "train_iforest", "evaluate", "register"))
+    # code the runner cannot read is assumed to depend on them
+    assert cache.uses_settings(["python", "-c", "import os"])
+    assert cache.uses_settings(["sh", "-c", "true"])
+
+
+def test_imports_mlflow_sees_nested_and_from_imports(tmp_path):
+    for body, expected in [
+        ("def f():\n    import mlflow.pyfunc\n", True),
+        ("from mlflow import MlflowClient\n", True),
+        ("import mlflowish\nfrom . import x\n", False),
+    ]:
+        f = tmp_path / "m.py"
+        f.write_text(body)
+        assert cache._imports_mlflow(f) is expected

@@ -140,6 +140,13 @@ def test_plan_modes(dag):
         "join": SKIP,
     }
     assert plan_modes(deps, cache_disabled={"join"})["join"] == FORCE
+    # a cache-disabled task runs whatever the flags, and can never come from the cache
+    assert plan_modes(deps, cache_disabled={"join"}, rerun_from="step")["join"] == FORCE
+    assert plan_modes(deps, cache_disabled={"step-2"}, only="step")["step-2"] == SKIP
+    with pytest.raises(ir.PipelineError, match="needs start from the cache, but caching is off"):
+        plan_modes(deps, cache_disabled={"start"}, only="step")
+    with pytest.raises(ir.PipelineError, match="use --rerun-from step-2"):
+        plan_modes(deps, cache_disabled={"step-2"}, rerun_from="step")
     with pytest.raises(ir.PipelineError, match="no such task"):
         plan_modes(deps, rerun_from="nope")
 

@@ -57,3 +57,60 @@ def test_summaries_show_cache_metrics_and_lineage(tmp_path):
     assert rec.run_id in runs_table([rec])
     detail = show(rec)
     assert "out metrics" in detail and "cccccccccccc" in detail and "in  features" in detail
+
+
+def _with_register(tmp_path, cache: str) -> RunRecord:
+    from components.contracts import storage
+
+    decision = tmp_path / "decision.json"
+    storage.write_json(
+        {"model_name": "m", "model_version": "3", "alias": "champion", "alias_moved": True,
+         "champion_after": "3", "passed": True, "reason": "ok"},
+        str(decision),
+    )  # fmt: skip
+    rec = _record()
+    rec.tasks["register"] = TaskRecord(
+        name="register", status=record.SUCCEEDED, cache=cache,
+        cached_from="toy-older" if cache == "hit" else "",
+        outputs={"decision": {"uri": str(decision), "digest": "d" * 64, "type": "system.Artifact", "metadata": {}}},
+    )  # fmt: skip
+    return rec
+
+
+@pytest.mark.parametrize("cache", ["miss", "off", "disabled"])
+def test_summary_reports_the_registration_this_run_made(tmp_path, cache):
+    from components.contracts.settings import Settings
+
+    text = run_summary(_with_register(tmp_path, cache), Settings.from_env())
+    assert "model m version 3" in text and "alias champion moved" in text
+    assert ("caching off in the pipeline" in text) is (cache == "off")
+
+
+def test_summary_never_claims_a_cached_registration(tmp_path):
+    from components.contracts.settings import Settings
+
+    rec = _with_register(tmp_path, "hit")
+    text = run_summary(rec, Settings.from_env())
+    assert "moved" not in text and "version 3" not in text
+    assert "nothing registered in this run" in text and "toy-older" in text
+    assert "(from run toy-older)" in show(rec)
+    rec.runner = {"pid": 41, "pgid": 40, "start": "9", "host": "h"}
+    rec.resumes = [{"at": "T", "status": "running", "runner": "dead (pid 41)", "killed": {"register": [42, 43]},
+                    "redo": ["register"]}]  # fmt: skip
+    detail = show(rec)
+    assert "runner    pid 41 (group 40) on h" in detail
+    assert (
+        "previous runner dead (pid 41) (status running); "
+        "killed leftover task process groups: register (pids 42 43); to redo: register"
+    ) in detail
+
+
+def test_old_records_without_process_fields_still_load(tmp_path):
+    rec = _record()
+    data = rec.to_dict()
+    for key in ("runner", "resumes"):
+        data.pop(key)
+    for task in data["tasks"].values():
+        task.pop("process")
+        task.pop("cached_from")
+    assert RunRecord.from_dict(data) == rec

@@ -53,3 +53,22 @@ def test_the_configmap_tracking_uri_is_a_fallback_behind_mlflow_tracking_uri(mon
     assert Settings.from_env().mlflow.tracking_uri == "http://mlflow.team:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://kubeflow-mlflow.example")
     assert Settings.from_env().mlflow.tracking_uri == "https://kubeflow-mlflow.example"
+
+
+def test_result_settings_read_a_given_environment_not_the_process_one(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://process:5000")
+    env = {
+        "VAR_DIR": "/v",
+        "MLFLOW_TRACKING_URI": "http://task:5000",
+        "AWS_ENDPOINT_URL_S3": "http://s3:9000",
+    }
+    got = Settings.from_env(env).result_settings()
+    assert got["mlflow.tracking_uri"] == "http://task:5000"
+    assert got["s3.endpoint_url"] == "http://s3:9000"
+    assert got["mlflow.champion_alias"] == "champion" and got["mlflow.model_name"]
+    # every MLflow field counts; credentials never do
+    assert {k.removeprefix("mlflow.") for k in got if k.startswith("mlflow.")} == set(
+        vars(Settings.from_env(env).mlflow)
+    )
+    secret = Settings.from_env({**env, "AWS_SECRET_ACCESS_KEY": "s3cret"}).result_settings()
+    assert secret == got
