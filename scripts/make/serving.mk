@@ -26,7 +26,7 @@ bench-serving: $(STAMP) ## serving benchmark on the registry champion if `make r
 test-serving: $(STAMP) ## serving unit and integration tests
 	$(PY) -m pytest -q tests/unit/test_serving_*.py tests/integration/test_serving_*.py
 
-SCHEMATHESIS_EXAMPLES ?= 700
+SCHEMATHESIS_EXAMPLES ?= 850
 SCHEMATHESIS_MIN_CASES ?= 2000
 
 .PHONY: test-schemathesis

@@ -136,7 +136,7 @@ def test_pathological_json_is_400_over_http(server, raw, detail):
 
 
 def test_schemathesis_all_checks(server, tmp_path):
-    """schemathesis (examples, coverage, fuzzing, stateful phases) with every check.
+    """schemathesis (every phase that applies: coverage and fuzzing) with every check.
 
     The CLI is schemathesis's full engine; its pytest loader for fixtures
     (``schemathesis.pytest.from_fixture``) fails on pytest 9 (``Function._nodeid``).
