@@ -15,6 +15,8 @@ I/O). The rules, in the order they are checked:
    value wins (msgspec keeps the last), so a duplicate is refused rather than guessed.
    msgspec has no such check; the stdlib scanner does it with a pairs hook, after the
    typed decode succeeded (numbers are not converted: the hook only needs the keys).
+   This costs about as much as the typed decode itself (a few microseconds per request,
+   a few milliseconds per 1000-transaction batch).
 """
 
 from __future__ import annotations
@@ -75,8 +77,15 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> None:
             seen.add(key)
 
 
-def _skip(_: str) -> None:
-    return None
+_KEYS_ONLY = json.JSONDecoder(
+    object_pairs_hook=_refuse_duplicates,
+    # Numbers are not needed, only keys: ``len`` (a C function) keeps them as their length,
+    # which skips float parsing and the 4,300-digit limit of int().
+    parse_int=len,
+    parse_float=len,
+)
+"""The stdlib scanner, used only to see every object's keys (built once: ``json.loads``
+with options builds a decoder per call)."""
 
 
 def decode_body(body: bytes, content_type: str | None, decoder: msgspec.json.Decoder[T]) -> T:
@@ -107,13 +116,7 @@ def decode_body(body: bytes, content_type: str | None, decoder: msgspec.json.Dec
     except RecursionError:
         raise BodyError(400, "JSON is nested too deeply") from None
     try:
-        json.loads(
-            text,
-            object_pairs_hook=_refuse_duplicates,
-            parse_int=_skip,
-            parse_float=_skip,
-            parse_constant=_skip,
-        )
+        _KEYS_ONLY.decode(text)
     except RecursionError:
         raise BodyError(400, "JSON is nested too deeply") from None
     return value
