@@ -5,9 +5,10 @@ I/O). The rules, in the order they are checked:
 
 1. ``Content-Type`` must be ``application/json`` (charset, if given, ``utf-8``): else 415.
 2. The body must be UTF-8: else 400 with the byte offset.
-3. msgspec decodes it *strictly* into the route's Struct: no coercion (``"12"`` is not an
-   int, ``0`` is not a bool, ``12.0`` is not an int, a number is not a string id), every
-   ``Meta`` constraint checked, NaN/Infinity literals and out-of-range numbers refused.
+3. msgspec decodes it *strictly* into the route's Struct: no coercion (``"12"`` is not a
+   count, ``0`` is not a bool, ``12.5`` is not a count, a number is not a string id; ``12.0``
+   is a count, as in JSON Schema), every ``Meta`` constraint checked, NaN/Infinity
+   literals and out-of-range numbers refused.
    A failure is a 400 naming the field (``transactions[3].item_count``).
 4. Nesting deeper than the interpreter's recursion limit (what msgspec and the stdlib
    parser can walk) is a 400, not a ``RecursionError``.
