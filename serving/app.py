@@ -9,36 +9,47 @@ never in the ASGI lifespan: Mangum with ``lifespan="auto"`` re-runs the lifespan
 Lambda invocation. A bad bundle makes the factory raise, so the server refuses to start.
 
 One pure-ASGI middleware does API-key checks, the body-size limit and request metrics; it
-adds no per-request logging (the hot path logs nothing at INFO).
+adds no per-request logging (the hot path logs nothing at INFO). A client that hangs up
+before its request body arrived is counted with status 499 (nginx's "client closed
+request"), not as a server error: the error-ratio alert counts 5xx only.
+
+JSON bodies are decoded by ``serving.body.decode_body`` (strict types, no duplicate keys,
+bounded nesting, UTF-8 and ``application/json`` only) through ``StrictJSONRequest``; the
+OpenAPI components are msgspec's own schema of ``serving.schemas`` (``_msgspec_components``).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from typing import Any
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import OpenAPI, Reference, Schema
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import model_loader
+from serving.body import BodyError, decode_body
 from serving.metrics import CONTENT_TYPE, EmfMetrics, ServingMetrics
 from serving.model_loader import LoadedModel
 from serving.schemas import (
     BATCH_LIMIT,
     BatchRequest,
     BatchResponse,
+    ErrorBody,
     ModelInfo,
     PredictRequest,
     PredictResponse,
     Reason,
     Status,
     ThresholdsInfo,
+    openapi_components,
 )
 from serving.settings import ServingSettings
 
@@ -50,6 +61,11 @@ ROUTES = frozenset(
     {"/v1/predict", "/v1/predict/batch", "/v1/model", "/healthz", "/readyz", "/metrics"}
 )
 T0_KEY = "pos_risk_t0"
+DISCONNECTED_KEY = "pos_risk_client_disconnected"
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded (never sent) when the client hung up before the response started."""
+BODY_DECODER = "body_decoder"
+"""Route ``opt`` key: the strict ``msgspec.json.Decoder`` of the route's ``data`` type."""
 
 _UNAUTHORIZED = b'{"status_code":401,"detail":"missing or invalid API key (send header X-API-Key)"}'
 _TOO_LARGE = b'{"status_code":413,"detail":"request body larger than %d bytes"}'
@@ -84,11 +100,19 @@ def edge_middleware(settings: ServingSettings, metrics: ServingMetrics):
             path = scope["path"]
             route = path if path in ROUTES else "other"
             status_box = [500]
+            started = [False]
 
             async def send_wrapper(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     status_box[0] = message["status"]
+                    started[0] = True
                 await send(message)
+
+            async def receive_wrapper() -> Message:
+                message = await receive()
+                if message["type"] == "http.disconnect" and not started[0]:
+                    scope[DISCONNECTED_KEY] = True  # type: ignore[literal-required]
+                return message
 
             reject: tuple[int, bytes] | None = None
             if key is not None and path not in open_paths and not path.startswith("/schema"):
@@ -104,11 +128,10 @@ def edge_middleware(settings: ServingSettings, metrics: ServingMetrics):
                     for message in _json_response_messages(*reject):
                         await send_wrapper(message)
                 else:
-                    await app(scope, receive, send_wrapper)
+                    await app(scope, receive_wrapper, send_wrapper)
             finally:
-                metrics.observe_request(
-                    route, scope["method"], status_box[0], time.perf_counter() - t0
-                )
+                status = CLIENT_CLOSED_REQUEST if scope.get(DISCONNECTED_KEY) else status_box[0]
+                metrics.observe_request(route, scope["method"], status, time.perf_counter() - t0)
                 metrics.flush()
 
         return middleware
@@ -123,9 +146,57 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+class StrictJSONRequest(Request):
+    """A request whose JSON body is decoded by ``decode_body`` into the route's data type.
+
+    Litestar's own path decodes untyped and then converts with ``strict=False`` (so ``"12"``
+    would pass as an int); routes with a body set this class and ``opt[BODY_DECODER]``.
+    The result is the Struct itself, which Litestar's signature model passes through.
+    """
+
+    async def json(self) -> Any:
+        decoder = self.route_handler.opt[BODY_DECODER]
+        try:
+            return decode_body(await self.body(), self.headers.get("content-type"), decoder)
+        except BodyError as exc:
+            extra = (
+                [{"message": exc.message, "key": exc.key, "source": "body"}] if exc.key else None
+            )
+            raise HTTPException(status_code=exc.status, detail=exc.detail, extra=extra) from None
+
+
+def _body_route(data_type: type) -> dict[str, Any]:
+    """Handler kwargs of a route with a strictly decoded JSON body of ``data_type``."""
+    return {
+        "request_class": StrictJSONRequest,
+        "opt": {BODY_DECODER: msgspec.json.Decoder(data_type, strict=True)},
+    }
+
+
+def _error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    descriptions = {
+        401: "Missing or invalid X-API-Key (only when the service has a key)",
+        413: "Request body larger than MAX_BODY_BYTES, or more transactions than MAX_BATCH",
+        415: "Content-Type is not application/json (UTF-8)",
+    }
+    return {
+        status: ResponseSpec(
+            data_container=ErrorBody, description=descriptions[status], generate_examples=False
+        )
+        for status in statuses
+    }
+
+
 def _internal_error(request: Request, exc: Exception) -> Response:
-    # Anything not caught as a client error is a bug: log it, never leak a traceback.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if request.scope.get(DISCONNECTED_KEY):
+        # Litestar raises a 500 when the body stream ends early; the client is gone and
+        # nothing is wrong with the server (the middleware records 499).
+        log.info(
+            "client disconnected before sending its body: %s %s", request.method, request.url.path
+        )
+    else:
+        # Anything not caught as a client error is a bug: log it, never leak a traceback.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response(
         content={"status_code": 500, "detail": "internal error"},
         status_code=HTTP_500_INTERNAL_SERVER_ERROR,
@@ -193,6 +264,8 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     @post(
         "/v1/predict",
         status_code=200,
+        responses=_error_responses(401, 413, 415),
+        **_body_route(PredictRequest),
         summary="Score one transaction",
         description="Risk score 0-100, level, action, model version and the top reason codes "
         "(features that pushed the XGBoost log-odds up).",
@@ -214,6 +287,8 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     @post(
         "/v1/predict/batch",
         status_code=200,
+        responses=_error_responses(401, 413, 415),
+        **_body_route(BatchRequest),
         summary="Score a batch of transactions",
         description=f"Up to {max_batch} transactions per call, scored on the vectorized path.",
     )
@@ -255,7 +330,15 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     async def healthz() -> Status:
         return Status(status="ok")
 
-    @get("/readyz", summary="Readiness: model loaded and self-test scored", responses=None)
+    @get(
+        "/readyz",
+        summary="Readiness: model loaded and self-test scored",
+        responses={
+            503: ResponseSpec(
+                data_container=Status, description="Self-test failed", generate_examples=False
+            )
+        },
+    )
     async def readyz() -> Response[Status]:
         try:
             model_loader.self_test(scorer)
@@ -288,6 +371,8 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
         else None,
         debug=False,
     )
+    if settings.openapi:
+        _msgspec_components(app.openapi_schema)
     app.state.loaded_model = loaded
     app.state.metrics = metrics
     app.state.settings = settings
@@ -296,3 +381,31 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
 
 def _encode(obj: Any) -> bytes:
     return msgspec.json.encode(obj)
+
+
+def _msgspec_components(openapi: OpenAPI) -> None:
+    """Replace Litestar's rendering of the ``serving.schemas`` Structs with msgspec's.
+
+    Litestar's generator drops falsy constraints of optional fields (``minimum: 0`` on
+    ``Amount | None``); msgspec renders exactly what its decoder enforces.
+    """
+    assert openapi.components is not None
+    schemas = openapi.components.schemas
+    for name, node in openapi_components().items():
+        schemas[name] = _to_litestar(node)  # type: ignore[index]
+
+
+def _to_litestar(node: dict[str, Any]) -> Schema | Reference:
+    if "$ref" in node:
+        return Reference(ref=node["$ref"])
+    aliases = Schema.field_aliases()
+    kwargs: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties":
+            value = {name: _to_litestar(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            value = _to_litestar(value)
+        elif key in ("anyOf", "oneOf", "allOf"):
+            value = [_to_litestar(sub) for sub in value]
+        kwargs[aliases.get(key) or re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()] = value
+    return Schema(**kwargs)

@@ -3,7 +3,10 @@
 Required request fields are the seed brief's; every other ``RAW_TRANSACTION`` field is
 optional and defaulted by ``features.raw_row`` when absent (``features.REQUEST_DEFAULTS``).
 Constraints reject what a POS cannot produce (negative counts, NaN/Infinity - which JSON
-cannot carry anyway - absurd magnitudes, unknown enum values) with a 400 naming the field.
+cannot carry anyway - absurd magnitudes, unknown enum values) with a 400 naming the field;
+bodies are decoded strictly (``serving.body``). These types are the single source of the
+request contract: the served OpenAPI schema is msgspec's rendering of them
+(``openapi_components``), so the documented and the enforced constraints cannot drift.
 """
 
 from __future__ import annotations
@@ -17,8 +20,36 @@ from msgspec import Meta
 BATCH_LIMIT = 1000
 """Hard upper bound of transactions per batch call (``MAX_BATCH`` may lower it)."""
 
-Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-Count = Annotated[int, Meta(ge=0, le=10_000)]
+ID_MAX_LENGTH = 128
+"""Longest id (characters, i.e. Unicode code points) accepted for transaction, cashier,
+store and lane ids."""
+
+Id = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=ID_MAX_LENGTH,
+        description=f"Opaque id: any Unicode text of 1 to {ID_MAX_LENGTH} characters, "
+        "compared exactly as sent (no trimming or normalization).",
+    ),
+]
+Timestamp = Annotated[
+    dt.datetime,
+    Meta(
+        # msgspec documents "date-time" only for tz-aware types; a naive (store-local)
+        # time without offset is accepted as well.
+        extra_json_schema={"format": "date-time"},
+        description="Store-local time of the transaction, RFC 3339 (an offset is optional "
+        "and ignored: the wall-clock time is used); default: now.",
+    ),
+]
+Count = Annotated[
+    float,
+    # A whole number: 12 or 12.0, never "12" or 12.5. JSON has one number type and JSON
+    # Schema's "integer" includes 12.0, while msgspec's int refuses it; "a number that is a
+    # multiple of 1" is the same set in both, so validator and schema agree exactly.
+    Meta(ge=0, le=10_000, multiple_of=1, description="A whole number (12 or 12.0)."),
+]
 Amount = Annotated[float, Meta(ge=0.0, le=10_000_000.0)]
 Signed = Annotated[float, Meta(ge=-10_000.0, le=10_000.0)]
 Seconds = Annotated[float, Meta(ge=0.0, le=86_400.0)]
@@ -38,8 +69,8 @@ class PredictRequest(msgspec.Struct, kw_only=True):
     void_count: Count
     no_sale_count: Count
     weight_variance: Signed
-    timestamp: dt.datetime | None = None
-    """Store-local time of the transaction (ISO-8601); default: now."""
+    timestamp: Timestamp | None = None
+    """Store-local time of the transaction (RFC 3339); default: now."""
     store_id: Id | None = None
     """Store; default: the cashier's home store from the profiles."""
     lane_id: Id | None = None
@@ -123,3 +154,38 @@ class Status(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     model_version: str | None = None
     detail: str | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Every 4xx/5xx body: the status, a one-line detail and, for a bad field, where it is."""
+
+    status_code: int
+    detail: str
+    extra: list[dict[str, Any]] | None = None
+    """For field errors: ``[{"message", "key", "source": "body"}]``; ``key`` is the field path
+    (``transactions[3].item_count``)."""
+
+
+API_STRUCTS = (
+    PredictRequest,
+    BatchRequest,
+    PredictResponse,
+    BatchResponse,
+    Reason,
+    ModelInfo,
+    ThresholdsInfo,
+    Status,
+    ErrorBody,
+)
+"""Every Struct the API reads or writes; each is an OpenAPI component of the same name."""
+
+
+def openapi_components() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every ``API_STRUCTS`` type, as msgspec sees it (what it validates).
+
+    References point at ``#/components/schemas/<Name>``.
+    """
+    _, components = msgspec.json.schema_components(
+        API_STRUCTS, ref_template="#/components/schemas/{name}"
+    )
+    return components

@@ -10,6 +10,7 @@ be tested and benchmarked without running them.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,13 @@ def build_demo_bundle(
     max_depth: int = 5,
     iforest_trees: int = 50,
     seed: int = 7,
+    rename_cashiers: Mapping[str, str] | None = None,
 ) -> DemoBundle:
-    """Generate data, train both models and write a verified bundle to ``out_dir``."""
+    """Generate data, train both models and write a verified bundle to ``out_dir``.
+
+    ``rename_cashiers`` maps generated cashier ids (``C0001``...) to other ids, e.g.
+    non-ASCII ones, before profiles are built (ids are opaque text end to end).
+    """
     import xgboost
     from sklearn.ensemble import IsolationForest
 
@@ -52,6 +58,10 @@ def build_demo_bundle(
         rows=rows, days=14, stores=3, cashiers_per_store=5, fraud_rate=0.08, seed=seed
     )
     table = pa.concat_tables(list(generate(params)))
+    if rename_cashiers:
+        column = table.schema.get_field_index("cashier_id")
+        renamed = [rename_cashiers.get(c, c) for c in table.column(column).to_pylist()]
+        table = table.set_column(column, table.schema.field(column), pa.array(renamed))
     df = table.to_pandas()
     raw = feats.raw_matrix(table)
     state = feats.ProfileState()

@@ -25,3 +25,11 @@ bench-serving: $(STAMP) ## serving benchmark on the registry champion if `make r
 .PHONY: test-serving
 test-serving: $(STAMP) ## serving unit and integration tests
 	$(PY) -m pytest -q tests/unit/test_serving_*.py tests/integration/test_serving_*.py
+
+SCHEMATHESIS_EXAMPLES ?= 850
+SCHEMATHESIS_MIN_CASES ?= 2000
+
+.PHONY: test-schemathesis
+test-schemathesis: $(STAMP) ## schemathesis, every check, >= 2,000 cases against uvicorn on loopback (SCHEMATHESIS_EXAMPLES per operation and phase)
+	SCHEMATHESIS_EXAMPLES=$(SCHEMATHESIS_EXAMPLES) SCHEMATHESIS_MIN_CASES=$(SCHEMATHESIS_MIN_CASES) \
+		$(PY) -m pytest -q -s tests/integration/test_serving_hostile_http.py -k schemathesis
