@@ -382,10 +382,10 @@ def test_field_errors_keep_the_key_in_extra(client):
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
+    ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
 )
 def test_wrong_content_type_is_415(client, content_type):
-    headers = {"content-type": content_type} if content_type else {}
+    headers = {"content-type": content_type}
     raw = json.dumps(BRIEF_REQUEST).encode()
     for path, body in (
         ("/v1/predict", raw),
@@ -393,6 +393,14 @@ def test_wrong_content_type_is_415(client, content_type):
     ):
         resp = client.post(path, content=body, headers=headers)
         assert resp.status_code == 415 and resp.json()["status_code"] == 415, resp.text
+
+
+def test_a_body_without_content_type_is_read_as_json(client):
+    """POS clients and `curl -d` often send no Content-Type; the body is still strict JSON."""
+    resp = client.post("/v1/predict", content=json.dumps(BRIEF_REQUEST).encode(), headers={})
+    assert resp.status_code in (200, 201), resp.text
+    bad = client.post("/v1/predict", content=b'{"transaction_id": 1}', headers={})
+    assert bad.status_code == 400, bad.text
 
 
 def test_unicode_ids_are_accepted_and_find_their_profile(client, demo):
