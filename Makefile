@@ -42,8 +42,8 @@ lock: $(STAMP) ## re-resolve requirements.lock from pyproject.toml (UPGRADE="--u
 	done
 
 .PHONY: test
-test: $(STAMP) ## run the whole test suite (unit, integration, e2e)
-	$(PY) -m pytest -q
+test: $(STAMP) ## run the whole test suite (unit, integration, e2e); container tests: make test-containers
+	$(PY) -m pytest -q --ignore=tests/containers
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## run the fast unit tests only

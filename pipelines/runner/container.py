@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -130,11 +131,13 @@ def container_env(task: TaskNode, env: Mapping[str, str], settings: Settings) ->
 
 
 def _local_path(uri: str) -> str | None:
+    """The host folder/file behind a local URI; None for anything remote (``http://``,
+    ``s3://``, ``mlflow-artifacts:/``, ``databricks``...)."""
     if uri.startswith("file://"):
         return uri.removeprefix("file://")
     if uri.startswith("sqlite:///"):
         return os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///")))
-    if "://" in uri or not uri:
+    if not uri or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri):
         return None
     return os.path.abspath(uri)
 
