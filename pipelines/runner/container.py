@@ -123,8 +123,12 @@ def container_env(task: TaskNode, env: Mapping[str, str], settings: Settings) ->
     for key, value in env.items():
         if key.startswith(PASS_ENV_PREFIXES) or key in PASS_ENV:
             out.setdefault(key, value)
+    # The runner's settings, so a stage inside resolves the same stores and names.
     out.setdefault("MLFLOW_TRACKING_URI", settings.mlflow.tracking_uri)
     out.setdefault("MLFLOW_ARTIFACT_LOCATION", settings.mlflow.artifact_location)
+    out.setdefault("MLFLOW_EXPERIMENT_NAME", settings.mlflow.experiment)
+    out.setdefault("MODEL_NAME", settings.mlflow.model_name)
+    out.setdefault("CHAMPION_ALIAS", settings.mlflow.champion_alias)
     if settings.s3.endpoint_url:
         out.setdefault("S3_ENDPOINT_URL", settings.s3.endpoint_url)
     return out

@@ -6,6 +6,7 @@ here the pure parts: command/args split, environment, mounts, the kill path.
 
 from __future__ import annotations
 
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -14,7 +15,7 @@ from components.contracts.settings import Settings
 from pipelines.runner import container, executor, ir
 from pipelines.runner.ir import PipelineError
 
-REPO_YAML = "pipelines/cashier_integrity.yaml"
+REPO_YAML = Path(__file__).resolve().parents[2] / "pipelines/cashier_integrity.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,7 @@ def test_command_replaces_the_entrypoint_and_args_are_the_cmd(dag, tmp_path):
 def test_environment_passes_only_tracking_s3_and_run_identity(dag, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     monkeypatch.delenv("MLFLOW_ARTIFACT_LOCATION", raising=False)
+    monkeypatch.setenv("MODEL_NAME", "risk-x")
     settings = Settings.from_env()
     env = container.container_env(
         dag.tasks["register"],
@@ -57,6 +59,7 @@ def test_environment_passes_only_tracking_s3_and_run_identity(dag, monkeypatch):
     assert env["AWS_REGION"] == "eu-west-1" and env["PIPELINE_RUN_ID"] == "r1"
     assert env["KFP_POD_NAME"] == "pod"
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    assert env["MODEL_NAME"] == "risk-x"  # settings the stages read, not only MLFLOW_*
 
 
 @pytest.mark.parametrize(
