@@ -3,7 +3,7 @@
 # Each stage image is FROM this one plus its code (components/<stage>/Dockerfile), so CI
 # builds one venv, not seven. Built by `make images` (pipelines/images.py).
 # PYTHON_BASE: the local Debian bookworm + python3 3.11 base (scripts/base_image.sh).
-ARG PYTHON_BASE
+ARG PYTHON_BASE=cashier-integrity/python-base:3.11-bookworm
 # hadolint ignore=DL3006
 FROM ${PYTHON_BASE}
 LABEL org.opencontainers.image.title="cashier-integrity-stage-deps" \

@@ -77,6 +77,14 @@ def test_stage_dockerfile_shape(stage):
     assert "pip install" not in text and not re.search(r"^RUN ", text, re.M)
 
 
+@pytest.mark.parametrize("rel", ["components/deps.Dockerfile", "serving/Dockerfile"])
+def test_python_base_default_is_the_local_base_image(rel):
+    """A plain `docker build` (docker compose, by hand) uses the same base `make images`
+    passes; the default is derived from pipelines.images.PYTHON_BASE and checked here."""
+    text = (REPO / rel).read_text()
+    assert re.search(rf"^ARG PYTHON_BASE={re.escape(bi.PYTHON_BASE)}$", text, re.M)
+
+
 def test_deps_dockerfile_installs_exactly_the_hashed_requirements():
     text = (REPO / "components/deps.Dockerfile").read_text()
     (deps,) = bi.dockerfile_stages(text)
