@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed-stamp
 
 LOCK := requirements.lock
 # The one command that writes the lock; `make lock` runs it, tests check the header matches.
+UV_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --extra test --group dev --generate-hashes \
-	--python-version 3.11 --python-platform x86_64-manylinux_2_28
+	$(UV_TARGET)
+# Each image installs (pip --require-hashes --no-deps) a closure generated from its small
+# top-level .in list, constrained by the lock: the same versions and hashes, less of them.
+IMAGE_REQUIREMENTS := components/requirements.txt serving/requirements.txt
 
 # Every version comes from the lock (hash-checked); the project itself is installed editable
 # with the lock's setuptools, so nothing outside the lock is resolved at install time.
@@ -29,12 +33,17 @@ help: ## show this help
 venv: $(STAMP) ## create .venv (if missing) and install exactly requirements.lock plus the project
 
 .PHONY: lock
-lock: $(STAMP) ## re-resolve requirements.lock from pyproject.toml (UPGRADE="--upgrade" or "--upgrade-package NAME")
+lock: $(STAMP) ## re-resolve requirements.lock from pyproject.toml (UPGRADE="--upgrade" or "--upgrade-package NAME"), then the image requirements
 	$(UV_COMPILE) $(UPGRADE) -o $(LOCK)
+	@for out in $(IMAGE_REQUIREMENTS); do \
+		echo "$(VENV)/bin/uv pip compile $${out%.txt}.in -c $(LOCK) -> $$out"; \
+		$(VENV)/bin/uv pip compile -q $${out%.txt}.in -c $(LOCK) --generate-hashes $(UV_TARGET) \
+			-o $$out || exit 1; \
+	done
 
 .PHONY: test
-test: $(STAMP) ## run the whole test suite (unit, integration, e2e)
-	$(PY) -m pytest -q
+test: $(STAMP) ## run the whole test suite (unit, integration, e2e); container tests: make test-containers
+	$(PY) -m pytest -q --ignore=tests/containers
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## run the fast unit tests only

@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--docker",
         action="store_true",
-        help="run the DSL with kfp.local.DockerRunner in the stage images instead (needs a Docker engine)",
+        help="run each task in the image the YAML names (built by `make images`, never "
+        "pulled; needs a Docker engine)",
     )
-    _image_flags(p)
 
     sub.add_parser("runs", help="list local runs, newest first")
 
@@ -197,8 +197,6 @@ def _cmd_run(args, settings: Settings) -> int:
 
     try:
         params = parse_param_args(args.param)
-        if args.docker:
-            return _run_docker(args, settings, params)
         pipeline = args.pipeline
         if pipeline is None and not args.resume:
             pipeline = DEFAULT_YAML
@@ -212,7 +210,12 @@ def _cmd_run(args, settings: Settings) -> int:
             task_timeout=args.task_timeout,
             resume=args.resume,
         )
-        runner = Runner(settings)
+        backend = None
+        if args.docker:
+            from pipelines.runner.container import ContainerBackend
+
+            backend = ContainerBackend(settings)
+        runner = Runner(settings, backend=backend)
         # `kill <runner>` stops like Ctrl-C: running tasks are killed, the run is resumable.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         rec = runner.run(pipeline, options)
@@ -231,21 +234,6 @@ def _cmd_run(args, settings: Settings) -> int:
         return 130
     print()
     print(run_summary(rec, settings))
-    return 0
-
-
-def _run_docker(args, settings: Settings, params: dict[str, str]) -> int:
-    from pipelines.docker_run import run_with_docker
-    from pipelines.submit import typed_arguments
-
-    arguments = typed_arguments(args.pipeline or DEFAULT_YAML, params)
-    registry, tag = _images(args, settings)
-    settings = settings.with_overrides(image_registry=registry, image_tag=tag)
-    try:
-        run_with_docker(settings, arguments, args.pipeline_root)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -42,14 +42,27 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+CONTENT_TAG = ("", "latest")
+"""``image_tag`` values that mean "the content-derived tag" (``:latest`` is never emitted)."""
+
+
 def image_for(
     stage: Stage, image_registry: str, image_tag: str, images: Mapping[str, str] | None = None
 ) -> str:
-    """Image reference of a stage: from ``images`` (the build script's ``images.json``,
-    kebab-name -> reference) when it names the stage, else ``<registry>/<kebab-name>:<tag>``."""
+    """Image reference of a stage.
+
+    ``images`` (kebab-name -> reference) wins when it names the stage; an explicit
+    ``image_tag`` gives ``<registry>/<kebab-name>:<tag>``; otherwise (the default, also for
+    the settings' legacy ``latest``) the content-derived reference ``make images`` builds
+    from this source (``pipelines.images``), so the YAML names exactly that image.
+    """
     if images and stage.name in images:
         return images[stage.name]
-    return f"{image_registry.rstrip('/')}/{stage.name}:{image_tag}"
+    if image_tag not in CONTENT_TAG:
+        return f"{image_registry.rstrip('/')}/{stage.name}:{image_tag}"
+    from pipelines.images import image_refs
+
+    return image_refs(image_registry)[stage.name]
 
 
 def build_components(
@@ -59,7 +72,7 @@ def build_components(
 
     Args:
         image_registry: Registry prefix, e.g. ``ghcr.io/cashier-integrity``.
-        image_tag: Image tag, e.g. ``latest`` or a git sha.
+        image_tag: Image tag; empty or ``latest`` means the content-derived tag.
         images: Exact per-stage references written by ``scripts/build_images.py``
             (``var/images.json``); they win over registry + tag.
 

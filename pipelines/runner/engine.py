@@ -141,9 +141,18 @@ class Progress:
 class Runner:
     """Runs compiled pipeline YAML locally. One instance per run."""
 
-    def __init__(self, settings: Settings | None = None, *, out: TextIO | None = sys.stderr):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        out: TextIO | None = sys.stderr,
+        backend: Any = None,
+    ):
         self.settings = settings or Settings.from_env()
         self.out = out
+        # Where a task's command runs: this venv (the executor module) or its image
+        # (runner.container.ContainerBackend); both have resolve_command and run_attempt.
+        self.backend = backend or executor
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping = threading.Event()  # set on interrupt: no new attempt may start
@@ -196,6 +205,8 @@ class Runner:
             pipeline_path = Path(pipeline_path)
             spec, platform = ir.load_pipeline(pipeline_path)
             dag = ir.build_dag(spec, platform)
+            if hasattr(self.backend, "check"):  # e.g. every image present before any task
+                self.backend.check(dag)
             params = ir.resolve_parameters(dag, options.params)
             modes = plan_modes(
                 dag.dependencies,
@@ -551,7 +562,7 @@ class Runner:
             exec_input = executor.build_executor_input(
                 task, task_rec.parameters, inputs, str(task_root)
             )
-            command = executor.resolve_command(
+            command = self.backend.resolve_command(
                 task, exec_input, pipeline_name=rec.pipeline_name,
                 pipeline_root=rec.pipeline_root, run_id=rec.run_id,
             )  # fmt: skip
@@ -561,10 +572,13 @@ class Runner:
             def record_process(proc: subprocess.Popen) -> None:
                 if self._stopping.is_set():  # started while the run was being interrupted
                     raise RuntimeError("run interrupted")  # run_attempt kills it
-                task_rec.process = procs.identity(proc.pid)  # its own group (new session)
+                try:
+                    task_rec.process = procs.identity(proc.pid)  # its own group (new session)
+                except ProcessLookupError:  # a container (--docker): no host process group
+                    task_rec.process = {}
                 self._save(rec)
 
-            result = executor.run_attempt(
+            result = self.backend.run_attempt(
                 task, command, executor_input=exec_input, env=env, log_path=log_path,
                 timeout_s=timeout_s, attempt=attempt, procs=self._procs, on_start=record_process,
             )  # fmt: skip

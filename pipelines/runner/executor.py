@@ -144,7 +144,6 @@ def run_attempt(
     and stderr are appended to ``log_path``. ``on_start`` is called with the process as soon
     as it exists (the engine records its group in the run record).
     """
-    task_root = Path(executor_input["outputs"]["outputFile"]).parent
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log_path, "ab") as out:
@@ -177,7 +176,14 @@ def run_attempt(
         finally:
             if procs is not None:
                 procs.pop(task.name, None)
-    duration = time.monotonic() - started
+    return check_attempt(task, executor_input, code, time.monotonic() - started)
+
+
+def check_attempt(
+    task: TaskNode, executor_input: dict[str, Any], code: int, duration: float
+) -> AttemptResult:
+    """Judge a finished attempt: exit code, every output written, a valid executor output."""
+    task_root = Path(executor_input["outputs"]["outputFile"]).parent
     if code != 0:
         reason = f"exited with code {code}"
         if code < 0:

@@ -10,6 +10,7 @@ from kfp import components
 
 from pipelines.compile import DEFAULT_PIPELINE_YAML, check_fresh, compile_all
 from pipelines.components import STAGES
+from pipelines.images import image_refs
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def test_component_yaml_loads_and_runs_the_stage_cli(stage):
     comp = components.load_component_from_file(str(stage.component_yaml))
     assert comp.name == stage.name
     container = comp.component_spec.implementation.container
-    assert container.image == f"{REGISTRY}/{stage.name}:{TAG}"
+    assert container.image == image_refs(REGISTRY)[stage.name]  # content tag, never :latest
     assert container.command == ["python", "-m", f"components.{stage.module}"]
     assert comp.description  # docstrings reach the KFP UI
     ir = comp.pipeline_spec.components[f"comp-{stage.name}"]

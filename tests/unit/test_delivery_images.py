@@ -1,39 +1,26 @@
-"""Dockerfiles, requirements and .dockerignore: linted with hadolint, checked against the repo.
+"""Dockerfiles, image requirements and .dockerignore, checked statically.
 
-No Docker engine runs here, so images are not built; instead every property that a build
-would rely on is checked statically (COPY sources exist, pins match pyproject.toml and the
-tested venv, non-root user, entrypoints) and the entrypoints are imported in
-tests/integration/test_delivery_entrypoints.py.
+hadolint on every Dockerfile (the Lambda target's base cannot be pulled here, so lint is all
+it gets), the shape each image relies on, and every pin and sha256 of the image
+requirements against requirements.lock. Builds and runs are in tests/containers/.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
+
+from pipelines import images as bi
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("datagen", "split", "features", "train_xgb", "train_iforest", "evaluate", "register")
 GENERATED_SOURCES = {"serving/model/", "serving/model"}  # written by scripts/bake_bundle.py
-
-
-def _load_build_images():
-    spec = importlib.util.spec_from_file_location("build_images", REPO / "scripts/build_images.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("build_images", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bi = _load_build_images()
+IMAGE_REQUIREMENTS = ("components/requirements.txt", "serving/requirements.txt")
 
 
 def hadolint() -> str:
@@ -45,13 +32,7 @@ def hadolint() -> str:
 
 
 def dockerfiles() -> list[Path]:
-    return [REPO / f"components/{s}/Dockerfile" for s in STAGES] + [REPO / "serving/Dockerfile"]
-
-
-def pyproject_deps() -> dict[str, Requirement]:
-    data = tomllib.loads((REPO / "pyproject.toml").read_text())
-    reqs = [Requirement(r) for r in data["project"]["dependencies"]]
-    return {r.name.lower(): r for r in reqs}
+    return [REPO / s.dockerfile for s in bi.image_specs()][:-1]  # serving once
 
 
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: str(p.relative_to(REPO)))
@@ -85,20 +66,34 @@ def test_copy_sources_exist(path):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_dockerfile_shape(stage):
-    stages = bi.dockerfile_stages((REPO / f"components/{stage}/Dockerfile").read_text())
-    final = stages[-1]
-    assert final.base == "${PYTHON_BASE}"
+    """A stage image is the shared stage-deps image plus that stage's own folder."""
     text = (REPO / f"components/{stage}/Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_BASE=python:3\.11-slim", text, re.M)
+    (final,) = bi.dockerfile_stages(text)
+    assert final.base == "${DEPS_IMAGE}"
     assert final.user and final.user.split(":")[0] not in ("root", "0"), "must run as non-root"
+    assert final.workdir == "/app"
     assert final.entrypoint == ("python", "-m", f"components.{stage}")
-    copied = {s for c in final.copies if not c.from_stage for s in c.sources}
-    assert copied == {"components/__init__.py", "components/contracts/", f"components/{stage}/"}
-    # dependencies come from the deps stage as a finished venv: no pip/compilers run in the final stage
-    final_runs = re.split(r"^FROM ", text, flags=re.M)[-1]
-    assert "pip install" not in final_runs
-    assert not re.search(r"\b(gcc|g\+\+|build-essential|make)\b", final_runs)
-    assert any(c.from_stage == "deps" and c.sources == ("/opt/venv",) for c in final.copies)
+    assert {s for c in final.copies for s in c.sources} == {f"components/{stage}/"}
+    assert "pip install" not in text and not re.search(r"^RUN ", text, re.M)
+
+
+@pytest.mark.parametrize("rel", ["components/deps.Dockerfile", "serving/Dockerfile"])
+def test_python_base_default_is_the_local_base_image(rel):
+    """A plain `docker build` (docker compose, by hand) uses the same base `make images`
+    passes; the default is derived from pipelines.images.PYTHON_BASE and checked here."""
+    text = (REPO / rel).read_text()
+    assert re.search(rf"^ARG PYTHON_BASE={re.escape(bi.PYTHON_BASE)}$", text, re.M)
+
+
+def test_deps_dockerfile_installs_exactly_the_hashed_requirements():
+    text = (REPO / "components/deps.Dockerfile").read_text()
+    (deps,) = bi.dockerfile_stages(text)
+    assert deps.base == "${PYTHON_BASE}" and deps.workdir == "/app"
+    assert deps.user and deps.user.split(":")[0] not in ("root", "0")
+    assert "--require-hashes --no-deps -r /tmp/requirements.txt" in text
+    sources = {s for c in deps.copies for s in c.sources}
+    assert sources == {"components/requirements.txt", "components/__init__.py",
+                       "components/contracts/"}  # fmt: skip
 
 
 def test_serving_dockerfile_targets():
@@ -134,38 +129,67 @@ def test_serving_images_ship_precompiled_kernels():
         assert user is None or user.start() > warm.start(), f"{name}: warm-up must run as root"
 
 
-def _requirements(path: Path) -> list[Requirement]:
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    return [Requirement(ln) for ln in lines if ln and not ln.startswith("#")]
+def hashed_requirements(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """``{name: (version, {sha256, ...})}`` of a ``uv pip compile --generate-hashes`` file."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    joined = re.sub(r"\\\n\s*", " ", text)
+    for line in joined.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})*)",
+                         line)  # fmt: skip
+        assert m, f"not a pinned, hashed requirement: {line!r}"
+        hashes = frozenset(re.findall(r"sha256:([0-9a-f]{64})", m.group(3)))
+        out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = (m.group(2), hashes)
+    return out
 
 
-@pytest.mark.parametrize(
-    "path",
-    [REPO / f"components/{s}/requirements.txt" for s in STAGES]
-    + [REPO / "serving/requirements.txt"],
-    ids=lambda p: str(p.relative_to(REPO)),
-)
-def test_requirements_pinned_to_pyproject_and_venv(path):
-    deps = pyproject_deps()
-    reqs = _requirements(path)
-    assert reqs, f"{path} lists no requirement"
-    for req in reqs:
-        spec = list(req.specifier)
-        assert len(spec) == 1 and spec[0].operator == "==", f"{path}: {req} is not pinned with =="
-        pinned = spec[0].version
-        name = req.name.lower()
-        assert name in deps, f"{path}: {req.name} is not a dependency in pyproject.toml"
-        assert deps[name].specifier.contains(pinned), (
-            f"{path}: {req} violates pyproject {deps[name]}"
-        )
-        installed = importlib.metadata.version(req.name)
-        assert installed == pinned, f"{path}: {req} but the tested venv has {installed}"
+def test_hashed_requirements_parser_can_fail():
+    lock = hashed_requirements("a-b==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    assert lock == {"a-b": ("1.0", frozenset({"0" * 64}))}
+    with pytest.raises(AssertionError, match="not a pinned"):
+        hashed_requirements("numpy>=2\n")
+
+
+@pytest.mark.parametrize("rel", IMAGE_REQUIREMENTS)
+def test_image_requirements_equal_the_lock(rel):
+    """Every pin and every sha256 of an image's requirements is the lock's, and the file is
+    the closure of its .in list (so `pip install --require-hashes --no-deps` is complete)."""
+    lock = hashed_requirements((REPO / "requirements.lock").read_text())
+    image = hashed_requirements((REPO / rel).read_text())
+    assert image, f"{rel} lists nothing"
+    for name, (version, hashes) in image.items():
+        assert name in lock, f"{rel}: {name} is not in requirements.lock"
+        assert version == lock[name][0], f"{rel}: {name}=={version}, lock has {lock[name][0]}"
+        assert hashes and hashes == lock[name][1], f"{rel}: {name} hashes differ from the lock"
+    top = REPO / rel.replace(".txt", ".in")
+    wanted = {re.sub(r"[-_.]+", "-", ln.strip()).lower()
+              for ln in top.read_text().splitlines() if ln.strip() and not ln.startswith("#")}  # fmt: skip
+    assert wanted <= set(image), f"{rel} misses {sorted(wanted - set(image))} of {top.name}"
+
+
+@pytest.mark.parametrize("rel", IMAGE_REQUIREMENTS)
+def test_image_requirements_are_made_by_make_lock(rel):
+    """The header names the command `make lock` runs (constrained by the lock)."""
+    header = (REPO / rel).read_text().splitlines()[1]
+    source = rel.replace(".txt", ".in")
+    assert f"uv pip compile {source} -c requirements.lock --generate-hashes" in header
+    assert f"-o {rel}" in header
+    makefile = (REPO / "Makefile").read_text()
+    assert "-c $(LOCK) --generate-hashes" in makefile and "IMAGE_REQUIREMENTS" in makefile
+
+
+def test_stage_images_use_mlflow_skinny_with_the_sqlite_store_deps():
+    names = set(hashed_requirements((REPO / "components/requirements.txt").read_text()))
+    assert {"mlflow-skinny", "sqlalchemy", "alembic"} <= names
+    assert not names & {"mlflow", "flask", "gunicorn", "graphene"}, "no MLflow server inside"
 
 
 def test_serving_requirements_never_need_pickle_stacks():
-    names = {r.name.lower() for r in _requirements(REPO / "serving/requirements.txt")}
+    names = set(hashed_requirements((REPO / "serving/requirements.txt").read_text()))
     assert {"mangum", "litestar", "uvicorn", "prometheus-client"} <= names
-    assert not names & {"mlflow", "scikit-learn", "skops"}
+    assert not names & {"mlflow", "mlflow-skinny", "scikit-learn", "skops"}
 
 
 def test_dockerignore_keeps_data_and_venvs_out():
@@ -174,7 +198,8 @@ def test_dockerignore_keeps_data_and_venvs_out():
     matcher = PatternMatcher(bi.read_dockerignore(REPO))
     for excluded in (".venv/bin/python", "var/mlflow/mlflow.db", "data/transactions.csv",
                      ".git/HEAD", "tests/conftest.py", "components/contracts/__pycache__/x.pyc",
-                     "mlruns/0/meta.yaml", "components/var/x.parquet"):  # fmt: skip
+                     "mlruns/0/meta.yaml", "components/var/x.parquet",
+                     "components/datagen/component.yaml"):  # fmt: skip
         assert matcher.matches(excluded), f"{excluded} would be sent to the engine"
     for included in ("components/__init__.py", "components/contracts/schemas.py",
                      "components/datagen/Dockerfile", "serving/model/manifest.json",
@@ -186,11 +211,7 @@ def test_serving_image_carries_what_the_lambda_default_metrics_mode_needs():
     """The SAM template defaults METRICS_MODE to emf, which imports aws-lambda-powertools."""
     template = (REPO / "manifests" / "lambda" / "template.yaml").read_text()
     assert "Default: emf" in template
-    names = {
-        Requirement(line).name.lower()
-        for line in (REPO / "serving" / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+    names = set(hashed_requirements((REPO / "serving/requirements.txt").read_text()))
     assert "aws-lambda-powertools" in names
     source = (REPO / "serving" / "metrics.py").read_text()
     assert "aws_lambda_powertools" in source

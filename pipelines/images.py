@@ -1,0 +1,585 @@
+"""The project's images: what each is built from, its content-derived tag, and the build.
+
+Layers, bottom up (each built once, reused by everything above it):
+
+1. ``PYTHON_BASE``: Debian bookworm (``debootstrap --variant=minbase``) with Debian's
+   python3 3.11 and python3-venv, made locally by ``scripts/base_image.sh`` because no image
+   registry can be pulled from here.
+2. ``stage-deps`` (``components/deps.Dockerfile``): one venv with every stage's runtime
+   dependencies, installed hash-checked from ``components/requirements.txt`` (generated from
+   ``components/requirements.in`` constrained by ``requirements.lock``).
+3. one image per stage (``components/<stage>/Dockerfile``): ``FROM`` stage-deps plus that
+   stage's code; a stage rebuild is a few ``COPY`` layers, not a venv.
+4. ``serving`` (``serving/Dockerfile`` target ``server``, uvicorn) and ``serving-lambda``
+   (target ``lambda``, FROM the AWS Lambda base, which cannot be pulled here).
+
+Every tag is a digest of exactly what goes into the image: the Dockerfile, every ``COPY``
+source file (after ``.dockerignore``), the build target and the build arguments, which for
+a stage include the stage-deps reference and so its content digest. Same source, same tag,
+on any machine and without an engine; a changed file, a new tag. Never ``:latest`` and no
+git sha (a commit that does not touch an image keeps its tag, so KFP's cache, which keys on
+the image string, stays valid exactly as long as the image is the same). The pipeline compile
+names these references (``pipelines.components``), so the checked-in YAML names exactly
+what ``make images`` builds from the same source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+
+PYTHON_BASE = "cashier-integrity/python-base:3.11-bookworm"
+"""Local OS + Python base image (``scripts/base_image.sh`` makes it; never pulled)."""
+
+DEPS = "stage-deps"
+"""Name of the shared dependency image every stage image is built FROM."""
+
+STAGE_MODULES: tuple[str, ...] = (
+    "datagen",
+    "split",
+    "features",
+    "train_xgb",
+    "train_iforest",
+    "evaluate",
+    "register",
+)
+"""Stage folders under ``components/``; the image name is the kebab-case form."""
+
+BUNDLE_DIR = "serving/model"
+"""Where ``scripts/bake_bundle.py`` puts the champion bundle the serving images copy in."""
+
+TAG_CHARS = 16
+"""Hex characters of the content digest used as the tag (64 bits)."""
+
+
+class BuildError(RuntimeError):
+    """A build cannot proceed; the message is one line naming the bad input."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image to build: its name, Dockerfile, target and what it is built FROM."""
+
+    name: str
+    """Kebab-case image name, also the KFP component/task name for stages (``train-xgb``)."""
+    dockerfile: str
+    """Dockerfile path relative to the repo root (the build context)."""
+    target: str | None = None
+    """Multi-stage ``--target``; None builds the Dockerfile's last stage."""
+    deps: str | None = None
+    """Name of a project image this one is built FROM (passed as ``DEPS_IMAGE``)."""
+    python_base: bool = False
+    """Built FROM ``PYTHON_BASE`` (passed as the ``PYTHON_BASE`` build argument)."""
+    local: bool = True
+    """Buildable here; False when its base must be pulled (the Lambda image)."""
+
+
+def stage_name(module: str) -> str:
+    """Image (and KFP component) name of a stage module: ``train_xgb`` -> ``train-xgb``."""
+    return module.replace("_", "-")
+
+
+def image_specs() -> tuple[ImageSpec, ...]:
+    """Every image of the project in build order (a base before what is built FROM it)."""
+    stages = tuple(
+        ImageSpec(stage_name(m), f"components/{m}/Dockerfile", deps=DEPS) for m in STAGE_MODULES
+    )
+    return (
+        ImageSpec(DEPS, "components/deps.Dockerfile", python_base=True),
+        *stages,
+        ImageSpec("serving", "serving/Dockerfile", "server", python_base=True),
+        ImageSpec("serving-lambda", "serving/Dockerfile", "lambda", local=False),
+    )
+
+
+STAGE_IMAGES: tuple[str, ...] = tuple(stage_name(m) for m in STAGE_MODULES)
+"""The images the compiled pipeline names, in stage order."""
+
+
+# ---------------------------------------------------------------- Dockerfile parsing (pure)
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One Dockerfile instruction after joining continuation lines."""
+
+    keyword: str
+    """Upper-case instruction (``FROM``, ``COPY``, ...)."""
+    args: str
+    """Everything after the keyword."""
+    line: int
+    """1-based line number where the instruction starts."""
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Split a Dockerfile into instructions (comments dropped, ``\\`` continuations joined)."""
+    out: list[Instruction] = []
+    buf: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not buf and (not stripped or stripped.startswith("#")):
+            continue
+        if buf and stripped.startswith("#"):
+            continue  # comment lines inside a continued instruction are ignored
+        if not buf:
+            start = number
+        if stripped.endswith("\\"):
+            buf.append(stripped[:-1].strip())
+            continue
+        buf.append(stripped)
+        joined = " ".join(part for part in buf if part)
+        keyword, _, args = joined.partition(" ")
+        out.append(Instruction(keyword.upper(), args.strip(), start))
+        buf = []
+    if buf:
+        joined = " ".join(buf)
+        keyword, _, args = joined.partition(" ")
+        out.append(Instruction(keyword.upper(), args.strip(), start))
+    return out
+
+
+@dataclass(frozen=True)
+class CopyInstruction:
+    """A ``COPY``/``ADD`` instruction: sources, destination and ``--from`` stage if any."""
+
+    sources: tuple[str, ...]
+    dest: str
+    from_stage: str | None
+    stage: str
+    """Name (or index as a string) of the build stage the instruction belongs to."""
+    workdir: str
+    """WORKDIR in effect (for relative destinations)."""
+
+
+def _split_copy_args(args: str) -> tuple[dict[str, str], list[str]]:
+    words = json.loads(args) if args.lstrip().startswith("[") else shlex.split(args)
+    flags: dict[str, str] = {}
+    rest: list[str] = []
+    for word in words:
+        if word.startswith("--") and not rest:
+            key, _, value = word[2:].partition("=")
+            flags[key] = value
+        else:
+            rest.append(word)
+    return flags, rest
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One build stage: name, base (``FROM``), copies, and the runtime settings it declares."""
+
+    name: str
+    base: str
+    copies: tuple[CopyInstruction, ...]
+    cmd: tuple[str, ...] | None
+    entrypoint: tuple[str, ...] | None
+    user: str | None
+    workdir: str | None = None
+
+
+def _exec_form(args: str) -> tuple[str, ...]:
+    if args.lstrip().startswith("["):
+        return tuple(json.loads(args))
+    return ("/bin/sh", "-c", args)
+
+
+def dockerfile_stages(text: str) -> list[Stage]:
+    """Parse a (multi-stage) Dockerfile into its stages, in order."""
+    stages: list[Stage] = []
+    name = base = ""
+    copies: list[CopyInstruction] = []
+    cmd = entrypoint = None
+    user = None
+    workdir = "/"
+    set_workdir: str | None = None
+
+    def close() -> None:
+        if base:
+            stages.append(Stage(name, base, tuple(copies), cmd, entrypoint, user, set_workdir))
+
+    for ins in parse_dockerfile(text):
+        if ins.keyword == "FROM":
+            close()
+            words = [w for w in ins.args.split() if not w.startswith("--platform")]
+            base = words[0]
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else str(len(stages))
+            # A stage built FROM an earlier stage inherits its settings.
+            parent = next((s for s in stages if s.name == base), None)
+            copies, cmd, entrypoint = [], None, None
+            user = parent.user if parent else None
+            set_workdir = parent.workdir if parent else None
+            workdir = set_workdir or "/"
+        elif ins.keyword in ("COPY", "ADD"):
+            flags, words = _split_copy_args(ins.args)
+            copies.append(
+                CopyInstruction(
+                    sources=tuple(words[:-1]),
+                    dest=words[-1],
+                    from_stage=flags.get("from"),
+                    stage=name,
+                    workdir=workdir,
+                )
+            )
+        elif ins.keyword == "WORKDIR":
+            path = ins.args.strip()
+            workdir = path if path.startswith("/") else f"{workdir.rstrip('/')}/{path}"
+            set_workdir = workdir
+        elif ins.keyword == "CMD":
+            cmd = _exec_form(ins.args)
+        elif ins.keyword == "ENTRYPOINT":
+            entrypoint = _exec_form(ins.args)
+        elif ins.keyword == "USER":
+            user = ins.args.strip()
+    close()
+    return stages
+
+
+def stage_chain(stages: Sequence[Stage], target: str | None) -> list[Stage]:
+    """The target stage (default: the last) and every stage it is built from or copies from."""
+    by_name = {s.name: s for s in stages}
+    if not stages:
+        raise BuildError("Dockerfile has no FROM instruction")
+    if target is not None and target not in by_name:
+        raise BuildError(f"build target {target!r} not in Dockerfile (stages: {sorted(by_name)})")
+    todo = [by_name[target] if target else stages[-1]]
+    seen: dict[str, Stage] = {}
+    while todo:
+        stage = todo.pop()
+        if stage.name in seen:
+            continue
+        seen[stage.name] = stage
+        deps = [stage.base] + [c.from_stage for c in stage.copies if c.from_stage]
+        todo.extend(by_name[d] for d in deps if d in by_name)
+    return [s for s in stages if s.name in seen]
+
+
+def copy_sources(text: str, target: str | None = None) -> list[str]:
+    """Build-context sources of every COPY/ADD the target depends on (no ``--from`` copies)."""
+    sources: list[str] = []
+    for stage in stage_chain(dockerfile_stages(text), target):
+        for ins in stage.copies:
+            if ins.from_stage is None:
+                sources.extend(s for s in ins.sources if s not in sources)
+    return sources
+
+
+# ---------------------------------------------------------------- content digest and tags
+
+
+def read_dockerignore(repo: Path) -> list[str]:
+    """Patterns of ``<repo>/.dockerignore`` (empty when there is none)."""
+    path = repo / ".dockerignore"
+    if not path.exists():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def context_files(
+    repo: Path, sources: Iterable[str], ignore: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Files the sources expand to in the build context docker-py sends (``.dockerignore``
+    applied by docker-py's own ``exclude_paths``, which prunes ignored folders whole).
+
+    Returns:
+        (sorted repo-relative files, sources that matched nothing).
+    """
+    import fnmatch
+
+    from docker.utils.build import exclude_paths
+
+    sent = {p for p in exclude_paths(str(repo), list(ignore)) if (repo / p).is_file()}
+    files: set[str] = set()
+    missing: list[str] = []
+    for source in sources:
+        pattern = source.strip("/") or "."
+        if pattern == ".":
+            hits = set(sent)
+        elif any(ch in pattern for ch in "*?["):
+            hits = {f for f in sent if fnmatch.fnmatch(f, pattern)}
+        else:
+            hits = {f for f in sent if f == pattern or f.startswith(pattern + "/")}
+        if not hits:
+            missing.append(source)
+        files |= hits
+    return sorted(files), missing
+
+
+def content_digest(
+    repo: Path, files: Sequence[str], target: str | None, buildargs: Mapping[str, str]
+) -> str:
+    """sha256 over the build target, the build arguments and (path, content) of every file."""
+    h = hashlib.sha256()
+    h.update(f"target={target or ''}\n".encode())
+    for key in sorted(buildargs):
+        h.update(f"arg {key}={buildargs[key]}\n".encode())
+    for rel in files:
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256((repo / rel).read_bytes()).hexdigest().encode() + b"\n")
+    return h.hexdigest()
+
+
+def image_ref(registry: str, name: str, tag: str) -> str:
+    """``<registry>/<name>:<tag>`` (the registry prefix may carry a namespace)."""
+    registry = registry.strip().rstrip("/")
+    if not registry:
+        raise BuildError("IMAGE_REGISTRY is empty: set it to e.g. ghcr.io/<org>")
+    return f"{registry}/{name}:{tag}"
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """An image with its resolved inputs, tag and full reference."""
+
+    spec: ImageSpec
+    files: tuple[str, ...]
+    """Repo-relative files that go into the image (Dockerfile first)."""
+    buildargs: Mapping[str, str]
+    """Build arguments (base image references)."""
+    digest: str
+    """sha256 (hex) over ``files`` contents, the build target and ``buildargs``."""
+    ref: str
+    missing: tuple[str, ...] = ()
+    """COPY sources that do not exist yet (e.g. the serving bundle before baking)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return self.ref.rpartition(":")[2]
+
+
+def plan_images(
+    repo: Path = REPO,
+    registry: str = "",
+    only: Iterable[str] | None = None,
+    python_base: str = PYTHON_BASE,
+) -> list[PlannedImage]:
+    """Resolve every image's files, build arguments, digest and reference (no engine).
+
+    ``only`` selects images by name; the images they are built FROM are always planned too
+    (their references are part of the selected images' digests) and come first.
+    """
+    from components.contracts.settings import Settings
+
+    registry = registry or Settings.from_env().image_registry
+    specs = {s.name: s for s in image_specs()}
+    wanted = list(only or [])
+    unknown = sorted(set(wanted) - set(specs))
+    if unknown:
+        raise BuildError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(specs)}")
+    selected = set(wanted or specs)
+    selected |= {specs[n].deps for n in list(selected) if specs[n].deps}
+    ignore = read_dockerignore(repo)
+    refs: dict[str, str] = {}
+    planned: list[PlannedImage] = []
+    for spec in specs.values():
+        if spec.name not in selected:
+            continue
+        dockerfile = repo / spec.dockerfile
+        if not dockerfile.is_file():
+            raise BuildError(f"{spec.dockerfile}: Dockerfile not found")
+        sources = copy_sources(dockerfile.read_text(), spec.target)
+        files, missing = context_files(repo, sources, ignore)
+        files = [spec.dockerfile, *(f for f in files if f != spec.dockerfile)]
+        buildargs: dict[str, str] = {}
+        if spec.python_base:
+            buildargs["PYTHON_BASE"] = python_base
+        if spec.deps:
+            buildargs["DEPS_IMAGE"] = refs[spec.deps]
+        digest = content_digest(repo, files, spec.target, buildargs)
+        ref = image_ref(registry, spec.name, digest[:TAG_CHARS])
+        refs[spec.name] = ref
+        labels = {
+            "org.opencontainers.image.title": f"cashier-integrity-{spec.name}",
+            "io.cashier-integrity.content-digest": f"sha256:{digest}",
+        }
+        planned.append(
+            PlannedImage(spec, tuple(files), buildargs, digest, ref, tuple(missing), labels)
+        )
+    return planned
+
+
+def image_refs(registry: str = "", repo: Path = REPO) -> dict[str, str]:
+    """``{stage image name: reference}`` for the seven stages, as ``make images`` tags them."""
+    planned = plan_images(repo, registry, STAGE_IMAGES)
+    return {p.spec.name: p.ref for p in planned if p.spec.name in STAGE_IMAGES}
+
+
+def format_plan(planned: Sequence[PlannedImage]) -> str:
+    """Human-readable plan: one line per image, then its build command and context."""
+    lines = []
+    for p in planned:
+        target = f" --target {p.spec.target}" if p.spec.target else ""
+        args = "".join(f" --build-arg {k}={v}" for k, v in p.buildargs.items())
+        lines.append(f"{p.spec.name}: {p.ref}")
+        lines.append(f"  docker build -f {p.spec.dockerfile}{target}{args} -t {p.ref} .")
+        lines.append(f"  context: {len(p.files)} files, digest sha256:{p.digest}")
+        if not p.spec.local:
+            lines.append("  NOT BUILDABLE HERE: its base image must be pulled")
+        for source in p.missing:
+            lines.append(f"  MISSING COPY source: {source}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- Docker engine (I/O)
+
+
+def connect(client_factory: Any = None, timeout: int = 600) -> Any:
+    """Return a Docker client whose engine answered a ping.
+
+    Raises:
+        BuildError: no engine answers (one line, naming ``DOCKER_HOST``).
+    """
+    import os
+
+    import docker
+    from docker.errors import DockerException
+
+    factory = client_factory or (lambda: docker.from_env(timeout=timeout))
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = factory()
+        client.ping()
+    except (DockerException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BuildError(f"no Docker engine answers at DOCKER_HOST={host}: {first}") from exc
+    return client
+
+
+def image_present(client: Any, ref: str) -> bool:
+    """True when the engine has an image tagged ``ref`` (never pulls)."""
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def build_image(client: Any, repo: Path, image: PlannedImage, *, network: str | None = "host",
+                pull: bool = False) -> str:  # fmt: skip
+    """Build one image from the repo-root context and tag it; returns the image id.
+
+    ``network="host"``: a build reaches the package index only through the host's network
+    on the machines here (no bridge egress).
+    """
+    from docker.errors import APIError
+    from docker.errors import BuildError as DockerBuildError
+
+    if image.missing:
+        hint = (
+            " (run scripts/bake_bundle.py first)" if BUNDLE_DIR in " ".join(image.missing) else ""
+        )
+        raise BuildError(
+            f"{image.spec.name}: COPY source(s) missing: {', '.join(image.missing)}{hint}"
+        )
+    for key, base in image.buildargs.items():
+        if not image_present(client, base):
+            make = "scripts/base_image.sh" if key == "PYTHON_BASE" else "make images"
+            raise BuildError(f"{image.spec.name}: base image {base} not present (run {make})")
+    log.info("building %s", image.ref)
+    try:
+        built, logs = client.images.build(
+            path=str(repo),
+            dockerfile=image.spec.dockerfile,
+            target=image.spec.target,
+            tag=image.ref,
+            buildargs=dict(image.buildargs),
+            labels=dict(image.labels),
+            network_mode=network,
+            pull=pull,
+            rm=True,
+            forcerm=True,
+        )
+    except DockerBuildError as exc:
+        tail = [c.get("stream", "").rstrip() for c in exc.build_log if isinstance(c, dict)]
+        last = next((line for line in reversed(tail) if line), "")
+        raise BuildError(f"{image.spec.name}: docker build failed: {exc.msg} {last}") from exc
+    except APIError as exc:
+        raise BuildError(f"{image.spec.name}: docker build failed: {exc.explanation}") from exc
+    for chunk in logs:
+        if isinstance(chunk, dict) and chunk.get("stream"):
+            log.debug("%s", chunk["stream"].rstrip())
+    return built.id
+
+
+def push_image(client: Any, ref: str) -> str | None:
+    """Push ``ref``; returns the pushed manifest digest (``sha256:...``) when reported."""
+    repository, _, tag = ref.rpartition(":")
+    digest = None
+    for event in client.images.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in event:
+            raise BuildError(f"push {ref} failed: {event['error']}")
+        aux = event.get("aux") or {}
+        digest = aux.get("Digest", digest)
+    log.info("pushed %s %s", ref, digest or "")
+    return digest
+
+
+@dataclass(frozen=True)
+class Built:
+    """What happened to one image in ``build_all``."""
+
+    name: str
+    ref: str
+    image_id: str
+    size_bytes: int
+    seconds: float
+    """Build wall time; 0.0 when the image was already present (same content tag)."""
+    cached: bool
+    pushed_digest: str | None = None
+
+
+def build_all(
+    client: Any,
+    repo: Path,
+    planned: Sequence[PlannedImage],
+    *,
+    push: bool = False,
+    rebuild: bool = False,
+    network: str | None = "host",
+) -> list[Built]:
+    """Build each planned image unless an image with its content tag already exists.
+
+    A present tag is the same content (the tag is its digest), so it is reused unless
+    ``rebuild``; images whose base cannot be pulled here (``spec.local`` False) are built only
+    when asked for explicitly by the caller's plan.
+    """
+    import time
+
+    results: list[Built] = []
+    for image in planned:
+        start = time.monotonic()
+        cached = not rebuild and image_present(client, image.ref)
+        if not cached:
+            build_image(client, repo, image, network=network)
+        elapsed = 0.0 if cached else time.monotonic() - start
+        found = client.images.get(image.ref)
+        digest = push_image(client, image.ref) if push else None
+        results.append(
+            Built(image.spec.name, image.ref, found.id, int(found.attrs.get("Size", 0)),
+                  elapsed, cached, digest)
+        )  # fmt: skip
+    return results
+
+
+def format_results(results: Sequence[Built]) -> str:
+    """One line per image: reference, size, build time (or reused)."""
+    lines = []
+    for r in results:
+        how = "reused (same content tag)" if r.cached else f"built in {r.seconds:.0f} s"
+        pushed = f", pushed {r.pushed_digest}" if r.pushed_digest else ""
+        lines.append(f"{r.name:15} {r.size_bytes / 1e6:7.0f} MB  {how}{pushed}  {r.ref}")
+    return "\n".join(lines)
