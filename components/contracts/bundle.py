@@ -99,8 +99,9 @@ class Bundle:
 
     @property
     def model_version(self) -> str | None:
-        """Registry version: from the manifest if it was known at build time, else the sidecar."""
-        version = self.manifest.get("model_version") or (self.registry or {}).get("model_version")
+        """Registry version: from ``registry.json`` (listed, so verified) once the registry
+        assigned one, else the manifest's build-time ``model_version``."""
+        version = (self.registry or {}).get("model_version") or self.manifest.get("model_version")
         return str(version) if version not in (None, "") else None
 
     @property
@@ -260,9 +261,8 @@ def load_bundle(
     Checks: manifest format and ``bundle_version``; ``schema_version`` and
     ``feature_version`` equal to the running code's (``check_versions``); every required file
     listed; every listed file present with the listed sha256; no unlisted file except
-    ``manifest.json`` (``registry.json`` included: it must be listed); a listed
-    ``registry.json`` agreeing with the manifest's ``model_version`` if it has one; blend
-    parameters with thresholds; the feature list equal to ``features.FEATURE_NAMES``.
+    ``manifest.json`` (``registry.json`` included: it must be listed, and then names the
+    ``model_version``); blend parameters with thresholds; the feature list equal to ``features.FEATURE_NAMES``.
     ``bundle_dir`` may be a published output (``_SUCCESS`` marker): its committed version
     is opened.
 
@@ -349,12 +349,6 @@ def load_bundle(
         registry = _read_json(root / REGISTRY_SIDECAR)
         if not isinstance(registry, dict) or not registry.get("model_version"):
             raise BundleError(f"{root / REGISTRY_SIDECAR}: not a JSON object with model_version")
-        claimed = manifest.get("model_version")
-        if claimed not in (None, "") and str(claimed) != str(registry["model_version"]):
-            raise BundleError(
-                f"{root / REGISTRY_SIDECAR}: model_version {registry['model_version']!r} "
-                f"differs from manifest {claimed!r}"
-            )
     return Bundle(
         root=root,
         manifest=manifest,

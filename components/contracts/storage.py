@@ -24,9 +24,9 @@ Until its ``_SUCCESS`` is replaced the previous version stays complete and reada
 failure or kill before step 3 changes nothing a reader sees.
 
 Several outputs commit together (the exact rule): a reader opening one output also reads
-the markers of its siblings (those that still exist at the recorded URI; an orchestrator
-that moved the artifacts elsewhere, as KFP's launcher does, already published them all or
-none). The output's *committed* version is its current one if every sibling's current
+the markers of its siblings (those that still exist at the recorded URI and still name
+this output as a sibling; an orchestrator that moved the artifacts elsewhere, as KFP's
+launcher and the local runner's S3 upload do, already published them all or none). The output's *committed* version is its current one if every sibling's current
 commit is the same; otherwise (a kill between two switches) it is the newest commit that
 every output holds as current or ``previous``, which is the stage's last complete commit
 (its files are kept until every switch is done). If no such commit exists the read fails.
@@ -47,7 +47,9 @@ no longer running (or this very process: it stages an output once per publicatio
 when it is older than ``STAGING_GRACE_S`` (a writer on another host); another live
 writer's fresh staging is never touched. Legacy staging names of the
 pre-versioned code (``.<name>.<uuid32>.tmp|.old``, ``.<name>.tmp-|old-<uuid32>``,
-``.<name>.<mkstemp>.tmp``) are deleted outright: current code never creates them.
+``.<name>.<mkstemp>.tmp``) are deleted outright: current code never creates them, and a
+folder holding a pre-versioned output (files beside no or a foreign marker) is cleared of
+it after the first switch (an output folder belongs to its stage, as it always did).
 
 Reads validate against a declared schema (``schemas.validate_table``) and name the file and
 column on error. S3 endpoint, region and credentials come from ``settings.S3Settings``.
@@ -393,7 +395,10 @@ def _committed_state(uri: str, marker: dict[str, Any], s3: S3Settings | None) ->
         fs, path = filesystem(sibling, s3)
         if _stat(sibling, fs, path).type == pafs.FileType.NotFound:
             continue  # moved by an orchestrator that publishes a task's outputs all or none
-        others[sibling] = _read_marker(fs, path)
+        other = _read_marker(fs, path)
+        if other is not None and uri not in other.get("outputs", []):
+            continue  # rewritten since by a publication this output was not part of
+        others[sibling] = other
     candidates = [_state(marker)] + ([marker["previous"]] if marker.get("previous") else [])
     for candidate in candidates:
         commit = candidate["commit"]
@@ -782,6 +787,26 @@ def clean_staging(uri: str, s3: S3Settings | None = None, *, keep: Iterable[str]
     return removed
 
 
+def _ours(name: str) -> bool:
+    """Names the publishing rule creates inside an output folder."""
+    return (
+        name == SUCCESS_MARKER
+        or name.startswith(VERSION_PREFIX)
+        or name.startswith(f".{SUCCESS_MARKER}.")
+    )
+
+
+def _legacy_layout(fs: pafs.FileSystem, path: str) -> bool:
+    """True when an output folder holds files of the pre-versioned layout (no/foreign marker)."""
+    try:
+        if _read_marker(fs, path) is not None:
+            return False
+    except StorageError:
+        return True
+    entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return any(not _ours(i.base_name) for i in entries)
+
+
 @dataclass
 class _Pending:
     uri: str
@@ -791,6 +816,7 @@ class _Pending:
     name: str | None = None
     local: Path | None = None  # a local temp folder uploaded at commit (s3 targets)
     created_root: bool = False
+    legacy: bool = False  # the folder holds a pre-versioned output: cleared after the switch
     meta: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -822,8 +848,9 @@ class Publication:
         if info.type == pafs.FileType.File:
             fs.delete_file(path)  # a pre-versioned single-file output: no reader trusts it
         created = info.type != pafs.FileType.Directory
+        legacy = not created and _legacy_layout(fs, path)
         clean_staging(uri, self.s3)
-        p = _Pending(uri, fs, path, kind, name, created_root=created)
+        p = _Pending(uri, fs, path, kind, name, created_root=created, legacy=legacy)
         if isinstance(fs, pafs.LocalFileSystem):
             Path(self._vpath(p)).mkdir(parents=True)
         self._outputs[uri] = p
@@ -951,6 +978,10 @@ class Publication:
                 _delete(p.fs, f"{p.root}/{old['version']}", True)
             with contextlib.suppress(OSError):
                 clean_staging(uri, self.s3, keep=[self.version])
+                if p.legacy:
+                    for info in p.fs.get_file_info(pafs.FileSelector(p.root)):
+                        if not _ours(info.base_name):
+                            _delete(p.fs, info.path, info.type == pafs.FileType.Directory)
             if p.local is not None:
                 shutil.rmtree(p.local, ignore_errors=True)
         log.info("%s: committed %d output(s) as %s", self.stage, len(siblings), self.commit_id)

@@ -274,3 +274,39 @@ def test_sigkill_during_split_leaves_old_or_new_complete_set(transactions, tmp_p
         marker = json.loads((out / name / "_SUCCESS").read_text())
         assert entries == ["_SUCCESS", marker["version"]], (name, entries)
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # nothing beside them
+
+
+def _features(split: Path, out: Path, env: dict | None = None):
+    return _run(
+        "features",
+        "--in-historic", str(split / "historic"),
+        "--in-time-splits", str(split / "time_splits.json"),
+        "--out-features", str(out / "features.parquet"),
+        "--out-profiles", str(out / "profiles.parquet"),
+        env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("point", ["staged", "switch-1"])
+def test_sigkill_during_features_never_shows_features_without_their_profiles(
+    transactions, tmp_path, point
+):
+    split_old, split_new, out = tmp_path / "split-old", tmp_path / "split-new", tmp_path / "f"
+    assert _split(transactions, split_old, live_days=2).returncode == 0
+    assert _split(transactions, split_new, live_days=3).returncode == 0
+    assert _features(split_old, out).returncode == 0
+    old = (
+        storage.read_table(str(out / "features.parquet")).num_rows,
+        storage.read_table(str(out / "profiles.parquet")).num_rows,
+    )
+    killed = _features(split_new, out, env={storage.FAULT_ENV: point})
+    assert killed.returncode == -9, killed.stderr
+    after = (
+        storage.read_table(str(out / "features.parquet")).num_rows,
+        storage.read_table(str(out / "profiles.parquet")).num_rows,
+    )
+    assert after == old
+    assert _features(split_new, out).returncode == 0
+    assert storage.read_table(str(out / "features.parquet")).num_rows != old[0]  # new set
+    for name in ("features.parquet", "profiles.parquet"):
+        assert len([p for p in (out / name).iterdir() if p.name.startswith("v-")]) == 1

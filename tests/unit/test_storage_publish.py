@@ -224,3 +224,19 @@ def test_rewriting_a_legacy_single_file_output(tmp_path):
     storage.write_table(_table(2), str(legacy))  # the pre-versioned layout: a plain file
     storage.publish_table(_table(4), str(legacy))
     assert storage.read_table(str(legacy)).num_rows == 4
+
+
+def test_rewriting_a_legacy_folder_output_clears_the_old_layout(tmp_path):
+    """A pre-versioned model folder (old marker, files at the top) must not linger: someone
+    opening ``model/xgb.ubj`` by hand would get the old model."""
+    legacy = tmp_path / "model"
+    legacy.mkdir()
+    (legacy / "xgb.ubj").write_bytes(b"old")
+    (legacy / MARKER).write_text('{"files": {"xgb.ubj": "abc"}}')
+    with pytest.raises(storage.StorageError, match="not a cashier-integrity-output marker"):
+        storage.open_output(str(legacy))
+    with storage.staged_dir(str(legacy)) as folder:
+        (folder / "xgb.ubj").write_bytes(b"new")
+    out = storage.open_output(str(legacy))
+    assert out.read_bytes("xgb.ubj") == b"new"
+    assert sorted(p.name for p in legacy.iterdir()) == [MARKER, out.version]
