@@ -72,6 +72,13 @@ def bundle_model(bundle_dir: Path) -> tuple[str | None, str | None]:
 
     The ``registry.json`` sidecar written by ``bake_bundle.py`` wins over ``manifest.json``.
     """
+    if (bundle_dir / "_SUCCESS").is_file():  # a published bundle (bake): its version
+        from components.contracts import storage
+
+        try:
+            bundle_dir = Path(storage.open_output(str(bundle_dir)).path())
+        except storage.StorageError as exc:
+            raise RecordError(str(exc)) from exc
     manifest = bundle_dir / "manifest.json"
     if not manifest.is_file():
         raise RecordError(f"{manifest}: bundle manifest not found (bake the bundle first)")

@@ -128,7 +128,7 @@ def load_models(bundle: Bundle) -> Models:
     xgb = XGBTrees.from_booster(booster)
     forest = IForestTrees.from_forest(ForestArrays.load(bundle.forest_path))
     profiles = feats.ProfileIndex.from_table(
-        storage.read_table(str(bundle.profiles_path), feats.PROFILE_SCHEMA)
+        storage.read_table(str(bundle.profiles_path), feats.PROFILE_SCHEMA, require_marker=False)
     )
     return Models(
         xgb=xgb,
@@ -244,7 +244,7 @@ def bake_bundle(uri: str, out_dir: str | Path) -> Bundle:
             source = bundle_mod.load_bundle(folder)
         except BundleError as exc:
             raise ModelLoadError(f"{uri}: downloaded bundle rejected: {exc}") from exc
-        with bundle_mod.staged_output(str(out_dir)) as staged:
+        with storage.staged_dir(str(out_dir), stage="bake") as staged:
             for rel in source.manifest["files"]:
                 (staged / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source.root / rel, staged / rel)

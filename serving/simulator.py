@@ -362,7 +362,7 @@ def load_stream(uri: str, limit: int | None = None) -> list[dict]:
     from components.contracts import storage
     from components.contracts.schemas import RAW_TRANSACTION
 
-    table = storage.read_jsonl(uri, RAW_TRANSACTION)
+    table = storage.read_jsonl(uri, RAW_TRANSACTION, require_marker=False)  # any JSONL file
     if limit is not None:
         table = table.slice(0, limit)
     return [_jsonable(row) for row in table.to_pylist()]
@@ -373,7 +373,7 @@ def load_labels(uri: str) -> dict[str, tuple[bool, str]]:
     from components.contracts import storage
     from components.contracts.schemas import LIVE_LABELS
 
-    table = storage.read_table(uri, LIVE_LABELS)
+    table = storage.read_table(uri, LIVE_LABELS, require_marker=False)
     return {
         tid: (bool(fraud), str(ftype))
         for tid, fraud, ftype in zip(

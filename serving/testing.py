@@ -2,7 +2,7 @@
 
 It runs the same pieces as the pipeline on generated data - ``datagen`` logic, the shared
 feature module (point-in-time profiles), XGBoost, an isolation forest flattened to
-``ForestArrays``, ``blend.fit_blend`` - and writes the bundle with ``bundle.write_bundle``.
+``ForestArrays``, ``blend.fit_blend`` - and writes a plain bundle folder (``bundle.build_bundle_files``).
 The pipeline's stage CLIs produce the production bundle; this one exists so serving can
 be tested and benchmarked without running them.
 """
@@ -108,7 +108,8 @@ def build_demo_bundle(
         ForestArrays.from_sklearn(forest).save(src / "forest.npz")
         storage.write_table(state.to_table(), str(src / "profiles.parquet"))
         out = Path(out_dir)
-        bundle_mod.write_bundle(
+        out.mkdir(parents=True)  # a plain bundle folder, as MLflow or a baked image holds one
+        bundle_mod.build_bundle_files(
             out,
             xgb_model=src / "xgb.ubj",
             forest=src / "forest.npz",
@@ -120,4 +121,5 @@ def build_demo_bundle(
             model_name="cashier-integrity-risk-demo",
             model_version="0",
         )
+        bundle_mod.load_bundle(out)
     return DemoBundle(path=out, transactions=table, features=X, xgb_path=out / "xgb.ubj")

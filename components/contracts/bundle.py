@@ -10,29 +10,29 @@ Layout (all files listed in ``manifest.json`` with their sha256)::
     blend.json        blend weights, calibration, thresholds, reference score histogram
     features.json     {"feature_names": [...], "feature_version": N}
 
-Two files may sit beside them without being listed: ``_SUCCESS`` (the completeness marker
-every output folder of ours carries) and ``registry.json`` (sidecar written by ``register``
-once the MLflow model version is known: the bundle itself stays content-addressed, so the
-same bytes registered twice have the same identity). Anything else unlisted is refused.
+``registry.json`` (the MLflow name/version, written by ``register`` once the version is
+known) is listed in the manifest too, with its sha256, so everything a bundle claims is
+verified; ``manifest.json`` itself is the only unlisted file, and anything else unlisted is
+refused. The bundle's identity (``Bundle.sha256``) is the sha256 of the manifest without
+its ``registry.json`` entry, so the same content registered twice keeps one identity.
+
+A published bundle (``storage.publish``: ``<dir>/_SUCCESS`` + ``<dir>/v-<commit>/``) is
+opened through its marker; a plain bundle folder (e.g. downloaded from MLflow) directly.
 
 ``load_bundle`` verifies every hash, the format and the schema/feature versions and raises
 ``BundleError`` naming the file. Nothing here unpickles: the booster is native UBJSON, the
 forest is read with ``allow_pickle=False``, tables are Parquet, metadata is JSON.
-``Bundle.sha256`` (sha256 of ``manifest.json``) identifies the bundle's content.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,20 +58,11 @@ PROFILES_FILE = "profiles.parquet"
 BLEND_FILE = "blend.json"
 FEATURES_FILE = "features.json"
 REQUIRED_FILES = (XGB_FILE, FOREST_FILE, PROFILES_FILE, BLEND_FILE, FEATURES_FILE)
-UNLISTED_ALLOWED = (MANIFEST, REGISTRY_SIDECAR, storage.SUCCESS_MARKER)
+UNLISTED_ALLOWED = (MANIFEST,)
 
 
 class BundleError(ValueError):
     """A bundle is incomplete, tampered with or incompatible; the message names the file."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -84,7 +75,7 @@ class Bundle:
     features: dict[str, Any]
     registry: dict[str, Any] | None
     sha256: str
-    """sha256 of ``manifest.json`` (which lists every file's hash): the bundle's identity."""
+    """sha256 of the manifest without its ``registry.json`` entry: the content's identity."""
 
     @property
     def xgb_path(self) -> Path:
@@ -108,8 +99,9 @@ class Bundle:
 
     @property
     def model_version(self) -> str | None:
-        """Registry version: from the manifest if it was known at build time, else the sidecar."""
-        version = self.manifest.get("model_version") or (self.registry or {}).get("model_version")
+        """Registry version: from ``registry.json`` (listed, so verified) once the registry
+        assigned one, else the manifest's build-time ``model_version``."""
+        version = (self.registry or {}).get("model_version") or self.manifest.get("model_version")
         return str(version) if version not in (None, "") else None
 
     @property
@@ -139,51 +131,6 @@ class Bundle:
 # ---------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def staged_output(uri: str) -> Iterator[Path]:
-    """Build an output folder in a temporary place and publish it only if the block succeeds.
-
-    Local target: the staging folder sits next to the target and is renamed into place (an
-    existing target is moved aside first and removed after). ``s3://`` target: a local temp
-    folder is uploaded with ``storage.upload_dir``, old keys under the prefix are removed
-    first, and ``_SUCCESS`` goes last. Either way a ``_SUCCESS`` marker is added, so
-    ``storage.is_complete_dataset`` recognizes the folder as complete.
-    """
-    if storage.is_s3(uri):
-        tmp = Path(tempfile.mkdtemp(prefix="staged-"))
-        try:
-            yield tmp
-            _write_success(tmp)
-            fs, path = storage.filesystem(uri)
-            with contextlib.suppress(FileNotFoundError, OSError):
-                fs.delete_dir_contents(path, missing_dir_ok=True)
-            storage.upload_dir(tmp, uri)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return
-    target = Path(uri).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-        _write_success(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-            target.rename(old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_success(folder: Path) -> None:
-    files = sum(1 for p in folder.rglob("*") if p.is_file())
-    (folder / storage.SUCCESS_MARKER).write_text(json.dumps({"files": files}))
-
-
 def _dump(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
@@ -204,7 +151,7 @@ def build_bundle_files(
 ) -> Path:
     """Write the bundle files and manifest into an existing (empty) folder; no atomicity.
 
-    ``write_bundle`` wraps this in ``staged_output``. Inputs are validated: the blend must
+    ``write_bundle`` wraps this in ``storage.staged_dir``. Inputs are validated: the blend must
     parse and carry thresholds, and the feature list must be non-empty.
     """
     folder = Path(folder)
@@ -231,7 +178,7 @@ def build_bundle_files(
         "model_name": model_name,
         "model_version": model_version,
         "metrics": dict(metrics or {}),
-        "files": {name: sha256_file(folder / name) for name in REQUIRED_FILES},
+        "files": {name: storage.sha256_file(folder / name) for name in REQUIRED_FILES},
     }
     (folder / MANIFEST).write_bytes(_dump(manifest))
     return folder
@@ -244,7 +191,7 @@ def write_bundle(out_dir: str | Path, *, check_versions: bool = True, **kwargs: 
     would not load is never written. ``out_dir`` must be a local folder (``register``
     uploads elsewhere if needed). Other keyword arguments are those of ``build_bundle_files``.
     """
-    with staged_output(str(out_dir)) as tmp:
+    with storage.staged_dir(str(out_dir), stage="bundle") as tmp:
         build_bundle_files(tmp, **kwargs)
         load_bundle(tmp, check_versions=check_versions)
     return load_bundle(out_dir, check_versions=check_versions)
@@ -258,22 +205,38 @@ def write_registry_sidecar(
     run_id: str | None = None,
     alias: str | None = None,
 ) -> Path:
-    """Write ``registry.json`` (MLflow name/version) beside a bundle without touching the manifest."""
-    path = Path(bundle_dir) / REGISTRY_SIDECAR
-    data = {
-        "model_name": model_name,
-        "model_version": str(model_version),
-        "run_id": run_id,
-        "alias": alias,
-    }
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(_dump(data))
-        os.chmod(tmp, 0o644)  # readable like the other bundle files (serving may be another user)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``registry.json`` (MLflow name/version) into a bundle and list it in the manifest.
+
+    The manifest gains ``files["registry.json"]`` (its sha256), so the version a bundle
+    claims is verified like every other file; the bundle's identity does not change.
+    """
+    folder = Path(bundle_dir)
+    data = _dump(
+        {
+            "model_name": model_name,
+            "model_version": str(model_version),
+            "run_id": run_id,
+            "alias": alias,
+        }
+    )
+    manifest = _read_json(folder / MANIFEST)
+    manifest["files"] = {**manifest["files"], REGISTRY_SIDECAR: storage.sha256_bytes(data)}
+    for name, content in ((REGISTRY_SIDECAR, data), (MANIFEST, _dump(manifest))):
+        path = folder / name
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(content)
+            os.chmod(tmp, 0o644)  # readable like the other files (serving may be another user)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return folder / REGISTRY_SIDECAR
+
+
+def content_sha256(manifest: Mapping[str, Any]) -> str:
+    """The bundle's identity: sha256 of the manifest as built, i.e. without ``registry.json``."""
+    files = {k: v for k, v in manifest["files"].items() if k != REGISTRY_SIDECAR}
+    return storage.sha256_bytes(_dump({**manifest, "files": files}))
 
 
 # ---------------------------------------------------------------- loading
@@ -298,8 +261,10 @@ def load_bundle(
     Checks: manifest format and ``bundle_version``; ``schema_version`` and
     ``feature_version`` equal to the running code's (``check_versions``); every required file
     listed; every listed file present with the listed sha256; no unlisted file except
-    ``_SUCCESS`` / ``registry.json``; blend parameters with thresholds; the feature list
-    equal to ``features.FEATURE_NAMES``.
+    ``manifest.json`` (``registry.json`` included: it must be listed, and then names the
+    ``model_version``); blend parameters with thresholds; the feature list equal to ``features.FEATURE_NAMES``.
+    ``bundle_dir`` may be a published output (``_SUCCESS`` marker): its committed version
+    is opened.
 
     Raises:
         BundleError: Naming the offending file.
@@ -307,6 +272,11 @@ def load_bundle(
     root = Path(bundle_dir).resolve()
     if not root.is_dir():
         raise BundleError(f"{root}: bundle folder does not exist")
+    if (root / storage.SUCCESS_MARKER).is_file():
+        try:
+            root = Path(storage.open_output(str(root)).path())
+        except storage.StorageError as exc:
+            raise BundleError(str(exc)) from exc
     manifest_path = root / MANIFEST
     manifest = _read_json(manifest_path)
     if not isinstance(manifest, dict):
@@ -333,7 +303,7 @@ def load_bundle(
         path = (root / rel).resolve()
         if not path.is_file():
             raise BundleError(f"{path}: listed in {MANIFEST} but missing")
-        actual = sha256_file(path)
+        actual = storage.sha256_file(path)
         if actual != expected:
             raise BundleError(
                 f"{path}: sha256 {actual[:12]}... does not match manifest {str(expected)[:12]}..."
@@ -375,15 +345,15 @@ def load_bundle(
     if params.thresholds is None:
         raise BundleError(f"{root / BLEND_FILE}: no risk thresholds")
     registry = None
-    if (root / REGISTRY_SIDECAR).is_file():
+    if REGISTRY_SIDECAR in files:
         registry = _read_json(root / REGISTRY_SIDECAR)
-        if not isinstance(registry, dict):
-            raise BundleError(f"{root / REGISTRY_SIDECAR}: not a JSON object")
+        if not isinstance(registry, dict) or not registry.get("model_version"):
+            raise BundleError(f"{root / REGISTRY_SIDECAR}: not a JSON object with model_version")
     return Bundle(
         root=root,
         manifest=manifest,
         blend=params,
         features=features,
         registry=registry,
-        sha256=sha256_file(manifest_path),
+        sha256=content_sha256(manifest),
     )

@@ -5,13 +5,8 @@ metrics, atomic model folders and MLflow guarding.
   ``FEATURE_NAMES`` order, with one clear error naming the file and the column;
 * ``ranking_metrics`` = ROC-AUC, PR-AUC (average precision) and recall at 1% FPR, the
   numbers every stage reports for a fraud score;
-* ``staged_model_dir`` builds a model folder in a staging folder and publishes it only when
-  the block succeeds, so a killed or failed run never leaves a folder that looks complete:
-  locally a ``.<name>.tmp-<uuid>`` folder beside the target renamed into place (an existing
-  target moved aside first); for ``s3://`` a local temp folder uploaded after clearing the
-  prefix, ``_SUCCESS`` last. The published folder holds ``_SUCCESS`` =
-  ``{"files": {relpath: sha256}}``, so ``storage.is_complete_dataset(uri)`` is true only
-  for a finished folder. (Candidate to move into ``storage.py``.)
+* model folders and metrics are published with ``storage.publish`` (one commit per
+  stage: the model folder and the metrics JSON together, or neither);
 * ``mlflow_guard`` turns any MLflow failure into ``MlflowLoggingError``: a training run
   never loses its tracking record silently.
 """
@@ -20,16 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -200,58 +189,6 @@ class MlflowLoggingError(RuntimeError):
     """Logging to MLflow failed; the stage fails rather than silently losing its run."""
 
 
-def file_digests(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (relative POSIX path -> hex digest)."""
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.name == storage.SUCCESS_MARKER:
-            continue
-        out[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def _write_marker(folder: Path) -> None:
-    marker = {"files": file_digests(folder)}
-    (folder / storage.SUCCESS_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True))
-
-
-@contextlib.contextmanager
-def staged_model_dir(out_uri: str) -> Iterator[Path]:
-    """Yield a local folder to fill; publish it atomically to ``out_uri`` if the block succeeds.
-
-    Args:
-        out_uri: Target folder: local path or ``s3://`` URI.
-    """
-    out_uri = str(out_uri)
-    if storage.is_s3(out_uri):
-        staging = Path(tempfile.mkdtemp(prefix="model-"))
-    else:
-        target = Path(out_uri).resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-        staging.mkdir()
-    try:
-        yield staging
-        _write_marker(staging)
-        if storage.is_s3(out_uri):
-            fs, path = storage.filesystem(out_uri)
-            with contextlib.suppress(FileNotFoundError):
-                fs.delete_file(f"{path}/{storage.SUCCESS_MARKER}")
-            fs.delete_dir_contents(path, missing_dir_ok=True)
-            storage.upload_dir(staging, out_uri)
-        else:
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-                target.rename(old)
-                staging.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                staging.rename(target)
-        logger.info("published model folder %s", out_uri)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def mlflow_guard(what: str, tracking_uri: str) -> Iterator[None]:
     """Turn any failure inside the block into ``MlflowLoggingError`` naming the store."""
@@ -280,15 +217,21 @@ def add_training_io_args(parser: argparse.ArgumentParser, model_files: str) -> N
     )
 
 
-def publish_metrics(metrics: dict[str, float], args: argparse.Namespace) -> dict[str, float]:
+def publish_metrics(
+    metrics: dict[str, float],
+    args: argparse.Namespace,
+    publication: storage.Publication | None = None,
+) -> dict[str, float]:
     """Write the flat metrics JSON (``--out-metrics``) and the KFP Metrics metadata.
 
+    With ``publication`` the metrics JSON is staged in it (committed with the model).
     KFP Metrics values must be JSON numbers, so NaN/inf are dropped. Returns what was written.
     """
     from components.contracts import kfp_io
 
     finite = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
     if args.out_metrics:
-        storage.write_json(finite, args.out_metrics)
+        target = publication.file(args.out_metrics) if publication else args.out_metrics
+        storage.write_json(finite, target)
     kfp_io.write_executor_output(args.executor_input, args.executor_output, {"metrics": finite})
     return finite

@@ -28,7 +28,6 @@ import pyarrow as pa
 
 from components.contracts import blend, cli, kfp_io, storage, tracking
 from components.contracts import features as F
-from components.contracts.bundle import staged_output
 from components.contracts.schemas import LABELS
 from components.contracts.settings import Settings
 from components.evaluate import logic, report
@@ -156,10 +155,6 @@ def load_forest(uri: str):
     return forest
 
 
-def _optional_json(uri: str) -> dict[str, Any]:
-    return storage.read_json(uri) if storage.exists(uri) else {}
-
-
 def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X, subset, is_fraud, fraud_type) of the feature table."""
     table = storage.read_table(uri, FEATURE_COLUMNS)
@@ -182,11 +177,13 @@ def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Score, blend, choose thresholds and compute the report dict (no output written)."""
     xgb_dir, forest_dir = args.in_xgb_model, args.in_iforest_model
-    xgb_meta = _optional_json(storage.join(xgb_dir, "meta.json"))
-    booster = load_booster(storage.join(xgb_dir, "xgb.ubj"))
+    xgb_out, forest_out = storage.open_output(xgb_dir), storage.open_output(forest_dir)
+    xgb_meta = xgb_out.read_json("meta.json") if xgb_out.has("meta.json") else {}
+    booster = load_booster(xgb_out.uri_of("xgb.ubj"))
     novelty_uri = storage.join(xgb_dir, "novelty_xgb.ubj")
-    novelty_booster = load_booster(novelty_uri) if storage.exists(novelty_uri) else None
-    forest = load_forest(storage.join(forest_dir, "forest.npz"))
+    has_novelty = xgb_out.has("novelty_xgb.ubj")
+    novelty_booster = load_booster(xgb_out.uri_of("novelty_xgb.ubj")) if has_novelty else None
+    forest = load_forest(forest_out.uri_of("forest.npz"))
     novel_type = args.novel_fraud_type or xgb_meta.get("novel_fraud_type") or DEFAULT_NOVEL_TYPE
 
     X, subset, labels, fraud_type = read_features(args.in_features)
@@ -299,7 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     settings = Settings.from_env()
 
-    with staged_output(args.out_evaluation) as folder:
+    # evaluation folder, metrics and classification metrics: one commit, or none
+    with storage.publish("evaluate") as pub:
+        folder = pub.local_folder(args.out_evaluation)
         plots = report.write_plots(test, metrics, folder / "plots")
         (folder / "blend.json").write_text(json.dumps(params.to_dict(), indent=2, sort_keys=True))
         (folder / "metrics.json").write_text(
@@ -327,12 +326,12 @@ def main(argv: list[str] | None = None) -> None:
             "logged %d metrics and %d plots to MLflow run %s", len(summary), len(plots), run_id
         )
 
-    if args.out_report:
+        if args.out_metrics:
+            storage.write_json(summary, pub.file(args.out_metrics))
+        if args.out_classification_metrics:
+            storage.write_json(classification, pub.file(args.out_classification_metrics))
+    if args.out_report:  # a view for people (KFP's HTML viewer needs a plain file): after
         storage.write_bytes(html.encode(), args.out_report)
-    if args.out_metrics:
-        storage.write_json(summary, args.out_metrics)
-    if args.out_classification_metrics:
-        storage.write_json(classification, args.out_classification_metrics)
     kfp_io.write_executor_output(
         args.executor_input,
         args.executor_output,

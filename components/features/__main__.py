@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     splits = TimeSplits.from_json(
-        storage.read_json(args.in_time_splits), source=args.in_time_splits
+        storage.open_output(args.in_time_splits).read_json(), source=args.in_time_splits
     )
     dates = storage.list_partitions(args.in_historic, "date")
     if not dates:
@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     F.warm_up()
     state = F.ProfileState()
     counts = dict.fromkeys(F.SUBSETS, 0)
-    with storage.ParquetStreamWriter(args.out_features, FEATURE_TABLE_SCHEMA) as writer:
+    with (
+        storage.publish("features") as pub,  # features and profiles: one commit, or none
+        storage.ParquetStreamWriter(pub.file(args.out_features), FEATURE_TABLE_SCHEMA) as writer,
+    ):
         for date in dates:
             table = storage.read_table(
                 args.in_historic, LABELLED_TRANSACTION, filter=ds.field("date") == date
@@ -76,10 +79,10 @@ def main(argv: list[str] | None = None) -> None:
                 counts[subset] += n
             log.info("%s: %d rows", date, chunk.num_rows)
         empty = [subset for subset in F.SUBSETS if counts[subset] == 0]
-        if empty:  # raised inside the block: the feature table is not published
+        if empty:  # raised inside the block: nothing is published
             raise ValueError(f"{args.in_time_splits}: the {empty[0]} subset has no rows")
-    profiles = state.to_table()
-    storage.write_table(profiles, args.out_profiles)
+        profiles = state.to_table()
+        storage.write_table(profiles, pub.file(args.out_profiles))
     n_cashiers = sum(1 for level in profiles.column("level").to_pylist() if level == "cashier")
     print(
         f"features: {writer.rows:,} rows x {len(F.FEATURE_NAMES)} features over {len(dates)} days "

@@ -10,10 +10,12 @@ Steps (the alias moves last, so a failure anywhere earlier never moves it):
    ``settings.mlflow.model_name`` tagged with the metrics, bundle sha256 and pipeline run id;
 3. apply the quality gate (``components.register.logic.gate``) against the floors and the
    current champion's metrics (its ``metric.*`` version tags, else its run's metrics);
-4. publish ``--out-bundle`` (bundle + ``registry.json`` sidecar with the version; the
-   manifest itself stays content-addressed, without the version);
+4. stage ``--out-bundle`` (bundle + ``registry.json`` with the version, listed in the
+   manifest; the bundle's identity stays content-addressed);
 5. on pass, move the alias; record the decision on the version (tags), in the run and in
-   ``--out-decision``, and print it. ``--fail-on-reject`` makes a rejection exit 1.
+   ``--out-decision``, and print it; ``--out-bundle`` and ``--out-decision`` are then
+   published in one commit (``storage.publish``). ``--fail-on-reject`` makes a rejection
+   exit 1.
 
 Example:
     python -m components.register --in-xgb-model var/models/xgb \\
@@ -118,9 +120,9 @@ def _truthy(value: str) -> bool:
 # ---------------------------------------------------------------- inputs
 
 
-def _fetch(uri: str, dest: Path) -> Path:
-    """Copy one input file (local or s3://) into ``dest``."""
-    dest.write_bytes(storage.read_bytes(uri))
+def _fetch(output: storage.Output, rel: str | None, dest: Path) -> Path:
+    """Copy one file of a published input (local or s3://, sha256-checked) into ``dest``."""
+    dest.write_bytes(output.read_bytes(rel))
     return dest
 
 
@@ -128,17 +130,20 @@ def build_local_bundle(args: argparse.Namespace, work: Path, model_name: str) ->
     """Assemble and verify the bundle in ``work/bundle`` from the stage inputs."""
     inputs = work / "inputs"
     inputs.mkdir()
-    xgb = _fetch(storage.join(args.in_xgb_model, B.XGB_FILE), inputs / B.XGB_FILE)
-    forest = _fetch(storage.join(args.in_iforest_model, B.FOREST_FILE), inputs / B.FOREST_FILE)
-    profiles = _fetch(args.in_profiles, inputs / B.PROFILES_FILE)
-    storage.read_table(str(profiles), F.PROFILE_SCHEMA)  # validate before bundling
+    evaluation = storage.open_output(args.in_evaluation)  # refuses anything unpublished
+    xgb = _fetch(storage.open_output(args.in_xgb_model), B.XGB_FILE, inputs / B.XGB_FILE)
+    forest = _fetch(
+        storage.open_output(args.in_iforest_model), B.FOREST_FILE, inputs / B.FOREST_FILE
+    )
+    profiles = _fetch(storage.open_output(args.in_profiles), None, inputs / B.PROFILES_FILE)
+    storage.read_table(str(profiles), F.PROFILE_SCHEMA, require_marker=False)  # validate first
     blend_uri = storage.join(args.in_evaluation, "blend.json")
     try:
-        params = BlendParams.from_dict(storage.read_json(blend_uri))
+        params = BlendParams.from_dict(evaluation.read_json("blend.json"))
     except BlendError as exc:
         raise ValueError(f"{blend_uri}: {exc}") from exc
     metrics_uri = storage.join(args.in_evaluation, "metrics.json")
-    summary = storage.read_json(metrics_uri).get("summary")
+    summary = evaluation.read_json("metrics.json").get("summary")
     if not isinstance(summary, dict) or not summary:
         raise ValueError(f"{metrics_uri}: no 'summary' metrics")
     folder = work / "bundle"
@@ -246,6 +251,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
     cfg = settings.mlflow
     name, alias = cfg.model_name, cfg.champion_alias
     work = Path(tempfile.mkdtemp(prefix="register-"))
+    pub = storage.Publication("register")  # bundle and decision: one commit, or none
     try:
         bundle = build_local_bundle(args, work, name)
         candidate = bundle.metrics
@@ -304,7 +310,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
                     {k: champion.get(k) for k in logic.GATED_METRICS} if champion else None
                 ),
             }
-            publish_bundle(bundle, args.out_bundle, record)
+            publish_bundle(bundle, pub.local_folder(args.out_bundle), record)
             if decision.passed:
                 client.set_registered_model_alias(name, alias, model_version)
             record["alias_moved"] = decision.passed
@@ -320,25 +326,26 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
             mlflow.log_dict(record, "decision.json")
-        storage.write_json(record, args.out_decision)
+        storage.write_json(record, pub.file(args.out_decision))
+        pub.commit()
         return record
     finally:
+        pub.abort()  # no-op once committed
         shutil.rmtree(work, ignore_errors=True)
 
 
-def publish_bundle(bundle: B.Bundle, uri: str, record: dict[str, Any]) -> None:
-    """Write the verified bundle plus its ``registry.json`` sidecar to ``uri`` atomically."""
-    with B.staged_output(uri) as tmp:
-        for rel in bundle.manifest["files"]:
-            shutil.copyfile(bundle.root / rel, tmp / rel)
-        shutil.copyfile(bundle.root / B.MANIFEST, tmp / B.MANIFEST)
-        B.write_registry_sidecar(
-            tmp,
-            model_name=record["model_name"],
-            model_version=record["model_version"],
-            run_id=record["run_id"],
-        )
-        B.load_bundle(tmp)  # never publish a bundle that does not verify
+def publish_bundle(bundle: B.Bundle, tmp: Path, record: dict[str, Any]) -> None:
+    """Stage the verified bundle plus ``registry.json`` (listed in its manifest) in ``tmp``."""
+    for rel in bundle.manifest["files"]:
+        shutil.copyfile(bundle.root / rel, tmp / rel)
+    shutil.copyfile(bundle.root / B.MANIFEST, tmp / B.MANIFEST)
+    B.write_registry_sidecar(
+        tmp,
+        model_name=record["model_name"],
+        model_version=record["model_version"],
+        run_id=record["run_id"],
+    )
+    B.load_bundle(tmp)  # never publish a bundle that does not verify
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 Two streaming passes over the input, so memory is bounded by one read buffer plus the
 live window (a few days): the first reads only the timestamps to fix the boundaries, the
 second validates every batch against ``LABELLED_TRANSACTION`` and routes its rows to the
-Hive-partitioned historic lake or to the live window. Outputs are published only when all
-of them have been written.
+Hive-partitioned historic lake or to the live window. The four outputs are published in
+one commit (``storage.publish``): all of them or none.
 
 Example:
     python -m components.split --in-transactions var/transactions --out-historic var/lake \\
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import logging
 import sys
 import time
@@ -111,12 +110,6 @@ def read_boundaries(uri: str, args: argparse.Namespace) -> TimeBoundaries:
     )  # fmt: skip
 
 
-def _delete_quietly(uri: str) -> None:
-    with contextlib.suppress(OSError):
-        fs, path = storage.filesystem(uri)
-        fs.delete_file(path)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     for name in ("live_days", "valid_days", "test_days"):
@@ -132,45 +125,37 @@ def main(argv: list[str] | None = None) -> None:
     live_parts: list[pa.Table] = []
     pending: list[pa.Table] = []
     pending_rows = 0
-    written: list[str] = []
-    with storage.DatasetWriter(args.out_historic, partition_cols=[DATE_COLUMN]) as writer:
-        try:
-            for batch in storage.iter_dataset_batches(src):
-                table = validate_table(
-                    pa.Table.from_batches([batch]), LABELLED_TRANSACTION, source=src
-                )
-                codes = subset_codes(table.column("timestamp"), b)
-                n = np.bincount(codes, minlength=len(SUBSETS))
-                counts.update(dict(zip(SUBSETS, n.tolist(), strict=True)))
-                historic, live = split_by_time(table, b)
-                if live.num_rows:
-                    live_parts.append(live)
-                if historic.num_rows:
-                    pending.append(historic)
-                    pending_rows += historic.num_rows
-                if pending_rows >= BUFFER_ROWS:
-                    writer.write(with_date_partition(pa.concat_tables(pending)))
-                    pending, pending_rows = [], 0
-            if pending:
+    with (
+        storage.publish("split") as pub,  # all four outputs in one commit, or none
+        storage.DatasetWriter(
+            args.out_historic, partition_cols=[DATE_COLUMN], publication=pub
+        ) as writer,
+    ):
+        for batch in storage.iter_dataset_batches(src):
+            table = validate_table(pa.Table.from_batches([batch]), LABELLED_TRANSACTION, source=src)
+            codes = subset_codes(table.column("timestamp"), b)
+            n = np.bincount(codes, minlength=len(SUBSETS))
+            counts.update(dict(zip(SUBSETS, n.tolist(), strict=True)))
+            historic, live = split_by_time(table, b)
+            if live.num_rows:
+                live_parts.append(live)
+            if historic.num_rows:
+                pending.append(historic)
+                pending_rows += historic.num_rows
+            if pending_rows >= BUFFER_ROWS:
                 writer.write(with_date_partition(pa.concat_tables(pending)))
-            empty = [s for s in SUBSETS if not counts[s]]
-            if empty:
-                raise ValueError(
-                    f"{src}: no transactions in the {empty[0]} window {b.to_json()} "
-                    "(gap in the data?)"
-                )
-            live = pa.concat_tables(live_parts)
-            for uri, write in (
-                (args.out_live_stream, lambda u: storage.write_jsonl(live_stream(live), u)),
-                (args.out_live_labels, lambda u: storage.write_table(live_labels(live), u)),
-                (args.out_time_splits, lambda u: storage.write_json(b.to_json(), u)),
-            ):
-                write(uri)
-                written.append(uri)
-        except BaseException:
-            for uri in written:  # the historic lake is aborted by the writer itself
-                _delete_quietly(uri)
-            raise
+                pending, pending_rows = [], 0
+        if pending:
+            writer.write(with_date_partition(pa.concat_tables(pending)))
+        empty = [s for s in SUBSETS if not counts[s]]
+        if empty:
+            raise ValueError(
+                f"{src}: no transactions in the {empty[0]} window {b.to_json()} (gap in the data?)"
+            )
+        live = pa.concat_tables(live_parts)
+        storage.write_jsonl(live_stream(live), pub.file(args.out_live_stream))
+        storage.write_table(live_labels(live), pub.file(args.out_live_labels))
+        storage.write_json(b.to_json(), pub.file(args.out_time_splits))
     elapsed = time.perf_counter() - started
     total = sum(counts.values())
     print(f"split: {total:,} rows in {elapsed:.1f}s")

@@ -25,7 +25,6 @@ from components.contracts.training import (
     add_training_io_args,
     mlflow_guard,
     publish_metrics,
-    staged_model_dir,
     training_data,
 )
 from components.train_iforest import logic
@@ -162,12 +161,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     forest = logic.train_forest(data, params, scoring_features=FEATURE_NAMES)
     metrics = logic.flat_metrics(forest)
     meta = build_meta(forest, params, data.feature_names)
-    with staged_model_dir(args.out_model) as staging:
+    with storage.publish(STAGE) as pub:  # model folder and metrics: one commit
+        staging = pub.local_folder(args.out_model)
         forest.arrays.save(staging / FOREST_FILE)
         skops.io.dump(forest.model, staging / SKOPS_FILE)
         meta["mlflow_run_id"] = log_to_mlflow(settings, staging, forest, data, meta, metrics)
         storage.write_json(meta, str(staging / META_FILE))
-    publish_metrics(metrics, args)
+        publish_metrics(metrics, args, pub)
     print(
         f"{STAGE}: {forest.arrays.n_trees} trees, {forest.arrays.n_nodes} nodes, valid PR-AUC "
         f"{forest.valid_metrics['pr_auc']:.4f}, recall@1%FPR "

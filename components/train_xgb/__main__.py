@@ -26,7 +26,6 @@ from components.contracts.training import (
     mlflow_guard,
     prefer_passive_openmp,
     publish_metrics,
-    staged_model_dir,
     training_data,
 )
 from components.train_xgb import logic
@@ -203,13 +202,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     models = logic.train_models(data, params, args.novel_fraud_type)
     metrics = logic.flat_metrics(models)
     meta = build_meta(models, params, data.feature_names)
-    with staged_model_dir(args.out_model) as staging:
+    with storage.publish(STAGE) as pub:  # model folder and metrics: one commit
+        staging = pub.local_folder(args.out_model)
         models.production.booster.save_model(str(staging / MODEL_FILE))
         if models.novelty is not None:
             models.novelty.booster.save_model(str(staging / NOVELTY_MODEL_FILE))
         meta["mlflow_run_id"] = log_to_mlflow(settings, staging, models, data, meta, metrics)
         storage.write_json(meta, str(staging / META_FILE))
-    publish_metrics(metrics, args)
+        publish_metrics(metrics, args, pub)
     p = models.production
     print(
         f"{STAGE}: best iteration {p.best_iteration}, valid PR-AUC "

@@ -65,7 +65,7 @@ def test_full_pipeline_runs_end_to_end(env, first_run):
     assert "confusionMatrix" in evaluate["classification_metrics"]["metadata"]
     assert rec.tasks["train-xgb"].outputs["metrics"]["metadata"]
     model_dir = Path(rec.tasks["train-xgb"].outputs["model"]["uri"])
-    assert (model_dir / "xgb.ubj").is_file()
+    assert storage.open_output(str(model_dir)).has("xgb.ubj")  # a published model folder
     decision = storage.read_json(rec.tasks["register"].outputs["decision"]["uri"])
     assert decision["model_version"]
     summary = run_summary(rec, Settings.from_env())

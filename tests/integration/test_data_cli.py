@@ -60,7 +60,8 @@ def generated(tmp_path_factory) -> Path:
 
 def test_datagen_writes_a_complete_valid_dataset(generated):
     assert storage.is_complete_dataset(str(generated))
-    assert len(list(generated.glob("*.parquet"))) == -(-ROWS // 6000)  # chunked files
+    files = storage.open_output(str(generated)).files
+    assert len([f for f in files if f.endswith(".parquet")]) == -(-ROWS // 6000)  # chunked
     table = storage.read_table(str(generated), LABELLED_TRANSACTION)
     assert table.num_rows == ROWS
     assert pc.count_distinct(table.column("transaction_id")).as_py() == ROWS
@@ -79,7 +80,7 @@ def test_datagen_chunk_size_does_not_change_data(generated, tmp_path):
 def test_split_outputs(generated, tmp_path):
     proc = run_stage("split", *split_args(str(generated), str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
-    splits = json.loads((tmp_path / "time_splits.json").read_text())
+    splits = storage.read_json(str(tmp_path / "time_splits.json"))
     assert splits == {
         "train_end": "2026-01-09T00:00:00",
         "valid_end": "2026-01-13T00:00:00",
@@ -94,7 +95,7 @@ def test_split_outputs(generated, tmp_path):
     assert historic.num_rows + stream.num_rows == ROWS
     assert pc.max(historic.column("timestamp")).as_py().isoformat() < splits["historic_end"]
     assert pc.min(stream.column("timestamp")).as_py().isoformat() >= splits["historic_end"]
-    first_line = json.loads((tmp_path / "live.jsonl").read_text().splitlines()[0])
+    first_line = json.loads(storage.read_bytes(str(tmp_path / "live.jsonl")).splitlines()[0])
     assert set(first_line) == set(RAW_TRANSACTION.names)  # no labels on the wire
     ts = stream.column("timestamp").to_pylist()
     assert ts == sorted(ts)
@@ -126,7 +127,7 @@ def test_datagen_bad_parameters_write_nothing(tmp_path):
 def test_split_renamed_column_fails_naming_file_and_column(generated, tmp_path):
     table = storage.read_table(str(generated), LABELLED_TRANSACTION)
     bad = tmp_path / "bad.parquet"
-    storage.write_table(
+    storage.publish_table(
         table.rename_columns(
             [("void_cnt" if c == "void_count" else c) for c in table.column_names]
         ),
@@ -143,7 +144,7 @@ def test_split_wrong_type_fails(generated, tmp_path):
     table = storage.read_table(str(generated), LABELLED_TRANSACTION)
     i = table.schema.get_field_index("payment_type")
     bad = tmp_path / "bad.parquet"
-    storage.write_table(
+    storage.publish_table(
         table.set_column(i, "payment_type", pa.array([1.5] * table.num_rows)), str(bad)
     )
     out = tmp_path / "out"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from components.contracts import storage
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,9 +140,11 @@ def test_bake_downloads_verifies_and_records(registered_bundle, monkeypatch):
     out = tmp / "serving-model"
     result = bake(uri, out)
     assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
+    version = Path(storage.open_output(str(out)).path())  # bake publishes like a stage
+    manifest = json.loads((version / "manifest.json").read_text())
     for rel, sha in manifest["files"].items():
-        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha, rel
+        assert hashlib.sha256((version / rel).read_bytes()).hexdigest() == sha, rel
+    assert "registry.json" in manifest["files"]  # the version it claims is verified too
     # the baked folder is what the serving image copies in, and it names its registry version
     assert rd.bundle_model(out) == ("bake-test", "1")
     monkeypatch.delenv("MODEL_NAME", raising=False)

@@ -32,7 +32,7 @@ def write_lake(uri: str, n: int = 3000, drop: str | None = None) -> None:
 
 def run_features(tmp_path, lake: str, splits: dict | None = None, s3_env: dict | None = None):
     splits_uri = str(tmp_path / "splits.json")
-    storage.write_json(
+    storage.publish_json(
         splits
         or {
             "train_end": "2026-01-08T00:00:00",
@@ -126,4 +126,4 @@ def test_features_cli_on_s3(tmp_path, s3_bucket, moto_s3):
     assert proc.returncode == 0, proc.stderr
     assert storage.read_table(out_features).num_rows == 1000
     assert storage.exists(out_profiles)
-    assert json.loads(storage.read_bytes(f"{lake}/_SUCCESS"))["rows"] == 1000
+    assert json.loads(storage.read_bytes(f"{lake}/_SUCCESS"))["meta"]["rows"] == 1000

@@ -22,8 +22,9 @@ def test_stage_chain_on_s3(local_env, s3_bucket, monkeypatch, tmp_path):
 
     for uri in (chain.xgb, chain.iforest, chain.evaluation, chain.bundle):
         assert uri.startswith("s3://") and storage.is_complete_dataset(uri), uri
+    evaluation = storage.open_output(chain.evaluation)
     for name in ("blend.json", "metrics.json", "report.md", "plots/pr_curves.png"):
-        assert storage.exists(f"{chain.evaluation}/{name}"), name
+        assert evaluation.has(name) and storage.exists(evaluation.uri_of(name)), name
     assert storage.read_json(chain.metrics)["blend_pr_auc"] > 0.5
 
     version = check_registry_and_pyfunc(chain, settings.mlflow.tracking_uri, tmp_path)

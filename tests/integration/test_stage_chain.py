@@ -360,6 +360,7 @@ def local_chain(tmp_path_factory) -> tuple[Chain, dict[str, str]]:
 @pytest.mark.integration
 def test_stage_chain_local(local_chain, tmp_path, monkeypatch):
     from components.contracts import bundle as B
+    from components.contracts import storage
     from components.contracts.settings import Settings
 
     chain, env = local_chain
@@ -369,7 +370,7 @@ def test_stage_chain_local(local_chain, tmp_path, monkeypatch):
     tracking_uri = Settings.from_env().mlflow.tracking_uri
     assert tracking_uri.startswith("sqlite:///") and env["VAR_DIR"] in tracking_uri
 
-    metrics = json.loads(Path(chain.metrics).read_text())
+    metrics = storage.read_json(chain.metrics)
     assert metrics["blend_pr_auc"] > 0.5 and metrics["blend_recall_at_1pct_fpr"] > 0.6
     assert Path(chain.report).read_text().count("data:image/png;base64,") >= 4
     version = check_registry_and_pyfunc(chain, tracking_uri, tmp_path)
@@ -387,7 +388,7 @@ def test_stage_chain_local(local_chain, tmp_path, monkeypatch):
     )
     assert rejected.returncode == 1 and "rejected" in rejected.stderr
     assert "REJECTED" in rejected.stdout
-    decision = json.loads((tmp_path / "second" / "decision.json").read_text())
+    decision = storage.read_json(str(tmp_path / "second" / "decision.json"))
     assert not decision["passed"] and decision["model_version"] == "2"
     assert decision["champion_after"] == "1" and not decision["alias_moved"]
     import mlflow
@@ -397,7 +398,7 @@ def test_stage_chain_local(local_chain, tmp_path, monkeypatch):
 
     # A tampered bundle file is refused, naming the file.
     tampered = tmp_path / "tampered"
-    shutil.copytree(chain.bundle, tampered)
+    shutil.copytree(B.load_bundle(chain.bundle).root, tampered)  # the published version
     blend = json.loads((tampered / "blend.json").read_text())
     blend["thresholds"]["high"] = 99.0
     (tampered / "blend.json").write_text(json.dumps(blend))

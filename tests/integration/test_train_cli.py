@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import skops.io
 import xgboost as xgb
+from published import publish_in_place
 from train_synthetic import features_table
 
 from components.contracts import storage
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 def features_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("features") / "features.parquet"
     pq.write_table(features_table(5000, seed=7, fraud_rate=0.08), path)
-    return path
+    return publish_in_place(path)  # stages refuse unpublished inputs
 
 
 def executor_input(tmp_path: Path) -> tuple[str, Path]:
@@ -115,12 +116,10 @@ def test_train_xgb_cli(tracking_uri, tmp_path, features_file):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
-    assert sorted(p.name for p in out.iterdir()) == [
-        "_SUCCESS",
-        "meta.json",
-        "novelty_xgb.ubj",
-        "xgb.ubj",
-    ]
+    published = storage.open_output(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", published.version]
+    out = Path(published.path())  # the committed version's folder
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "novelty_xgb.ubj", "xgb.ubj"]
     meta = json.loads((out / "meta.json").read_text())
     booster = xgb.Booster(model_file=str(out / "xgb.ubj"))
     assert booster.feature_names == list(FEATURE_NAMES) == meta["feature_names"]
@@ -128,13 +127,13 @@ def test_train_xgb_cli(tracking_uri, tmp_path, features_file):
     assert meta["novel_fraud_type"] == "scan_avoidance"
     assert meta["novelty"]["dropped_rows"]["train"] > 0
     assert meta["params"]["n_estimators"] == 60
-    assert json.loads((out / "_SUCCESS").read_text())["files"].keys() == {
+    assert published.files.keys() == {
         "meta.json",
         "novelty_xgb.ubj",
         "xgb.ubj",
     }
 
-    metrics = json.loads(metrics_file.read_text())
+    metrics = storage.read_json(str(metrics_file))
     assert 0.5 < metrics["valid_pr_auc"] <= 1 and 0 <= metrics["valid_recall_at_1pct_fpr"] <= 1
     assert metrics["valid_pr_auc"] == meta["metrics"]["valid"]["pr_auc"]
     from google.protobuf import json_format
@@ -168,12 +167,10 @@ def test_train_iforest_cli(tracking_uri, tmp_path, features_file):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
-    assert sorted(p.name for p in out.iterdir()) == [
-        "_SUCCESS",
-        "forest.npz",
-        "iforest.skops",
-        "meta.json",
-    ]
+    published = storage.open_output(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", published.version]
+    out = Path(published.path())  # the committed version's folder
+    assert sorted(p.name for p in out.iterdir()) == ["forest.npz", "iforest.skops", "meta.json"]
     meta = json.loads((out / "meta.json").read_text())
     forest = ForestArrays.load(out / "forest.npz")
     model = skops.io.load(out / "iforest.skops", trusted=list(SKOPS_TRUSTED_TYPES))
@@ -185,7 +182,7 @@ def test_train_iforest_cli(tracking_uri, tmp_path, features_file):
     assert meta["feature_names"] == list(ANOMALY_FEATURES)
     assert meta["score_stats"]["valid"]["q50"] < 0
 
-    metrics = json.loads(metrics_file.read_text())
+    metrics = storage.read_json(str(metrics_file))
     assert metrics["valid_roc_auc"] == meta["metrics"]["valid"]["roc_auc"]
     artifact = parse_executor_output(ex_out).artifacts["metrics"].artifacts[0]
     assert dict(artifact.metadata) == metrics
@@ -208,7 +205,7 @@ def test_train_iforest_cli(tracking_uri, tmp_path, features_file):
 def test_train_iforest_cli_s3_in_and_out(local_env, s3_bucket, tmp_path, features_file):
     """Features read from and the model folder published to moto's S3 server on loopback."""
     features_uri = f"s3://{s3_bucket}/features/features.parquet"
-    storage.write_bytes(features_file.read_bytes(), features_uri)
+    storage.publish_table(storage.read_table(str(features_file)), features_uri)
     out = f"s3://{s3_bucket}/runs/1/iforest"
     proc = run_cli(
         "components.train_iforest", "--in-features", features_uri, "--out-model", out,
@@ -218,11 +215,12 @@ def test_train_iforest_cli_s3_in_and_out(local_env, s3_bucket, tmp_path, feature
     assert proc.returncode == 0, proc.stderr
     s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
-    assert {
-        f"runs/1/iforest/{n}" for n in ("_SUCCESS", "forest.npz", "iforest.skops", "meta.json")
+    version = storage.open_output(out).version
+    assert {"runs/1/iforest/_SUCCESS"} | {
+        f"runs/1/iforest/{version}/{n}" for n in ("forest.npz", "iforest.skops", "meta.json")
     } <= keys
     assert storage.is_complete_dataset(out)
-    assert ForestArrays.load(f"{out}/forest.npz").n_trees == 10
+    assert ForestArrays.load(storage.open_output(out).uri_of("forest.npz")).n_trees == 10
     assert storage.read_json(f"s3://{s3_bucket}/runs/1/metrics.json")["n_train"] == 3000
 
 
@@ -288,7 +286,7 @@ def test_train_iforest_logs_to_a_real_mlflow_server(
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.tags["pipeline_run_id"] == "kfp-job-42"  # the flag wins over the env
     assert run.data.tags["stage"] == "train-iforest"
-    assert run.info.run_id == json.loads((out / "meta.json").read_text())["mlflow_run_id"]
+    assert run.info.run_id == storage.open_output(str(out)).read_json("meta.json")["mlflow_run_id"]
     local = client.download_artifacts(run.info.run_id, "forest/forest.npz", str(tmp_path))
     assert ForestArrays.load(local).n_trees == 5
 

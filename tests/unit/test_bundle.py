@@ -11,6 +11,7 @@ import pytest
 
 from components.contracts import bundle as B
 from components.contracts import features as F
+from components.contracts import storage
 from components.contracts.blend import BlendParams, Thresholds
 
 
@@ -75,11 +76,12 @@ def test_write_and_load_round_trip(model_files, tmp_path):
     out = tmp_path / "bundle"
     written = _write(model_files, out)
     loaded = B.load_bundle(out)
-    assert loaded.sha256 == written.sha256 == B.sha256_file(out / "manifest.json")
+    assert loaded.sha256 == written.sha256 == storage.sha256_file(loaded.root / "manifest.json")
+    assert loaded.root.parent == out and loaded.root.name.startswith("v-")  # published layout
     m = loaded.manifest
     assert m["format"] == "cashier-integrity-bundle" and m["bundle_version"] == 1
     assert set(m["files"]) == set(B.REQUIRED_FILES)
-    assert m["files"]["xgb.ubj"] == B.sha256_file(model_files["xgb_model"])
+    assert m["files"]["xgb.ubj"] == storage.sha256_file(model_files["xgb_model"])
     assert loaded.blend == _params()
     assert loaded.feature_names == list(F.FEATURE_NAMES)
     assert loaded.metrics == {"blend_pr_auc": 0.9}
@@ -122,9 +124,8 @@ def test_blend_without_thresholds_is_refused(model_files, tmp_path):
 
 @pytest.fixture
 def bundle_dir(model_files, tmp_path) -> Path:
-    out = tmp_path / "bundle"
-    _write(model_files, out)
-    return out
+    """The published bundle's version folder (where its files are)."""
+    return _write(model_files, tmp_path / "bundle").root
 
 
 @pytest.mark.parametrize("name", B.REQUIRED_FILES)
@@ -191,7 +192,42 @@ def test_registry_sidecar_gives_the_version_without_changing_identity(bundle_dir
     after = B.load_bundle(bundle_dir)
     assert after.model_version == "7" and after.registry["run_id"] == "r"
     assert after.sha256 == before.sha256
+    assert after.manifest["files"]["registry.json"] == storage.sha256_file(
+        bundle_dir / "registry.json"
+    )
     assert (bundle_dir / "registry.json").stat().st_mode & 0o044 == 0o044  # world-readable
+
+
+def test_registry_json_is_covered_by_the_manifest(bundle_dir):
+    """Issue 11 item 10: an unlisted or edited registry.json could claim any model version."""
+    B.write_registry_sidecar(bundle_dir, model_name="m", model_version="7")
+    sidecar = bundle_dir / "registry.json"
+    genuine = sidecar.read_bytes()
+    sidecar.write_bytes(genuine.replace(b'"7"', b'"99"'))
+    with pytest.raises(B.BundleError, match=r"registry.json: sha256"):
+        B.load_bundle(bundle_dir)
+    sidecar.write_bytes(genuine)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    del manifest["files"]["registry.json"]
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(B.BundleError, match=r"registry.json: file not listed"):
+        B.load_bundle(bundle_dir)
+
+
+def test_registry_json_names_the_version_over_the_build_time_claim(model_files, tmp_path):
+    root = _write(model_files, tmp_path / "b", model_version="3").root
+    assert B.load_bundle(root).model_version == "3"
+    B.write_registry_sidecar(root, model_name="m", model_version="4")
+    assert B.load_bundle(root).model_version == "4"
+
+
+def test_published_bundle_rewrite_keeps_the_old_until_the_new_is_complete(model_files, tmp_path):
+    out = tmp_path / "bundle"
+    first = _write(model_files, out)
+    with pytest.raises(B.BundleError, match="missing input"):
+        _write(model_files, out, profiles=tmp_path / "nope.parquet")
+    assert B.load_bundle(out).sha256 == first.sha256
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", first.root.name]
 
 
 def test_corrupt_json_is_named(bundle_dir):

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from published import publish_in_place
 
 from components.contracts import features as F
+from components.contracts import storage
 from components.contracts.blend import BlendParams
 from components.evaluate import logic
 
@@ -162,6 +164,8 @@ def synthetic_inputs(tmp_path_factory):
 
     pq.write_table(table, root / "features.parquet")
     xgb_dir, forest_dir = train_models(table, root)
+    for output in (root / "features.parquet", xgb_dir, forest_dir):
+        publish_in_place(output)  # stages refuse unpublished inputs
     return root / "features.parquet", xgb_dir, forest_dir
 
 
@@ -208,6 +212,7 @@ def test_cli_writes_every_output(synthetic_inputs, tmp_path, local_env):
         ]
     )
     assert (out / "_SUCCESS").is_file()
+    out = Path(storage.open_output(str(out)).path())  # the published version's folder
     params = BlendParams.from_dict(json.loads((out / "blend.json").read_text()))
     assert params.thresholds is not None and params.thresholds.medium < params.thresholds.high
     assert sum(params.reference_histogram) == pytest.approx(1.0)
@@ -228,9 +233,9 @@ def test_cli_writes_every_output(synthetic_inputs, tmp_path, local_env):
 
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "<table>" in html
-    flat = json.loads((tmp_path / "metrics.json").read_text())
+    flat = storage.read_json(str(tmp_path / "metrics.json"))
     assert flat == s
-    cls = json.loads((tmp_path / "cls.json").read_text())
+    cls = storage.read_json(str(tmp_path / "cls.json"))
     rows = cls["confusionMatrix"]["rows"]
     assert sum(sum(r["row"]) for r in rows) == int(s["test_rows"])
     assert len(cls["confidenceMetrics"]) >= 3
@@ -264,6 +269,7 @@ def test_cli_bad_model_is_one_line_error_and_no_output(
     bad = tmp_path / "bad-xgb"
     bad.mkdir()
     (bad / "xgb.ubj").write_bytes(b"not a model")
+    publish_in_place(bad)
     out = tmp_path / "evaluation"
     code = cli.run(
         "evaluate",

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from published import publish_in_place
 
 from components.contracts import bundle as B
 from components.contracts import features as F
+from components.contracts import storage
 from components.contracts.blend import BlendParams, Thresholds
 from components.register import logic
 
@@ -127,6 +129,8 @@ def stage_inputs(tmp_path_factory) -> dict[str, Path]:
         reference_histogram=tuple([0.05] * 20),
     )
     (evaluation / "blend.json").write_text(json.dumps(params.to_dict()))
+    for output in (xgb_dir, forest_dir, root / "profiles.parquet"):
+        publish_in_place(output)  # stages refuse unpublished inputs
     return {
         "xgb": xgb_dir,
         "iforest": forest_dir,
@@ -145,7 +149,7 @@ def _with_metrics(stage_inputs, tmp_path: Path, pr_auc: float, recall: float) ->
     )
     summary = {"blend_pr_auc": pr_auc, "blend_recall_at_1pct_fpr": recall, "test_rows": 100.0}
     (evaluation / "metrics.json").write_text(json.dumps({"summary": summary}))
-    return evaluation
+    return publish_in_place(evaluation)
 
 
 def _argv(stage_inputs, evaluation: Path, out: Path, *extra: str) -> list[str]:
@@ -186,7 +190,7 @@ def test_register_gate_and_alias(stage_inputs, tmp_path, local_env, monkeypatch)
     first = main(_argv(stage_inputs, good, tmp_path / "r1"))
     assert first["passed"] and first["alias_moved"] and first["model_version"] == "1"
     assert _champion() == "1"
-    decision = json.loads((tmp_path / "r1" / "decision.json").read_text())
+    decision = storage.read_json(str(tmp_path / "r1" / "decision.json"))
     assert decision["champion_after"] == "1" and decision["champion_before"] is None
     bundle = B.load_bundle(tmp_path / "r1" / "bundle")
     assert bundle.model_version == "1" and bundle.sha256 == decision["bundle_sha256"]
@@ -257,7 +261,7 @@ def test_register_gate_and_alias(stage_inputs, tmp_path, local_env, monkeypatch)
     # Regression against the champion (PR-AUC 0.80 -> 0.75 > 0.02), with --fail-on-reject.
     worse = _with_metrics(stage_inputs, tmp_path, 0.75, 0.70)
     assert run(_argv(stage_inputs, worse, tmp_path / "r3", "--fail-on-reject")) == 1
-    third = json.loads((tmp_path / "r3" / "decision.json").read_text())
+    third = storage.read_json(str(tmp_path / "r3" / "decision.json"))
     assert "vs champion" in third["reason"] and third["champion_after"] == "1"
     assert _champion() == "1"
     # The pipeline passes its boolean parameter as a value: "false" keeps exit 0, "true" fails.
@@ -287,6 +291,7 @@ def test_register_bad_input_is_one_line(stage_inputs, tmp_path, local_env, capsy
     evaluation.mkdir()
     (evaluation / "blend.json").write_text(json.dumps({"xgb_weight": 1.0}))
     (evaluation / "metrics.json").write_text(json.dumps({"summary": {"blend_pr_auc": 0.9}}))
+    publish_in_place(evaluation)
     assert run(_argv(stage_inputs, evaluation, tmp_path / "out")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "blend.json" in err[0] and "iforest_weight" in err[0]

@@ -74,8 +74,11 @@ def test_validation_errors_name_source_and_column(mutate, message):
 def test_write_table_is_atomic_and_leaves_no_temp_files(tmp_path):
     target = tmp_path / "out" / "t.parquet"
     storage.write_table(raw_table(), str(target))
-    assert storage.read_table(str(target), LABELLED_TRANSACTION).num_rows == 20
+    table = storage.read_table(str(target), LABELLED_TRANSACTION, require_marker=False)
+    assert table.num_rows == 20
     assert [p.name for p in target.parent.iterdir()] == ["t.parquet"]
+    with pytest.raises(storage.StorageError, match=r"t\.parquet: a plain file, not a published"):
+        storage.read_table(str(target))  # a single object is not a stage output
 
 
 def test_dataset_writer_publishes_only_on_success(tmp_path):
@@ -108,7 +111,7 @@ def test_stream_writer_discards_on_error(tmp_path):
     with storage.ParquetStreamWriter(uri, table.schema) as w:
         w.write(table)
         w.write(table)
-    assert storage.read_table(uri).num_rows == 40
+    assert storage.read_table(uri, require_marker=False).num_rows == 40
 
 
 def test_missing_and_unreadable_inputs_name_the_file(tmp_path):
@@ -126,5 +129,5 @@ def test_jsonl_roundtrip_with_timestamps(tmp_path):
     storage.write_jsonl(table, uri)
     first = (tmp_path / "live.jsonl").read_text().splitlines()[0]
     assert '"timestamp":"2026-01-05T' in first
-    back = storage.read_jsonl(uri, RAW_TRANSACTION)
+    back = storage.read_jsonl(uri, RAW_TRANSACTION, require_marker=False)
     assert back.equals(table)

@@ -11,20 +11,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
+from published import publish_in_place
 from sklearn.metrics import roc_auc_score
 from train_synthetic import features_table
 
-from components.contracts import storage
 from components.contracts.features import FEATURE_NAMES, LABEL_COLUMNS, SUBSET_COLUMN
 from components.contracts.training import (
     MlflowLoggingError,
     TrainingData,
     TrainingDataError,
-    file_digests,
     mlflow_guard,
     ranking_metrics,
     recall_at_fpr,
-    staged_model_dir,
     training_data,
 )
 from components.train_xgb import logic
@@ -226,37 +224,7 @@ def test_novelty_without_positives_left_is_a_clear_error(table):
 
 
 # ------------------------------------------------------------------ output helpers
-
-
-def test_staged_model_dir_publishes_with_digests(tmp_path):
-    target = tmp_path / "out" / "model"
-    with staged_model_dir(str(target)) as staging:
-        (staging / "a.bin").write_bytes(b"abc")
-        assert not target.exists()  # nothing visible until the block succeeds
-    marker = json.loads((target / storage.SUCCESS_MARKER).read_text())
-    assert marker["files"] == file_digests(target)
-    assert set(marker["files"]) == {"a.bin"}
-    assert storage.is_complete_dataset(str(target))
-    assert [p.name for p in target.parent.iterdir()] == ["model"]  # no staging left behind
-
-
-def test_staged_model_dir_failure_leaves_old_output_untouched(tmp_path):
-    target = tmp_path / "model"
-    with staged_model_dir(str(target)) as staging:
-        (staging / "old.bin").write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="killed"), staged_model_dir(str(target)) as staging:
-        (staging / "new.bin").write_bytes(b"new")
-        raise RuntimeError("killed")
-    assert sorted(p.name for p in target.iterdir()) == ["_SUCCESS", "old.bin"]
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]
-
-
-def test_staged_model_dir_replaces_previous_output(tmp_path):
-    target = tmp_path / "model"
-    for name in ("first.bin", "second.bin"):
-        with staged_model_dir(str(target)) as staging:
-            (staging / name).write_bytes(name.encode())
-    assert sorted(p.name for p in target.iterdir()) == ["_SUCCESS", "second.bin"]
+# (publishing the model folder: tests/unit/test_storage_publish.py)
 
 
 def test_mlflow_guard_names_the_store():
@@ -276,6 +244,7 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, local_env, table, capsys
 
     path = tmp_path / "features.parquet"
     pq.write_table(table.drop_columns([FEATURE_NAMES[5]]), path)
+    publish_in_place(path)
     out = tmp_path / "model"
     code = main(["--in-features", str(path), "--out-model", str(out), "--n-estimators", "3"])
     assert code == 2
