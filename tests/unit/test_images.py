@@ -152,7 +152,7 @@ def test_compiled_yaml_names_exactly_the_images_make_images_builds():
     from components.contracts.settings import Settings
 
     refs = images.image_refs(Settings.from_env().image_registry)
-    docs = yaml.safe_load((REPO / "pipelines/cashier_integrity.yaml").read_text())
+    docs = next(yaml.safe_load_all((REPO / "pipelines/cashier_integrity.yaml").read_text()))
     executors = docs["deploymentSpec"]["executors"]
     in_yaml = {e["container"]["image"] for e in executors.values()}
     assert in_yaml == set(refs.values())
