@@ -7,7 +7,6 @@ session. Nothing here talks to AWS or any other outside address.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -305,7 +304,9 @@ def trained_pipeline(tmp_path_factory) -> dict[str, object]:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"stage {stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    decision = json.loads(Path(p["decision"]).read_text())
+    from components.contracts import storage
+
+    decision = storage.open_output(p["decision"]).read_json()
     if not decision["passed"]:  # a quality regression shows up here, loudly, for every user
         raise RuntimeError(f"the session model failed the quality gate: {decision['reason']}")
     return {**p, "env": env, "var": str(var)}

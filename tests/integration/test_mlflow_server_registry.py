@@ -5,7 +5,6 @@ stays on reject, and the champion's pyfunc loads from the server and scores live
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -15,6 +14,8 @@ from test_stage_chain import (  # shared chain helpers (same folder)
     local_chain,  # noqa: F401  (session fixture re-exported for this module)
     register,
 )
+
+from components.contracts import storage
 
 
 @pytest.mark.integration
@@ -52,7 +53,7 @@ def test_register_against_mlflow_server(local_chain, mlflow_server, tmp_path):  
     # floor above its own PR-AUC) is registered but rejected; the alias stays on version 1.
     second = register(chain, "--min-pr-auc", "0.9999", out=str(tmp_path / "second"), env=server_env)
     assert "REJECTED" in second.stdout
-    decision = json.loads((tmp_path / "second" / "decision.json").read_text())
+    decision = storage.open_output(str(tmp_path / "second" / "decision.json")).read_json()
     assert decision["model_version"] == "2" and not decision["alias_moved"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     v2 = client.get_model_version(name, "2")

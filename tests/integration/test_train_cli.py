@@ -327,7 +327,9 @@ def test_train_iforest_logs_into_the_run_kubeflows_mlflow_plugin_created(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
-    assert json.loads((out / "meta.json").read_text())["mlflow_run_id"] == nested.info.run_id
+    assert (
+        storage.open_output(str(out)).read_json("meta.json")["mlflow_run_id"] == nested.info.run_id
+    )
     (run,) = client.search_runs([experiment_id], "tags.stage = 'train-iforest'")
     assert run.info.run_id == nested.info.run_id
     assert run.info.run_name == "train-iforest"  # the plugin's name is kept
