@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from components.contracts import storage
 from tests.conftest import REPO, free_port, running
 
 pytestmark = pytest.mark.integration
@@ -71,8 +72,8 @@ def pipeline(trained_pipeline):
     On the tiny session data the quality gate may keep the champion alias where it was
     (nowhere, on a fresh registry); the registered version is served by number then.
     """
-    decision = json.loads(Path(trained_pipeline["decision"]).read_text())
-    registry = json.loads((Path(trained_pipeline["bundle"]) / "registry.json").read_text())
+    decision = storage.read_json(trained_pipeline["decision"])
+    registry = storage.open_output(trained_pipeline["bundle"]).read_json("registry.json")
     name, version = registry["model_name"], str(registry["model_version"])
     champion = decision.get("alias_moved") or decision.get("champion_after") == version
     uri = f"models:/{name}@champion" if champion else f"models:/{name}/{version}"
