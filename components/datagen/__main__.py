@@ -20,6 +20,7 @@ import time
 import pyarrow.compute as pc
 
 from components.contracts import cli, storage
+from components.contracts.schemas import InputError
 from components.datagen.logic import DatagenParams, generate, parse_date, rechunk, summarize
 
 log = logging.getLogger("datagen")
@@ -82,7 +83,7 @@ def params_from_args(args: argparse.Namespace) -> DatagenParams:
     )
     params.validate()
     if args.chunk_rows <= 0:
-        raise ValueError(f"--chunk-rows must be positive, got {args.chunk_rows}")
+        raise InputError(f"--chunk-rows must be positive, got {args.chunk_rows}")
     return params
 
 

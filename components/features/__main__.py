@@ -20,7 +20,7 @@ import pyarrow.dataset as ds
 
 from components.contracts import cli, storage
 from components.contracts import features as F
-from components.contracts.schemas import LABELLED_TRANSACTION
+from components.contracts.schemas import LABELLED_TRANSACTION, InputError
 from components.features.logic import FEATURE_TABLE_SCHEMA, TimeSplits, feature_chunk
 
 log = logging.getLogger("features")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     dates = storage.list_partitions(args.in_historic, "date")
     if not dates:
-        raise ValueError(f"{args.in_historic}: no date=YYYY-MM-DD partitions found")
+        raise InputError(f"{args.in_historic}: no date=YYYY-MM-DD partitions found")
     F.warm_up()
     state = F.ProfileState()
     counts = dict.fromkeys(F.SUBSETS, 0)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             log.info("%s: %d rows", date, chunk.num_rows)
         empty = [subset for subset in F.SUBSETS if counts[subset] == 0]
         if empty:  # raised inside the block: the feature table is not published
-            raise ValueError(f"{args.in_time_splits}: the {empty[0]} subset has no rows")
+            raise InputError(f"{args.in_time_splits}: the {empty[0]} subset has no rows")
     profiles = state.to_table()
     storage.write_table(profiles, args.out_profiles)
     n_cashiers = sum(1 for level in profiles.column("level").to_pylist() if level == "cashier")

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from components.contracts import features as F
-from components.contracts.schemas import TIMESTAMP
+from components.contracts.schemas import TIMESTAMP, InputError
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,12 @@ class TimeSplits:
                 for k in ("train_end", "valid_end", "historic_end")
             }
         except KeyError as exc:
-            raise ValueError(f"{source}: missing key {exc.args[0]!r}") from exc
+            raise InputError(f"{source}: missing key {exc.args[0]!r}") from exc
         except ValueError as exc:
-            raise ValueError(f"{source}: bad timestamp ({exc})") from exc
+            raise InputError(f"{source}: bad timestamp ({exc})") from exc
         splits = cls(**values)
         if not splits.train_end <= splits.valid_end <= splits.historic_end:
-            raise ValueError(f"{source}: boundaries out of order: {obj}")
+            raise InputError(f"{source}: boundaries out of order: {obj}")
         return splits
 
 
@@ -47,7 +47,7 @@ def assign_subset(timestamps: pd.Series | np.ndarray, splits: TimeSplits) -> np.
     """'train' / 'valid' / 'test' by time; rows at or after ``historic_end`` are an error."""
     ts = pd.to_datetime(np.asarray(timestamps))
     if len(ts) and ts.max() >= pd.Timestamp(splits.historic_end):
-        raise ValueError(
+        raise InputError(
             f"transactions at {ts.max()} are after historic_end {splits.historic_end}: "
             "live-period rows must not be in the historic lake"
         )

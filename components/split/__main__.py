@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts import cli, storage
-from components.contracts.schemas import LABELLED_TRANSACTION, validate_table
+from components.contracts.schemas import LABELLED_TRANSACTION, InputError, validate_table
 from components.split.logic import (
     DATE_COLUMN,
     SUBSETS,
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("live_days", "valid_days", "test_days"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be at least 1, got {getattr(args, name)}")
+            raise InputError(f"{flag} must be at least 1, got {getattr(args, name)}")
     started = time.perf_counter()
     src = args.in_transactions
     b = read_boundaries(src, args)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
                 writer.write(with_date_partition(pa.concat_tables(pending)))
             empty = [s for s in SUBSETS if not counts[s]]
             if empty:
-                raise ValueError(
+                raise InputError(
                     f"{src}: no transactions in the {empty[0]} window {b.to_json()} "
                     "(gap in the data?)"
                 )
