@@ -26,7 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts import cli, storage
-from components.contracts.schemas import LABELLED_TRANSACTION, InputError, validate_table
+from components.contracts.schemas import (
+    LABELLED_TRANSACTION,
+    DuplicateIds,
+    InputError,
+    raise_on_duplicates,
+    validate_table,
+)
 from components.split.logic import (
     DATE_COLUMN,
     SUBSETS,
@@ -105,10 +111,13 @@ def read_boundaries(uri: str, args: argparse.Namespace) -> TimeBoundaries:
     ts_schema = pa.schema([LABELLED_TRANSACTION.field("timestamp")])
     ts = storage.read_table(uri, ts_schema).column("timestamp")
     bounds = pc.min_max(ts).as_py()
-    return time_boundaries(
-        bounds["min"], bounds["max"],
-        live_days=args.live_days, valid_days=args.valid_days, test_days=args.test_days,
-    )  # fmt: skip
+    try:
+        return time_boundaries(
+            bounds["min"], bounds["max"],
+            live_days=args.live_days, valid_days=args.valid_days, test_days=args.test_days,
+        )  # fmt: skip
+    except InputError as exc:
+        raise InputError(f"{uri}: column 'timestamp': {exc}") from exc
 
 
 def _delete_quietly(uri: str) -> None:
@@ -133,12 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     pending: list[pa.Table] = []
     pending_rows = 0
     written: list[str] = []
+    ids = DuplicateIds()
     with storage.DatasetWriter(args.out_historic, partition_cols=[DATE_COLUMN]) as writer:
         try:
             for batch in storage.iter_dataset_batches(src):
                 table = validate_table(
                     pa.Table.from_batches([batch]), LABELLED_TRANSACTION, source=src
                 )
+                ids.add(table.column("transaction_id"))
                 codes = subset_codes(table.column("timestamp"), b)
                 n = np.bincount(codes, minlength=len(SUBSETS))
                 counts.update(dict(zip(SUBSETS, n.tolist(), strict=True)))
@@ -153,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                     pending, pending_rows = [], 0
             if pending:
                 writer.write(with_date_partition(pa.concat_tables(pending)))
+            raise_on_duplicates(ids, source=src, column="transaction_id")
             empty = [s for s in SUBSETS if not counts[s]]
             if empty:
                 raise InputError(
