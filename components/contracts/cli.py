@@ -16,6 +16,7 @@ Errors of the first three kinds are reported in one line: ``<stage>: error: <mes
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import signal
@@ -71,6 +72,19 @@ class Terminated(BaseException):
     A BaseException, so ``except Exception`` blocks do not swallow it and context managers
     (MLflow runs, staged outputs) unwind and clean up as for Ctrl-C.
     """
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with the one-line error contract: ``<stage>: error: <message>``, exit 2
+    (argparse's own ``error`` prints the usage block too)."""
+
+    def __init__(self, *args, stage: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage = stage
+
+    def error(self, message: str):
+        print(f"{self.stage}: error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(EXIT_USER)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

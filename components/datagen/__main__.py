@@ -26,14 +26,9 @@ from components.datagen.logic import DatagenParams, generate, parse_date, rechun
 log = logging.getLogger("datagen")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (the stage CLI contract)
-        print(f"datagen: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(
+    p = cli.ArgumentParser(
+        stage="datagen",
         prog="python -m components.datagen",
         description="Generate synthetic labelled POS transactions with injected fraud patterns.",
     )

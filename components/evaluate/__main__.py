@@ -51,7 +51,8 @@ FEATURE_COLUMNS = pa.schema(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        stage="evaluate",
         prog="python -m components.evaluate",
         description="Blend both models into one calibrated 0-100 risk score, choose risk-level "
         "thresholds on the valid subset and report on the test subset.",

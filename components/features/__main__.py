@@ -32,7 +32,8 @@ log = logging.getLogger("features")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        stage="features",
         prog="python -m components.features",
         description="Build point-in-time features and cashier profiles from the historic lake.",
     )

@@ -61,7 +61,8 @@ PIP_PACKAGES = ("mlflow", "xgboost-cpu", "numpy", "pandas", "pyarrow", "numba", 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        stage="register",
         prog="python -m components.register",
         description="Build the serving bundle, register it in the MLflow registry and move the "
         "champion alias only if the quality gate passes. MLflow locations come from the "

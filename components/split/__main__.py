@@ -51,14 +51,9 @@ BUFFER_ROWS = 1_000_000
 """Historic rows gathered before one write (one Parquet file per date per write)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (the stage CLI contract)
-        print(f"split: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(
+    p = cli.ArgumentParser(
+        stage="split",
         prog="python -m components.split",
         description="Split transactions by time into a historic lake (train/valid/test "
         "boundaries) and a live stream with its labels held out.",

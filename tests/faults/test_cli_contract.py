@@ -119,3 +119,28 @@ def test_one_line_flattens_messages():
     assert cli.one_line(InputError("a\n  b\tc")) == "a b c"
     assert cli.one_line(KeyError("k")) == "k"
     assert len(cli.one_line(InputError("x" * 5000))) == 600
+
+
+@pytest.mark.parametrize(
+    ("module", "stage"),
+    [
+        ("datagen", "datagen"),
+        ("split", "split"),
+        ("features", "features"),
+        ("train_xgb", "train-xgb"),
+        ("train_iforest", "train-iforest"),
+        ("evaluate", "evaluate"),
+        ("register", "register"),
+    ],
+)
+def test_bad_flags_are_one_line(module, stage, capsys):
+    """Before: argparse printed its usage block too (two or more lines) in five stages."""
+    import importlib
+
+    mod = importlib.import_module(f"components.{module}.__main__")
+    parse = getattr(mod, "parse_args", None) or (lambda argv: mod.build_parser().parse_args(argv))
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--no-such-flag"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{stage}: error: "), err

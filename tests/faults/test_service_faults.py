@@ -15,8 +15,6 @@ import time
 import pytest
 from faultlib import clean_env, run_stage, the_error
 
-from components.contracts.settings import mlflow_retry_env
-
 pytestmark = pytest.mark.integration
 
 KNOB_S = 10
@@ -134,6 +132,8 @@ def test_bad_service_timeout_is_a_user_error(trained, tmp_path):
 @pytest.mark.parametrize("budget", [1, 5, 10, 30, 120, 600])
 def test_retry_schedule_fits_the_budget(budget):
     """urllib3 sleeps 0, 2f, 4f, ... (+ jitter) between attempts: the sum fits the knob."""
+    from components.contracts.settings import mlflow_retry_env
+
     env = mlflow_retry_env(budget)
     retries, factor = int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]), 1
     jitter = float(env["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"])
