@@ -130,8 +130,6 @@ PROCESS_TAG = "process"
 """Run tag ``<host>:<pid>:<start ticks>`` of the process that runs the stage: lets the next
 run on the same host tell a killed run (process gone) from a live one."""
 
-_reaped: list[str] = []
-
 
 def bound_retries(budget_s: float) -> None:
     """Bound MLflow's HTTP retries by ``budget_s`` (``settings.mlflow_retry_env``).
@@ -219,8 +217,8 @@ def reap_stale_runs(experiment_id: str, stage: str, pipeline_run_id: str) -> lis
 
     A run is stale when its process (``PROCESS_TAG``) ran on this host and is gone, or when
     it belongs to the same (non-standalone) pipeline run: a stage of a pipeline run starts
-    again only after its previous attempt died. Returns the reaped run ids (also kept for
-    ``reaped_runs``). Best effort: MLflow errors are logged, never raised.
+    again only after its previous attempt died. Returns the reaped run ids. Best effort:
+    MLflow errors are logged, never raised.
     """
     import mlflow
 
@@ -247,10 +245,4 @@ def reap_stale_runs(experiment_id: str, stage: str, pipeline_run_id: str) -> lis
         logger.warning("could not check for stale %s runs: %s", stage, exc)
     if reaped:
         logger.warning("marked %d stale %s run(s) KILLED: %s", len(reaped), stage, reaped)
-    _reaped[:] = reaped
     return reaped
-
-
-def reaped_runs() -> list[str]:
-    """Run ids the last ``reap_stale_runs`` of this process ended KILLED."""
-    return list(_reaped)

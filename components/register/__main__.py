@@ -339,7 +339,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
         pipeline_run_id = os.environ.get("PIPELINE_RUN_ID") or "standalone"
         with tracking.stage_run(cfg, "register") as run:
             client = mlflow.MlflowClient()
-            abort_stale_versions(client, name, alias, tracking.reaped_runs())
+            abort_stale_versions(client, run.info.experiment_id, name, alias)
             champion_version, champion = champion_metrics(client, name, alias)
             decision = logic.gate(
                 candidate,
@@ -430,21 +430,36 @@ def tag_aborted(client, name: str, version: str, why: str) -> None:
             log.warning("could not tag %s version %s aborted: %s", name, version, exc)
 
 
-def abort_stale_versions(client, name: str, alias: str, run_ids: list[str]) -> None:
-    """Versions created by register runs that were killed (``tracking.reaped_runs``) and do
-    not hold ``alias``: re-tag them ``gate_decision=aborted``."""
-    if not run_ids:
-        return
+CHECKED_TAG = "versions_checked"
+"""Tag on a failed/killed register run once its versions were checked for ``aborted``."""
+
+
+def abort_stale_versions(client, experiment_id: str, name: str, alias: str) -> None:
+    """Versions created by register runs that failed or were killed (including runs a
+    SIGKILL left RUNNING, which ``tracking.stage_run`` has just ended KILLED) and that do
+    not hold ``alias`` are re-tagged ``gate_decision=aborted``; each run is checked once."""
     from mlflow.exceptions import MlflowException
 
+    runs = client.search_runs(
+        [experiment_id],
+        "tags.stage = 'register' and attributes.status != 'FINISHED' "
+        "and attributes.status != 'RUNNING'",
+        max_results=100,
+        order_by=["attributes.start_time DESC"],
+    )
+    runs = [r for r in runs if r.data.tags.get(CHECKED_TAG) != "true"]
+    if not runs:
+        return
     try:
         champion = str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         champion = None
-    for run_id in run_ids:
+    for run in runs:
+        run_id = run.info.run_id
         for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
             if str(mv.version) != champion and (mv.tags or {}).get("gate_decision") != "aborted":
-                tag_aborted(client, name, str(mv.version), f"run {run_id} was killed")
+                tag_aborted(client, name, str(mv.version), f"run {run_id} ended {run.info.status}")
+        client.set_tag(run_id, CHECKED_TAG, "true")
 
 
 def publish_bundle(bundle: B.Bundle, uri: str, record: dict[str, Any]) -> None:
