@@ -13,7 +13,13 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from components.contracts.features import FEATURE_NAMES, ID_COLUMNS, LABEL_COLUMNS, SUBSET_COLUMN
+from components.contracts.features import (
+    FEATURE_NAMES,
+    ID_COLUMNS,
+    LABEL_COLUMNS,
+    SIGNED_FEATURES,
+    SUBSET_COLUMN,
+)
 from components.contracts.schemas import FRAUD_TYPES
 
 FRAUD_KINDS = tuple(t for t in FRAUD_TYPES if t != "none")
@@ -46,6 +52,8 @@ def features_table(
         mask = is_fraud & (kinds == k)
         cols = [(3 * k + j) % n_features for j in range(3)]
         X[np.ix_(mask, cols)] += signal
+    unsigned = [j for j, name in enumerate(FEATURE_NAMES) if name not in SIGNED_FEATURES]
+    X[:, unsigned] = np.abs(X[:, unsigned])  # what training accepts: these are >= 0 by nature
     n_train = int(rows * fractions[0])
     n_valid = int(rows * fractions[1])
     subset = np.array(

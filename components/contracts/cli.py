@@ -1,28 +1,177 @@
-"""Small helpers every stage CLI shares: logging set-up and the one-line error contract."""
+"""Small helpers every stage CLI shares: logging set-up and the one-line error contract.
+
+Exit codes of every stage CLI:
+
+* 0: done;
+* 2: user error: bad input data, a bad parameter, a missing or corrupt input file. The
+  exception types the code raises on purpose for those are listed in ``user_error``;
+* 1: environment error: a service (S3, the MLflow server, its database) cannot be reached
+  or failed (``environment_error``);
+* 143 / 130: stopped by SIGTERM / Ctrl-C (``Terminated`` / ``KeyboardInterrupt``); the
+  stage's MLflow run is ended as KILLED (``tracking.stage_run``);
+* anything else is a bug and keeps its traceback (exit 1).
+
+Errors of the first three kinds are reported in one line: ``<stage>: error: <message>``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from components.contracts.schemas import SchemaError
+from components.contracts.blend import BlendError
+from components.contracts.bundle import BundleError
+from components.contracts.forest import ForestFormatError
+from components.contracts.schemas import InputError
 from components.contracts.storage import StorageError
 
-USER_ERRORS = (SchemaError, StorageError, ValueError, KeyError, FileNotFoundError)
-"""Errors caused by the input or parameters: reported in one line, exit code 2."""
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    InputError,  # SchemaError, TrainingDataError and every stage's own input checks
+    BundleError,
+    BlendError,
+    ForestFormatError,
+)
+"""Exception types raised on purpose for bad input or parameters: one line, exit 2."""
+
+USER_OS_ERRORS: tuple[type[OSError], ...] = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FileExistsError,
+)
+"""OS errors that mean the user named a wrong path (anything else from the OS, pyarrow's
+S3 filesystem included, is the environment)."""
+
+MLFLOW_ENVIRONMENT_CODES = frozenset(
+    {
+        "INTERNAL_ERROR",  # MLflow's code for "API request to ... failed" (connection errors)
+        "TEMPORARILY_UNAVAILABLE",
+        "REQUEST_LIMIT_EXCEEDED",
+        "ENDPOINT_NOT_FOUND",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "CUSTOMER_UNAUTHORIZED",
+        "IO_ERROR",
+    }
+)
+"""``MlflowException.error_code`` values that mean the server or store failed, not our call."""
+
+EXIT_USER, EXIT_ENVIRONMENT, EXIT_SIGTERM, EXIT_SIGINT = 2, 1, 143, 130
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (see ``sigterm_raises``).
+
+    A BaseException, so ``except Exception`` blocks do not swallow it and context managers
+    (MLflow runs, staged outputs) unwind and clean up as for Ctrl-C.
+    """
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with the one-line error contract: ``<stage>: error: <message>``, exit 2
+    (argparse's own ``error`` prints the usage block too)."""
+
+    def __init__(self, *args, stage: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage = stage
+
+    def error(self, message: str):
+        print(f"{self.stage}: error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(EXIT_USER)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _is_environment_os_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and not isinstance(exc, USER_OS_ERRORS)
+
+
+def user_error(exc: BaseException) -> bool:
+    """True for the error types raised on purpose for bad input (exit 2)."""
+    if isinstance(exc, StorageError):  # a missing/corrupt input, unless the network failed
+        return not any(_is_environment_os_error(c) for c in list(_chain(exc))[1:])
+    return isinstance(exc, USER_ERRORS + USER_OS_ERRORS)
+
+
+def environment_error(exc: BaseException) -> bool:
+    """True when a service or the machine failed (exit 1): S3, MLflow, disk."""
+    from components.contracts.training import MlflowLoggingError
+
+    if isinstance(exc, MlflowLoggingError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, OSError):
+        return _is_environment_os_error(exc) or any(
+            _is_environment_os_error(c) for c in list(_chain(exc))[1:]
+        )
+    if "mlflow" in sys.modules:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            return exc.error_code in MLFLOW_ENVIRONMENT_CODES or any(
+                isinstance(c, OSError) for c in _chain(exc)
+            )
+    return False
+
+
+def one_line(exc: BaseException, limit: int = 600) -> str:
+    """The exception's message on one line (KeyError's quotes dropped), at most ``limit``."""
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(message).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` in the main thread for the duration of the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(stage: str, main: Callable[[], object]) -> int:
-    """Run a stage's ``main`` with logging set up; turn input errors into one line + exit 2."""
+    """Run a stage's ``main`` with logging set up; map failures to one line and an exit code."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s %(message)s")
     started = time.perf_counter()
     try:
-        main()
-    except USER_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"{stage}: error: {message}", file=sys.stderr)
-        return 2
+        with sigterm_raises():
+            main()
+    except Terminated as exc:
+        print(f"{stage}: error: {exc}", file=sys.stderr)
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        print(f"{stage}: error: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except Exception as exc:
+        if user_error(exc):
+            code = EXIT_USER
+        elif environment_error(exc):
+            code = EXIT_ENVIRONMENT
+        else:
+            raise  # a bug: keep the traceback
+        print(f"{stage}: error: {one_line(exc)}", file=sys.stderr)
+        return code
     logging.getLogger(stage).info("done in %.1fs", time.perf_counter() - started)
     return 0

@@ -124,6 +124,13 @@ PROFILE_FEATURES = (
 )
 FEATURE_NAMES = TRANSACTION_FEATURES + PROFILE_FEATURES
 """Model input columns, in order."""
+SIGNED_FEATURES = (
+    "weight_variance",
+    *(f"cashier_vs_store_{m}" for m in BEHAVIOURS),
+    *(f"z_{m}" for m in BEHAVIOURS),
+)
+"""Features that may be negative; every other feature is >= 0 by construction (counts,
+amounts, ratios, clock values, log counts, means of non-negative behaviours)."""
 
 ANOMALY_FEATURES = (
     "void_ratio",

@@ -88,14 +88,82 @@ NON_NEGATIVE_COLUMNS = (
     "price_override_count",
     "basket_weight_kg",
     "scan_duration_s",
+    "n",
 )
-"""Columns where a negative value is impossible (a data error, not an anomaly)."""
+"""Columns where a negative value is impossible (a data error, not an anomaly); ``n`` is
+the profile tables' transaction count."""
 
 ENUM_COLUMNS = {"lane_type": LANE_TYPES, "payment_type": PAYMENT_TYPES, "fraud_type": FRAUD_TYPES}
 
 
-class SchemaError(ValueError):
+class InputError(ValueError):
+    """Bad input data or parameters, raised on purpose with a message naming the file (or
+    flag) and the problem. Stage CLIs report it in one line and exit 2."""
+
+
+class SchemaError(InputError):
     """A table does not match its declared schema. The message names source and column."""
+
+
+class DuplicateIds:
+    """Counts repeated ids over a stream of chunks in 8 bytes per row (64-bit hashes).
+
+    ``add`` each chunk's id column, then read ``duplicates``: rows whose id already occurred
+    (a chance 64-bit collision among 10 million ids has probability ~3e-6).
+    """
+
+    def __init__(self) -> None:
+        self._hashes: list = []
+
+    def add(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        import numpy as np
+        import pandas as pd
+
+        values = np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object)
+        self._hashes.append(pd.util.hash_array(values, categorize=False))
+
+    @property
+    def duplicates(self) -> int:
+        import numpy as np
+
+        if not self._hashes:
+            return 0
+        hashes = np.concatenate(self._hashes)
+        return int(hashes.size - np.unique(hashes).size)
+
+
+def check_unique(ids: pa.Array | pa.ChunkedArray, *, source: str, column: str) -> None:
+    """Raise ``SchemaError`` naming ``source``/``column`` when ``ids`` has repeated values."""
+    counter = DuplicateIds()
+    counter.add(ids)
+    raise_on_duplicates(counter, source=source, column=column)
+
+
+def raise_on_duplicates(counter: DuplicateIds, *, source: str, column: str) -> None:
+    """Raise ``SchemaError`` when ``counter`` saw repeated ids."""
+    if counter.duplicates:
+        raise SchemaError(
+            f"{source}: column '{column}' has {counter.duplicates} duplicate value(s) "
+            "(ids must be unique)"
+        )
+
+
+def _uncastable_rows(col: pa.ChunkedArray, typ: pa.DataType) -> int:
+    """Rows of ``col`` whose value cannot be cast to ``typ`` (checked per distinct value)."""
+    import pyarrow.compute as pc
+
+    distinct = pc.unique(col.drop_null())
+    if len(distinct) > 100_000:
+        return len(col) - col.null_count
+    bad = []
+    for value in distinct:
+        try:
+            pa.array([value.as_py()], type=col.type).cast(typ, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            bad.append(value.as_py())
+    if not bad:
+        return 0
+    return int(pc.sum(pc.is_in(col, value_set=pa.array(bad, type=col.type))).as_py() or 0)
 
 
 def validate_table(
@@ -132,8 +200,11 @@ def validate_table(
             try:
                 col = col.cast(field.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                bad = _uncastable_rows(col, field.type)
+                rows = f" ({bad} row(s) cannot be read as {field.type})" if bad else ""
                 raise SchemaError(
-                    f"{source}: column '{field.name}' has type {col.type}, expected {field.type}"
+                    f"{source}: column '{field.name}' has type {col.type}, expected "
+                    f"{field.type}{rows}"
                 ) from exc
         if check_values:
             if not field.nullable and col.null_count:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from components.contracts.schemas import InputError
+
 
 def _env(
     name: str, default: str | None = None, *alts: str, environ: Mapping[str, str] | None = None
@@ -26,6 +28,48 @@ def _env(
         if value not in (None, ""):
             return value
     return default
+
+
+DEFAULT_SERVICE_TIMEOUT_S = 30.0
+"""Default of ``SERVICE_TIMEOUT_S`` (seconds)."""
+
+
+def _service_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``SERVICE_TIMEOUT_S`` from the environment (default 30 s); must be a positive number."""
+    raw = _env("SERVICE_TIMEOUT_S", environ=environ)
+    if raw is None:
+        return DEFAULT_SERVICE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"SERVICE_TIMEOUT_S={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def mlflow_retry_env(budget_s: float) -> dict[str, str]:
+    """MLflow client variables that keep one failing request's retries within ``budget_s``.
+
+    MLflow's defaults (7 retries, back-off factor 2, 120 s timeout) spend minutes on a server
+    that is down. urllib3 sleeps 0, 2f, 4f, 8f ... s between attempts (plus up to
+    ``jitter`` s each); with factor 1 and jitter 0.5 the largest retry count whose sleeps fit
+    in ``budget_s`` is chosen (4 for 30 s: at most 16 s), and each request times out after
+    ``budget_s``. Variables the user set explicitly win (see ``tracking.bound_retries``).
+    """
+    jitter, retries, slept = 0.5, 0, 0.0
+    while retries < 10:
+        nxt = (0.0 if retries == 0 else 2.0**retries) + jitter
+        if slept + nxt > budget_s:
+            break
+        slept += nxt
+        retries += 1
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(jitter),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(budget_s))),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +115,8 @@ class MlflowSettings:
     """Registered model name of the serving bundle."""
     champion_alias: str = "champion"
     """Registry alias that marks the production model."""
+    service_timeout_s: float = DEFAULT_SERVICE_TIMEOUT_S
+    """Copy of ``Settings.service_timeout_s`` for the tracking helpers."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +135,10 @@ class Settings:
     """Registry prefix of the component and serving images."""
     image_tag: str = "latest"
     """Tag of the component images the compiled pipeline names."""
+    service_timeout_s: float = DEFAULT_SERVICE_TIMEOUT_S
+    """``SERVICE_TIMEOUT_S``: the longest a stage waits on an unreachable MLflow server
+    (retries and back-off included) before it fails with one line and exit 1; also each
+    request's timeout. See ``mlflow_retry_env``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +154,7 @@ class Settings:
         tracking = _env("MLFLOW_TRACKING_URI", None, "FALLBACK_MLFLOW_TRACKING_URI", **e) or (
             f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         )
+        timeout = _service_timeout_from_env(environ)
         artifacts = (
             _env("MLFLOW_ARTIFACT_LOCATION", **e) or (home / "mlflow" / "artifacts").as_uri()
         )
@@ -116,10 +167,12 @@ class Settings:
                 experiment=_env("MLFLOW_EXPERIMENT_NAME", "cashier-integrity", **e) or "",
                 model_name=_env("MODEL_NAME", "cashier-integrity-risk", **e) or "",
                 champion_alias=_env("CHAMPION_ALIAS", "champion", **e) or "",
+                service_timeout_s=timeout,
             ),
             s3=S3Settings.from_env(environ),
             image_registry=_env("IMAGE_REGISTRY", "ghcr.io/cashier-integrity", **e) or "",
             image_tag=_env("IMAGE_TAG", "latest", **e) or "",
+            service_timeout_s=timeout,
         )
 
     def result_settings(self) -> dict[str, str | None]:
@@ -132,7 +185,11 @@ class Settings:
         cache) are not part of it.
         """
         return {
-            **{f"mlflow.{k}": v for k, v in asdict(self.mlflow).items()},
+            **{
+                f"mlflow.{k}": v
+                for k, v in asdict(self.mlflow).items()
+                if k != "service_timeout_s"  # how long to wait, not where results go
+            },
             "s3.endpoint_url": self.s3.endpoint_url,
             "s3.region": self.s3.region,
         }

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,8 @@ from components.contracts.settings import MlflowSettings
 
 if TYPE_CHECKING:
     import mlflow
+
+logger = logging.getLogger(__name__)
 
 
 def configure(cfg: MlflowSettings) -> str:
@@ -46,6 +50,7 @@ def configure(cfg: MlflowSettings) -> str:
     """
     import mlflow
 
+    bound_retries(cfg.service_timeout_s)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
     with _sqlite_schema_lock(cfg.tracking_uri):
@@ -152,23 +157,152 @@ def use_pipeline_run_id(value: str | None) -> None:
 
 @contextlib.contextmanager
 def stage_run(cfg: MlflowSettings, stage: str) -> Iterator[mlflow.ActiveRun]:
-    """The MLflow run one stage logs into, tagged ``run_tags``.
+    """The MLflow run one stage logs into, tagged ``run_tags`` and this process.
 
     Under Kubeflow's MLflow plugin that is the task's nested run (``MLFLOW_RUN_ID``): it is
     entered by id, without ``set_experiment`` (MLflow refuses a run outside the active
     experiment) and without a new name (the plugin named it after the task). Otherwise a new
-    run named after the stage in ``cfg.experiment``.
+    run named after the stage in ``cfg.experiment``; before it starts, runs of the same stage
+    left RUNNING by a killed process are ended KILLED (``reap_stale_runs``). The run ends
+    FINISHED, FAILED on an exception, or KILLED when the stage is stopped (SIGTERM /
+    Ctrl-C), see ``ended_with_status``.
     """
     import mlflow
 
-    tags = run_tags(stage, os.environ)
+    tags = {**run_tags(stage, os.environ), PROCESS_TAG: process_id()}
     run_id = task_run_id(os.environ)
     if run_id:
+        bound_retries(cfg.service_timeout_s)
         mlflow.set_tracking_uri(cfg.tracking_uri)
         mlflow.set_registry_uri(cfg.tracking_uri)
-        with mlflow.start_run(run_id=run_id, tags=tags) as run:
+        with mlflow.start_run(run_id=run_id, tags=tags) as run, ended_with_status(run):
             yield run
         return
-    configure(cfg)
-    with mlflow.start_run(run_name=stage, tags=tags) as run:
+    experiment_id = configure(cfg)
+    reap_stale_runs(experiment_id, stage, tags["pipeline_run_id"])
+    with mlflow.start_run(run_name=stage, tags=tags) as run, ended_with_status(run):
         yield run
+
+
+# ---------------------------------------------------------------- failures and kills
+
+PROCESS_TAG = "process"
+"""Run tag ``<host>:<pid>:<start ticks>`` of the process that runs the stage: lets the next
+run on the same host tell a killed run (process gone) from a live one."""
+
+
+def bound_retries(budget_s: float) -> None:
+    """Bound MLflow's HTTP retries by ``budget_s`` (``settings.mlflow_retry_env``).
+
+    Variables already set in the environment win (an operator's explicit choice).
+    """
+    from components.contracts.settings import mlflow_retry_env
+
+    for key, value in mlflow_retry_env(budget_s).items():
+        os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def quick_calls(timeout_s: int = 5) -> Iterator[None]:
+    """MLflow calls in the block make one attempt with a short timeout (clean-up paths: a
+    stage that is failing or being stopped must not spend its grace period on retries)."""
+    keys = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({keys[0]: "0", keys[1]: str(timeout_s)})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def ended_with_status(run: mlflow.ActiveRun) -> Iterator[None]:
+    """End ``run`` KILLED when the block is stopped (SIGTERM, Ctrl-C), FAILED on an error.
+
+    Ending is attempted once with a short timeout; if MLflow itself is what failed, the run
+    stays RUNNING and the next run of the stage reaps it.
+    """
+    import mlflow
+
+    from components.contracts.cli import Terminated
+
+    try:
+        yield
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, Terminated | KeyboardInterrupt) else "FAILED"
+        with quick_calls(), contextlib.suppress(Exception):
+            mlflow.end_run(status)
+        raise
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), '' when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_id() -> str:
+    """``<host>:<pid>:<start ticks>`` of this process (the ``PROCESS_TAG`` value)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _process_gone(tag: str) -> bool:
+    """True when ``tag`` names a process on this host that no longer runs."""
+    host, _, rest = tag.partition(":")
+    pid_text, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return bool(ticks) and _start_ticks(pid) not in ("", ticks)  # pid reused since
+
+
+def reap_stale_runs(experiment_id: str, stage: str, pipeline_run_id: str) -> list[str]:
+    """End KILLED the RUNNING runs of ``stage`` whose process is gone (SIGKILL, OOM).
+
+    A run is stale when its process (``PROCESS_TAG``) ran on this host and is gone, or when
+    it belongs to the same (non-standalone) pipeline run: a stage of a pipeline run starts
+    again only after its previous attempt died. Returns the reaped run ids. Best effort:
+    MLflow errors are logged, never raised.
+    """
+    import mlflow
+
+    reaped: list[str] = []
+    try:
+        client = mlflow.MlflowClient()
+        runs = client.search_runs(
+            [experiment_id],
+            f"tags.stage = '{stage}' and attributes.status = 'RUNNING'",
+            max_results=200,
+        )
+        for run in runs:
+            tags = run.data.tags
+            same_pipeline = (
+                pipeline_run_id != "standalone" and tags.get("pipeline_run_id") == pipeline_run_id
+            )
+            if same_pipeline or _process_gone(tags.get(PROCESS_TAG, "")):
+                client.set_tag(
+                    run.info.run_id, "killed_reason", "process gone; reaped by the next run"
+                )
+                client.set_terminated(run.info.run_id, "KILLED")
+                reaped.append(run.info.run_id)
+    except Exception as exc:  # reaping must never fail the stage
+        logger.warning("could not check for stale %s runs: %s", stage, exc)
+    if reaped:
+        logger.warning("marked %d stale %s run(s) KILLED: %s", len(reaped), stage, reaped)
+    return reaped

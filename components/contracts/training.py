@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts import storage
-from components.contracts.features import LABEL_COLUMNS, SUBSET_COLUMN
+from components.contracts.features import LABEL_COLUMNS, SIGNED_FEATURES, SUBSET_COLUMN, SUBSETS
+from components.contracts.schemas import FRAUD_TYPES, InputError, check_unique
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ MAX_FPR = 0.01
 """False-positive rate at which recall is reported (``recall_at_1pct_fpr``)."""
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(InputError):
     """The features table cannot be trained on; the message names the file and the problem."""
 
 
@@ -91,22 +92,11 @@ def training_data(
             PR-AUC early stopping need them; the isolation forest does not).
 
     Raises:
-        TrainingDataError: A required column is missing or not numeric, a subset is empty,
+        TrainingDataError: ``check_features_table`` fails, a subset is empty,
             or (``require_positives``) a subset has no fraud or no legitimate rows.
     """
-    required = [SUBSET_COLUMN, *LABEL_COLUMNS, *feature_names]
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise TrainingDataError(
-            f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}"
-        )
-    for name in feature_names:
-        typ = table.schema.field(name).type
-        if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_boolean(typ)):
-            raise TrainingDataError(f"{source}: column '{name}' must be numeric, got {typ}")
+    check_features_table(table, feature_names, source=source)
     label, fraud_type = LABEL_COLUMNS
-    if table.column(label).null_count or table.column(SUBSET_COLUMN).null_count:
-        raise TrainingDataError(f"{source}: column '{label}' or '{SUBSET_COLUMN}' has nulls")
 
     subsets = {}
     for name in ("train", "valid"):
@@ -115,7 +105,7 @@ def training_data(
             raise TrainingDataError(
                 f"{source}: subset '{name}' is empty (column '{SUBSET_COLUMN}')"
             )
-        X = np.empty((part.num_rows, len(feature_names)), dtype=np.float64)
+        X = np.empty((part.num_rows, len(feature_names)), dtype=np.float64)  # all finite
         for j, col in enumerate(feature_names):
             X[:, j] = part.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
         y = part.column(label).to_numpy(zero_copy_only=False).astype(np.int8)
@@ -129,6 +119,80 @@ def training_data(
             raise TrainingDataError(f"{source}: subset '{name}' has only fraud rows")
         subsets[name] = subset
     return TrainingData(tuple(feature_names), subsets["train"], subsets["valid"])
+
+
+def _bad(source: str, column: str, count: int, what: str) -> TrainingDataError:
+    return TrainingDataError(f"{source}: column '{column}' has {count} row(s) {what}")
+
+
+def _count(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def check_features_table(
+    table: pa.Table, feature_names: Sequence[str], *, source: str = "features table"
+) -> None:
+    """Check what the models will see; raise one ``TrainingDataError`` naming file and column.
+
+    Checks, in order: required columns present; ``transaction_id`` unique (when present);
+    ``subset`` values in ``SUBSETS``; ``is_fraud`` boolean or 0/1 integers without nulls;
+    ``fraud_type`` a known type; every feature numeric, without nulls, NaN or +-inf, and
+    >= 0 unless listed in ``features.SIGNED_FEATURES``.
+    """
+    required = [SUBSET_COLUMN, *LABEL_COLUMNS, *feature_names]
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise TrainingDataError(
+            f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}"
+        )
+    if "transaction_id" in table.column_names:
+        try:
+            check_unique(table.column("transaction_id"), source=source, column="transaction_id")
+        except InputError as exc:
+            raise TrainingDataError(str(exc)) from exc
+    subset = table.column(SUBSET_COLUMN)
+    if not pa.types.is_string(subset.type) and not pa.types.is_large_string(subset.type):
+        raise TrainingDataError(
+            f"{source}: column '{SUBSET_COLUMN}' must be text, got {subset.type}"
+        )
+    unknown = _count(pc.invert(pc.fill_null(pc.is_in(subset, value_set=pa.array(SUBSETS)), False)))
+    if unknown:
+        raise _bad(source, SUBSET_COLUMN, unknown, f"not one of {', '.join(SUBSETS)}")
+    label, fraud_type = LABEL_COLUMNS
+    y = table.column(label)
+    if y.null_count:
+        raise _bad(source, label, y.null_count, "null")
+    if pa.types.is_integer(y.type):
+        bad = _count(pc.invert(pc.is_in(y, value_set=pa.array([0, 1], type=y.type))))
+        if bad:
+            raise _bad(source, label, bad, "not 0 or 1")
+    elif not pa.types.is_boolean(y.type):
+        raise _bad(source, label, len(y), f"of type {y.type} (labels must be true/false or 0/1)")
+    types = table.column(fraud_type)
+    known = pc.fill_null(pc.is_in(types, value_set=pa.array(FRAUD_TYPES)), False)
+    bad = _count(pc.invert(known)) if pa.types.is_string(types.type) else len(types)
+    if bad:
+        raise _bad(source, fraud_type, bad, f"not a known fraud type ({', '.join(FRAUD_TYPES)})")
+    for name in feature_names:
+        col = table.column(name)
+        typ = col.type
+        if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_boolean(typ)):
+            raise TrainingDataError(f"{source}: column '{name}' must be numeric, got {typ}")
+        if col.null_count:
+            raise _bad(source, name, col.null_count, "null")
+        if pa.types.is_boolean(typ):
+            continue
+        if pa.types.is_floating(typ):
+            nan = _count(pc.is_nan(col))
+            if nan:
+                raise _bad(source, name, nan, "NaN")
+            inf = _count(pc.is_inf(col))
+            if inf:
+                raise _bad(source, name, inf, "infinite")
+        if name not in SIGNED_FEATURES:
+            negative = _count(pc.less(col, 0))
+            if negative:
+                raise _bad(source, name, negative, "negative (this feature is >= 0)")
 
 
 # ---------------------------------------------------------------------- metrics

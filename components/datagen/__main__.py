@@ -20,19 +20,15 @@ import time
 import pyarrow.compute as pc
 
 from components.contracts import cli, storage
+from components.contracts.schemas import InputError
 from components.datagen.logic import DatagenParams, generate, parse_date, rechunk, summarize
 
 log = logging.getLogger("datagen")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (the stage CLI contract)
-        print(f"datagen: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(
+    p = cli.ArgumentParser(
+        stage="datagen",
         prog="python -m components.datagen",
         description="Generate synthetic labelled POS transactions with injected fraud patterns.",
     )
@@ -82,7 +78,7 @@ def params_from_args(args: argparse.Namespace) -> DatagenParams:
     )
     params.validate()
     if args.chunk_rows <= 0:
-        raise ValueError(f"--chunk-rows must be positive, got {args.chunk_rows}")
+        raise InputError(f"--chunk-rows must be positive, got {args.chunk_rows}")
     return params
 
 

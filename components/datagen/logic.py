@@ -44,6 +44,7 @@ from components.contracts.schemas import (
     LABELLED_TRANSACTION,
     LANE_TYPES,
     PAYMENT_TYPES,
+    InputError,
 )
 
 # ---------------------------------------------------------------- knobs of the simulation
@@ -112,22 +113,22 @@ class DatagenParams:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad parameter."""
         if self.rows <= 0:
-            raise ValueError(f"--rows must be positive, got {self.rows}")
+            raise InputError(f"--rows must be positive, got {self.rows}")
         if not 1 <= self.days <= 3660:
-            raise ValueError(f"--days must be between 1 and 3660, got {self.days}")
+            raise InputError(f"--days must be between 1 and 3660, got {self.days}")
         if not 1 <= self.stores <= 999:
-            raise ValueError(f"--stores must be between 1 and 999, got {self.stores}")
+            raise InputError(f"--stores must be between 1 and 999, got {self.stores}")
         if not 1 <= self.cashiers_per_store <= 99:
-            raise ValueError(
+            raise InputError(
                 f"--cashiers-per-store must be between 1 and 99, got {self.cashiers_per_store}"
             )
         if not (0.0 <= self.fraud_rate <= 0.5) or math.isnan(self.fraud_rate):
-            raise ValueError(f"--fraud-rate must be in [0, 0.5], got {self.fraud_rate}")
+            raise InputError(f"--fraud-rate must be in [0, 0.5], got {self.fraud_rate}")
         if not 0 <= self.seed < 2**63:
-            raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
+            raise InputError(f"--seed must be a non-negative integer, got {self.seed}")
         per_store_day = self.rows / (self.days * self.stores)
         if per_store_day > 999_999:
-            raise ValueError(
+            raise InputError(
                 f"--rows {self.rows} over {self.days} days and {self.stores} stores exceeds "
                 "999999 transactions per store and day (transaction ids have 6 digits)"
             )
@@ -138,7 +139,7 @@ def parse_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except (TypeError, ValueError):
-        raise ValueError(f"--start-date must be a date YYYY-MM-DD, got {text!r}") from None
+        raise InputError(f"--start-date must be a date YYYY-MM-DD, got {text!r}") from None
 
 
 # ---------------------------------------------------------------- the world
@@ -615,7 +616,7 @@ def generate(params: DatagenParams) -> Iterator[pa.Table]:
 def rechunk(tables: Iterator[pa.Table], chunk_rows: int) -> Iterator[pa.Table]:
     """Regroup a stream of tables into tables of exactly ``chunk_rows`` rows (last one shorter)."""
     if chunk_rows <= 0:
-        raise ValueError(f"--chunk-rows must be positive, got {chunk_rows}")
+        raise InputError(f"--chunk-rows must be positive, got {chunk_rows}")
     pending: list[pa.Table] = []
     size = 0
     for table in tables:

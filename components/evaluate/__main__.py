@@ -28,8 +28,10 @@ import pyarrow as pa
 
 from components.contracts import blend, cli, kfp_io, storage, tracking
 from components.contracts import features as F
-from components.contracts.schemas import LABELS
+from components.contracts.schemas import LABELS, InputError
 from components.contracts.settings import Settings
+from components.contracts.storage import sha256_bytes
+from components.contracts.training import check_features_table
 from components.evaluate import logic, report
 
 log = logging.getLogger("evaluate")
@@ -39,6 +41,7 @@ TRAIN_SCORE_SAMPLE = 50_000
 DEFAULT_NOVEL_TYPE = "scan_avoidance"
 FEATURE_COLUMNS = pa.schema(
     [
+        pa.field("transaction_id", pa.string(), nullable=False),
         pa.field(F.SUBSET_COLUMN, pa.string(), nullable=False),
         *(f for f in LABELS),
         *(pa.field(name, pa.float64(), nullable=False) for name in F.FEATURE_NAMES),
@@ -48,7 +51,8 @@ FEATURE_COLUMNS = pa.schema(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        stage="evaluate",
         prog="python -m components.evaluate",
         description="Blend both models into one calibrated 0-100 risk score, choose risk-level "
         "thresholds on the valid subset and report on the test subset.",
@@ -111,22 +115,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- inputs
 
 
-def load_booster(uri: str):
-    """An XGBoost booster from a native UBJSON file (local or s3://), never a pickle."""
+class ModelFiles:
+    """Reads model files once and records the sha256 of the exact bytes that were scored.
+
+    ``digests`` ({"xgb_model": {"xgb.ubj": sha256, ...}, "iforest_model": {...}}) goes into
+    ``metrics.json`` (``inputs.model_digests``); ``register`` refuses a model whose files do
+    not have these digests, so an evaluation is bound to the models it measured.
+    """
+
+    def __init__(self) -> None:
+        self.digests: dict[str, dict[str, str]] = {}
+        self._outputs: dict[str, storage.Output] = {}
+
+    def _open(self, folder: str) -> storage.Output:
+        # A published model folder: refused without its marker or with a modified file.
+        if folder not in self._outputs:
+            self._outputs[folder] = storage.open_output(folder)
+        return self._outputs[folder]
+
+    def read(self, role: str, folder: str, name: str) -> bytes:
+        data = self._open(folder).read_bytes(name)  # checked against the marker's sha256
+        self.digests.setdefault(role, {})[name] = sha256_bytes(data)
+        return data
+
+    def read_optional(self, role: str, folder: str, name: str) -> bytes | None:
+        return self.read(role, folder, name) if self._open(folder).has(name) else None
+
+
+def load_booster(uri: str, data: bytes | None = None):
+    """An XGBoost booster from native UBJSON bytes (read from ``uri`` if not given)."""
     import xgboost
 
     booster = xgboost.Booster()
     try:
-        booster.load_model(bytearray(storage.read_bytes(uri)))
+        booster.load_model(bytearray(storage.read_bytes(uri) if data is None else data))
     except xgboost.core.XGBoostError as exc:
-        raise ValueError(
+        raise InputError(
             f"{uri}: not a readable XGBoost model ({str(exc).splitlines()[0]})"
         ) from exc
     names = booster.feature_names
     if names is not None and list(names) != list(F.FEATURE_NAMES):
-        raise ValueError(f"{uri}: model feature names differ from features.FEATURE_NAMES")
+        raise InputError(f"{uri}: model feature names differ from features.FEATURE_NAMES")
     if booster.num_features() != len(F.FEATURE_NAMES):
-        raise ValueError(
+        raise InputError(
             f"{uri}: model expects {booster.num_features()} features, "
             f"FEATURE_NAMES has {len(F.FEATURE_NAMES)}"
         )
@@ -140,15 +171,22 @@ def xgb_margin(booster, X: np.ndarray) -> np.ndarray:
     return booster.predict(dm, output_margin=True).astype(np.float64)
 
 
-def load_forest(uri: str):
+def load_forest(uri: str, data: bytes | None = None):
+    """The forest from ``forest.npz`` bytes (read from ``uri`` if not given), pickle-free."""
+    import zipfile
+
     from components.contracts.forest import ForestArrays, ForestFormatError
 
     try:
-        forest = ForestArrays.load(uri)
+        forest = ForestArrays.from_npz_bytes(
+            storage.read_bytes(uri) if data is None else data, source=uri
+        )
     except ForestFormatError as exc:
-        raise ValueError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
+    except zipfile.BadZipFile as exc:  # a damaged .npz (zip) archive
+        raise InputError(f"{uri}: not a readable .npz file ({exc})") from exc
     if forest.n_features != len(F.FEATURE_NAMES):
-        raise ValueError(
+        raise InputError(
             f"{uri}: forest expects {forest.n_features} features, "
             f"FEATURE_NAMES has {len(F.FEATURE_NAMES)}"
         )
@@ -156,19 +194,32 @@ def load_forest(uri: str):
 
 
 def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X, subset, is_fraud, fraud_type) of the feature table."""
+    """(X, subset, is_fraud, fraud_type) of the feature table, checked like training's."""
     table = storage.read_table(uri, FEATURE_COLUMNS)
+    check_features_table(table, F.FEATURE_NAMES, source=uri)
     X = np.column_stack([table.column(n).to_numpy() for n in F.FEATURE_NAMES]).astype(np.float64)
     subset = table.column(F.SUBSET_COLUMN).to_numpy(zero_copy_only=False).astype(object)
     labels = table.column("is_fraud").to_numpy(zero_copy_only=False).astype(bool)
     fraud_type = table.column("fraud_type").to_numpy(zero_copy_only=False).astype(object)
     for name in F.SUBSETS:
         if not np.any(subset == name):
-            raise ValueError(f"{uri}: column '{F.SUBSET_COLUMN}' has no '{name}' rows")
+            raise InputError(f"{uri}: column '{F.SUBSET_COLUMN}' has no '{name}' rows")
     for name in ("valid", "test"):
         if not labels[subset == name].any():
-            raise ValueError(f"{uri}: the {name} subset has no fraud rows (is_fraud)")
+            raise InputError(f"{uri}: the {name} subset has no fraud rows (is_fraud)")
     return X, subset, labels, fraud_type
+
+
+def _parse_json(data: bytes | None, uri: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    try:
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{uri}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise InputError(f"{uri}: not a JSON object")
+    return value
 
 
 # ---------------------------------------------------------------- main
@@ -177,13 +228,20 @@ def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Score, blend, choose thresholds and compute the report dict (no output written)."""
     xgb_dir, forest_dir = args.in_xgb_model, args.in_iforest_model
-    xgb_out, forest_out = storage.open_output(xgb_dir), storage.open_output(forest_dir)
-    xgb_meta = xgb_out.read_json("meta.json") if xgb_out.has("meta.json") else {}
-    booster = load_booster(xgb_out.uri_of("xgb.ubj"))
+    files = ModelFiles()
+    meta_bytes = files.read_optional("xgb_model", xgb_dir, "meta.json")
+    xgb_meta = _parse_json(meta_bytes, storage.join(xgb_dir, "meta.json"))
+    booster = load_booster(
+        storage.join(xgb_dir, "xgb.ubj"), files.read("xgb_model", xgb_dir, "xgb.ubj")
+    )
     novelty_uri = storage.join(xgb_dir, "novelty_xgb.ubj")
-    has_novelty = xgb_out.has("novelty_xgb.ubj")
-    novelty_booster = load_booster(xgb_out.uri_of("novelty_xgb.ubj")) if has_novelty else None
-    forest = load_forest(forest_out.uri_of("forest.npz"))
+    novelty_bytes = files.read_optional("xgb_model", xgb_dir, "novelty_xgb.ubj")
+    novelty_booster = None if novelty_bytes is None else load_booster(novelty_uri, novelty_bytes)
+    forest = load_forest(
+        storage.join(forest_dir, "forest.npz"),
+        files.read("iforest_model", forest_dir, "forest.npz"),
+    )
+    files.read_optional("iforest_model", forest_dir, "meta.json")
     novel_type = args.novel_fraud_type or xgb_meta.get("novel_fraud_type") or DEFAULT_NOVEL_TYPE
 
     X, subset, labels, fraud_type = read_features(args.in_features)
@@ -268,6 +326,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "xgb_model": xgb_dir,
         "iforest_model": forest_dir,
         "feature_version": F.FEATURE_VERSION,
+        "model_digests": files.digests,
     }
     return {"params": params, "metrics": metrics, "test": test}
 

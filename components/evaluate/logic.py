@@ -27,7 +27,7 @@ import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
-from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS
+from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS, InputError
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,14 @@ def choose_thresholds(
         The thresholds and a dict describing how they were chosen (valid precision/recall).
     """
     if not 0 < high_precision_target <= 1:
-        raise ValueError(f"--high-precision-target must be in (0, 1], got {high_precision_target}")
+        raise InputError(f"--high-precision-target must be in (0, 1], got {high_precision_target}")
     if not 0 < medium_recall_target <= 1:
-        raise ValueError(f"--medium-recall-target must be in (0, 1], got {medium_recall_target}")
+        raise InputError(f"--medium-recall-target must be in (0, 1], got {medium_recall_target}")
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     positives = int(labels.sum())
     if positives == 0:
-        raise ValueError("valid subset has no fraud rows: cannot choose risk thresholds")
+        raise InputError("valid subset has no fraud rows: cannot choose risk thresholds")
     values, tp, n = _group_ends(scores, labels)
     precision = tp / n
     recall = tp / positives
@@ -257,7 +257,7 @@ def novelty_check(
     """
     mask = np.asarray(test.fraud_type) == novel_type
     if not mask.any():
-        raise ValueError(f"test subset has no rows of the novel fraud type {novel_type!r}")
+        raise InputError(f"test subset has no rows of the novel fraud type {novel_type!r}")
     out: dict[str, Any] = {"fraud_type": novel_type, "test_rows": int(mask.sum())}
     for name, scores in (
         ("xgb_alone", novelty_xgb_test),

@@ -20,14 +20,20 @@ import pyarrow.dataset as ds
 
 from components.contracts import cli, storage
 from components.contracts import features as F
-from components.contracts.schemas import LABELLED_TRANSACTION
+from components.contracts.schemas import (
+    LABELLED_TRANSACTION,
+    DuplicateIds,
+    InputError,
+    raise_on_duplicates,
+)
 from components.features.logic import FEATURE_TABLE_SCHEMA, TimeSplits, feature_chunk
 
 log = logging.getLogger("features")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        stage="features",
         prog="python -m components.features",
         description="Build point-in-time features and cashier profiles from the historic lake.",
     )
@@ -61,26 +67,36 @@ def main(argv: list[str] | None = None) -> None:
     )
     dates = storage.list_partitions(args.in_historic, "date")
     if not dates:
-        raise ValueError(f"{args.in_historic}: no date=YYYY-MM-DD partitions found")
+        raise InputError(f"{args.in_historic}: no date=YYYY-MM-DD partitions found")
     F.warm_up()
     state = F.ProfileState()
     counts = dict.fromkeys(F.SUBSETS, 0)
+    ids = DuplicateIds()
     with (
         storage.publish("features") as pub,  # features and profiles: one commit, or none
         storage.ParquetStreamWriter(pub.file(args.out_features), FEATURE_TABLE_SCHEMA) as writer,
     ):
         for date in dates:
+            source = f"{args.in_historic} (date={date})"
             table = storage.read_table(
                 args.in_historic, LABELLED_TRANSACTION, filter=ds.field("date") == date
             )
-            chunk = feature_chunk(table.to_pandas(), state, splits)
+            ids.add(table.column("transaction_id"))
+            try:
+                chunk = feature_chunk(table.to_pandas(), state, splits)
+            except InputError as exc:
+                raise InputError(f"{source}: {exc}") from exc
             writer.write(chunk)
             for subset, n in zip(*_value_counts(chunk.column(F.SUBSET_COLUMN)), strict=True):
                 counts[subset] += n
             log.info("%s: %d rows", date, chunk.num_rows)
+        raise_on_duplicates(ids, source=args.in_historic, column="transaction_id")
         empty = [subset for subset in F.SUBSETS if counts[subset] == 0]
         if empty:  # raised inside the block: nothing is published
-            raise ValueError(f"{args.in_time_splits}: the {empty[0]} subset has no rows")
+            raise InputError(
+                f"{args.in_time_splits}: the {empty[0]} subset has no rows of "
+                f"{args.in_historic} (column 'timestamp' outside its window)"
+            )
         profiles = state.to_table()
         storage.write_table(profiles, pub.file(args.out_profiles))
     n_cashiers = sum(1 for level in profiles.column("level").to_pylist() if level == "cashier")

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from components.contracts import features as F
-from components.contracts.schemas import TIMESTAMP
+from components.contracts.schemas import TIMESTAMP, InputError
 
 
 @dataclass(frozen=True)
@@ -27,29 +27,34 @@ class TimeSplits:
     historic_end: datetime
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any], *, source: str = "time splits") -> TimeSplits:
-        try:
-            values = {
-                k: datetime.fromisoformat(str(obj[k]))
-                for k in ("train_end", "valid_end", "historic_end")
-            }
-        except KeyError as exc:
-            raise ValueError(f"{source}: missing key {exc.args[0]!r}") from exc
-        except ValueError as exc:
-            raise ValueError(f"{source}: bad timestamp ({exc})") from exc
+    def from_json(cls, obj: Any, *, source: str = "time splits") -> TimeSplits:
+        if not isinstance(obj, dict):
+            raise InputError(f"{source}: expected a JSON object, got {type(obj).__name__}")
+        values = {}
+        for key in ("train_end", "valid_end", "historic_end"):
+            if key not in obj:
+                raise InputError(f"{source}: missing key '{key}'")
+            try:
+                values[key] = datetime.fromisoformat(str(obj[key]))
+            except ValueError as exc:
+                raise InputError(f"{source}: key '{key}' is not an ISO timestamp ({exc})") from exc
         splits = cls(**values)
         if not splits.train_end <= splits.valid_end <= splits.historic_end:
-            raise ValueError(f"{source}: boundaries out of order: {obj}")
+            raise InputError(
+                f"{source}: keys out of order (need train_end <= valid_end <= historic_end): {obj}"
+            )
         return splits
 
 
 def assign_subset(timestamps: pd.Series | np.ndarray, splits: TimeSplits) -> np.ndarray:
     """'train' / 'valid' / 'test' by time; rows at or after ``historic_end`` are an error."""
     ts = pd.to_datetime(np.asarray(timestamps))
-    if len(ts) and ts.max() >= pd.Timestamp(splits.historic_end):
-        raise ValueError(
-            f"transactions at {ts.max()} are after historic_end {splits.historic_end}: "
-            "live-period rows must not be in the historic lake"
+    late = int((ts >= pd.Timestamp(splits.historic_end)).sum()) if len(ts) else 0
+    if late:
+        raise InputError(
+            f"column 'timestamp' has {late} row(s) at or after historic_end "
+            f"{splits.historic_end} (latest {ts.max()}): live-period rows must not be in the "
+            "historic lake"
         )
     return np.where(
         ts < pd.Timestamp(splits.train_end),

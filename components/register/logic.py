@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from components.contracts.schemas import RAW_TRANSACTION
+from components.contracts.schemas import RAW_TRANSACTION, InputError
 
 GATED_METRICS = ("blend_pr_auc", "blend_recall_at_1pct_fpr")
 METRIC_TAG_PREFIX = "metric."
@@ -93,7 +93,7 @@ def gate(
         max_regression: Largest allowed drop of either metric against the champion.
     """
     if max_regression < 0:
-        raise ValueError(f"--max-regression must be >= 0, got {max_regression}")
+        raise InputError(f"--max-regression must be >= 0, got {max_regression}")
     checks: list[Check] = []
     floors = {"blend_pr_auc": min_pr_auc, "blend_recall_at_1pct_fpr": min_recall_at_1pct_fpr}
     for name, floor in floors.items():
@@ -143,6 +143,61 @@ def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
         if key.startswith(METRIC_TAG_PREFIX) and _finite(value) is not None:
             out[key[len(METRIC_TAG_PREFIX) :]] = float(value)
     return out
+
+
+MODEL_ROLES = ("xgb_model", "iforest_model")
+"""Keys of ``metrics.json``'s ``inputs.model_digests``: the two model folders evaluated."""
+
+
+def evaluated_digests(metrics: Mapping[str, Any], *, source: str) -> dict[str, dict[str, str]]:
+    """The model-file digests an evaluation recorded (``inputs.model_digests``).
+
+    Raises:
+        InputError: The evaluation records none (made before digests existed, or edited).
+    """
+    digests = (metrics.get("inputs") or {}).get("model_digests")
+    ok = isinstance(digests, dict) and all(
+        isinstance(digests.get(role), dict) and digests[role] for role in MODEL_ROLES
+    )
+    if not ok:
+        raise InputError(
+            f"{source}: no 'inputs.model_digests' for {' and '.join(MODEL_ROLES)}: cannot tell "
+            "which models were evaluated (re-run evaluate on these models)"
+        )
+    return {role: {str(k): str(v) for k, v in digests[role].items()} for role in MODEL_ROLES}
+
+
+def check_digests(
+    evaluated: Mapping[str, Mapping[str, str]],
+    actual: Mapping[str, Mapping[str, str | None]],
+    *,
+    folders: Mapping[str, str],
+    source: str,
+) -> None:
+    """Refuse model files that are not byte-for-byte the ones the evaluation scored.
+
+    Args:
+        evaluated: role -> file name -> sha256 recorded by evaluate.
+        actual: role -> file name -> sha256 of the file given to register (None: absent).
+        folders: role -> the model folder given on the command line (named in the error).
+        source: The evaluation's metrics file (named in the error).
+
+    Raises:
+        InputError: Naming the first file that differs or is missing.
+    """
+    for role in MODEL_ROLES:
+        for name, digest in actual.get(role, {}).items():
+            expected = evaluated.get(role, {}).get(name)
+            where = f"{folders[role].rstrip('/')}/{name}"
+            if expected is None:
+                raise InputError(f"{where}: not among the files evaluated in {source}")
+            if digest is None:
+                raise InputError(f"{where}: missing, but {source} evaluated it")
+            if digest != expected:
+                raise InputError(
+                    f"{where}: sha256 {digest[:12]}... is not the model evaluated in {source} "
+                    f"({expected[:12]}...): refusing to register a model that was not evaluated"
+                )
 
 
 _MLFLOW_TYPES = {"string": "string", "int32": "long", "double": "double", "bool": "boolean"}

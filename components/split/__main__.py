@@ -25,7 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts import cli, storage
-from components.contracts.schemas import LABELLED_TRANSACTION, validate_table
+from components.contracts.schemas import (
+    LABELLED_TRANSACTION,
+    DuplicateIds,
+    InputError,
+    raise_on_duplicates,
+    validate_table,
+)
 from components.split.logic import (
     DATE_COLUMN,
     SUBSETS,
@@ -44,14 +50,9 @@ BUFFER_ROWS = 1_000_000
 """Historic rows gathered before one write (one Parquet file per date per write)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (the stage CLI contract)
-        print(f"split: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(
+    p = cli.ArgumentParser(
+        stage="split",
         prog="python -m components.split",
         description="Split transactions by time into a historic lake (train/valid/test "
         "boundaries) and a live stream with its labels held out.",
@@ -104,10 +105,13 @@ def read_boundaries(uri: str, args: argparse.Namespace) -> TimeBoundaries:
     ts_schema = pa.schema([LABELLED_TRANSACTION.field("timestamp")])
     ts = storage.read_table(uri, ts_schema).column("timestamp")
     bounds = pc.min_max(ts).as_py()
-    return time_boundaries(
-        bounds["min"], bounds["max"],
-        live_days=args.live_days, valid_days=args.valid_days, test_days=args.test_days,
-    )  # fmt: skip
+    try:
+        return time_boundaries(
+            bounds["min"], bounds["max"],
+            live_days=args.live_days, valid_days=args.valid_days, test_days=args.test_days,
+        )  # fmt: skip
+    except InputError as exc:
+        raise InputError(f"{uri}: column 'timestamp': {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("live_days", "valid_days", "test_days"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be at least 1, got {getattr(args, name)}")
+            raise InputError(f"{flag} must be at least 1, got {getattr(args, name)}")
     started = time.perf_counter()
     src = args.in_transactions
     b = read_boundaries(src, args)
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     live_parts: list[pa.Table] = []
     pending: list[pa.Table] = []
     pending_rows = 0
+    ids = DuplicateIds()
     with (
         storage.publish("split") as pub,  # all four outputs in one commit, or none
         storage.DatasetWriter(
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         for batch in storage.iter_dataset_batches(src):
             table = validate_table(pa.Table.from_batches([batch]), LABELLED_TRANSACTION, source=src)
+            ids.add(table.column("transaction_id"))
             codes = subset_codes(table.column("timestamp"), b)
             n = np.bincount(codes, minlength=len(SUBSETS))
             counts.update(dict(zip(SUBSETS, n.tolist(), strict=True)))
@@ -147,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
                 pending, pending_rows = [], 0
         if pending:
             writer.write(with_date_partition(pa.concat_tables(pending)))
+        raise_on_duplicates(ids, source=src, column="transaction_id")
         empty = [s for s in SUBSETS if not counts[s]]
         if empty:
-            raise ValueError(
+            raise InputError(
                 f"{src}: no transactions in the {empty[0]} window {b.to_json()} (gap in the data?)"
             )
         live = pa.concat_tables(live_parts)

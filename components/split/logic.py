@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.contracts.schemas import LABELS, LIVE_LABELS, RAW_TRANSACTION, TIMESTAMP
+from components.contracts.schemas import LABELS, LIVE_LABELS, RAW_TRANSACTION, TIMESTAMP, InputError
 
 SUBSETS = ("train", "valid", "test", "live")
 DATE_COLUMN = "date"
@@ -71,14 +71,14 @@ def time_boundaries(
     for name, value in (("--live-days", live_days), ("--valid-days", valid_days),
                         ("--test-days", test_days)):  # fmt: skip
         if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+            raise InputError(f"{name} must be at least 1, got {value}")
     if max_ts < min_ts:
-        raise ValueError(f"time range is reversed: {min_ts} > {max_ts}")
+        raise InputError(f"time range is reversed: {min_ts} > {max_ts}")
     first, last = min_ts.date(), max_ts.date()
     span = (last - first).days + 1
     needed = live_days + test_days + valid_days + 1
     if span < needed:
-        raise ValueError(
+        raise InputError(
             f"the data covers {span} day(s) ({first} .. {last}), too short for "
             f"--live-days {live_days} + --test-days {test_days} + --valid-days {valid_days} "
             f"+ at least 1 training day ({needed} days)"
@@ -115,7 +115,7 @@ def split_by_time(table: pa.Table, b: TimeBoundaries) -> tuple[pa.Table, pa.Tabl
     ts = table.column("timestamp")
     late = pc.sum(pc.greater_equal(ts, _scalar(b.live_end))).as_py() or 0
     if late:
-        raise ValueError(f"{late} transaction(s) at or after live_end {b.live_end}")
+        raise InputError(f"{late} transaction(s) at or after live_end {b.live_end}")
     is_live = pc.greater_equal(ts, _scalar(b.historic_end))
     return table.filter(pc.invert(is_live)), table.filter(is_live)
 

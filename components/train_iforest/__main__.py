@@ -40,7 +40,8 @@ logger = logging.getLogger(STAGE)
 
 def build_parser() -> argparse.ArgumentParser:
     d = logic.IForestParams()
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        stage=STAGE,
         prog="python -m components.train_iforest",
         description="Fit the unsupervised isolation forest on the features table's train "
         "subset; save it as plain arrays (forest.npz) and skops.",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from components.contracts.forest import ForestArrays
+from components.contracts.schemas import InputError
 from components.contracts.training import Subset, TrainingData, available_cpus, ranking_metrics
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class IForestParams:
             if not ok
         ]
         if bad:
-            raise ValueError(f"invalid hyperparameter(s): {', '.join(bad)}")
+            raise InputError(f"invalid hyperparameter(s): {', '.join(bad)}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +94,7 @@ def fit_forest(train: Subset, params: IForestParams) -> Any:
     from sklearn.ensemble import IsolationForest
 
     if train.n < 2:
-        raise ValueError(f"need at least 2 training rows to fit the forest, got {train.n}")
+        raise InputError(f"need at least 2 training rows to fit the forest, got {train.n}")
     model = IsolationForest(
         n_estimators=params.n_estimators,
         max_samples=min(params.max_samples, train.n),
@@ -126,7 +127,7 @@ def train_forest(
     else:
         missing = [n for n in data.feature_names if n not in scoring_features]
         if missing:
-            raise ValueError(f"forest features not in the scoring vector: {', '.join(missing)}")
+            raise RuntimeError(f"forest features not in the scoring vector: {', '.join(missing)}")
         arrays = ForestArrays.from_sklearn(
             model,
             feature_index=[scoring_features.index(n) for n in data.feature_names],

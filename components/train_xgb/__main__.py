@@ -41,7 +41,8 @@ logger = logging.getLogger(STAGE)
 
 def build_parser() -> argparse.ArgumentParser:
     d = logic.XgbParams()
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        stage=STAGE,
         prog="python -m components.train_xgb",
         description="Train the supervised XGBoost fraud classifier (production + novelty "
         "boosters) on the features table's train subset, early stopping on its valid subset.",

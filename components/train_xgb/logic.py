@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from components.contracts.schemas import InputError
 from components.contracts.training import (
     Subset,
     TrainingData,
@@ -62,7 +63,7 @@ class XgbParams:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(
+            raise InputError(
                 "invalid hyperparameter(s): "
                 + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             )

@@ -230,6 +230,15 @@ def test_cli_writes_every_output(synthetic_inputs, tmp_path, local_env):
     for plot in ("pr_curves", "roc_curves", "score_distribution", "risk_levels", "recall_by_type"):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert "Novel-pattern check" in (out / "report.md").read_text()
+    # Bound to the exact files it scored: register refuses any other bytes.
+    from components.contracts.bundle import sha256_file
+
+    assert metrics["inputs"]["model_digests"] == {
+        "xgb_model": {
+            n: sha256_file(xgb_dir / n) for n in ("xgb.ubj", "novelty_xgb.ubj", "meta.json")
+        },
+        "iforest_model": {"forest.npz": sha256_file(forest_dir / "forest.npz")},
+    }
 
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "<table>" in html

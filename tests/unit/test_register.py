@@ -141,6 +141,18 @@ def stage_inputs(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def _sha(folder: Path, name: str) -> str:
+    return storage.open_output(str(folder)).files[name]["sha256"]
+
+
+def model_digests(stage_inputs) -> dict[str, dict[str, str]]:
+    """What evaluate records for the models it scored (``inputs.model_digests``)."""
+    return {
+        "xgb_model": {"xgb.ubj": _sha(stage_inputs["xgb"], "xgb.ubj")},
+        "iforest_model": {"forest.npz": _sha(stage_inputs["iforest"], "forest.npz")},
+    }
+
+
 def _with_metrics(stage_inputs, tmp_path: Path, pr_auc: float, recall: float) -> Path:
     evaluation = tmp_path / f"evaluation-{pr_auc}-{recall}"
     evaluation.mkdir()
@@ -148,7 +160,8 @@ def _with_metrics(stage_inputs, tmp_path: Path, pr_auc: float, recall: float) ->
         (stage_inputs["evaluation"] / "blend.json").read_bytes()
     )
     summary = {"blend_pr_auc": pr_auc, "blend_recall_at_1pct_fpr": recall, "test_rows": 100.0}
-    (evaluation / "metrics.json").write_text(json.dumps({"summary": summary}))
+    inputs = {"model_digests": model_digests(stage_inputs)}
+    (evaluation / "metrics.json").write_text(json.dumps({"summary": summary, "inputs": inputs}))
     return publish_in_place(evaluation)
 
 
@@ -290,7 +303,11 @@ def test_register_bad_input_is_one_line(stage_inputs, tmp_path, local_env, capsy
     evaluation = tmp_path / "evaluation"
     evaluation.mkdir()
     (evaluation / "blend.json").write_text(json.dumps({"xgb_weight": 1.0}))
-    (evaluation / "metrics.json").write_text(json.dumps({"summary": {"blend_pr_auc": 0.9}}))
+    metrics = {
+        "summary": {"blend_pr_auc": 0.9},
+        "inputs": {"model_digests": model_digests(stage_inputs)},
+    }
+    (evaluation / "metrics.json").write_text(json.dumps(metrics))
     publish_in_place(evaluation)
     assert run(_argv(stage_inputs, evaluation, tmp_path / "out")) == 2
     err = capsys.readouterr().err.strip().splitlines()

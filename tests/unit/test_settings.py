@@ -69,6 +69,46 @@ def test_result_settings_read_a_given_environment_not_the_process_one(monkeypatc
     # every MLflow field counts; credentials never do
     assert {k.removeprefix("mlflow.") for k in got if k.startswith("mlflow.")} == set(
         vars(Settings.from_env(env).mlflow)
-    )
+    ) - {"service_timeout_s"}
     secret = Settings.from_env({**env, "AWS_SECRET_ACCESS_KEY": "s3cret"}).result_settings()
     assert secret == got
+
+
+def test_service_timeout_knob(monkeypatch):
+    from components.contracts.schemas import InputError
+    from components.contracts.settings import DEFAULT_SERVICE_TIMEOUT_S, mlflow_retry_env
+
+    monkeypatch.delenv("SERVICE_TIMEOUT_S", raising=False)
+    s = Settings.from_env()
+    assert s.service_timeout_s == s.mlflow.service_timeout_s == DEFAULT_SERVICE_TIMEOUT_S == 30
+    monkeypatch.setenv("SERVICE_TIMEOUT_S", "7.5")
+    assert Settings.from_env().mlflow.service_timeout_s == 7.5
+    for bad in ("0", "-3", "soon", "inf", "nan"):
+        monkeypatch.setenv("SERVICE_TIMEOUT_S", bad)
+        with pytest.raises(InputError, match="SERVICE_TIMEOUT_S"):
+            Settings.from_env()
+    # 30 s: 4 retries sleeping at most 0.5 + 2.5 + 4.5 + 8.5 = 16 s (MLflow's default: 7
+    # retries, factor 2, ~250 s), each request timing out after 30 s.
+    assert mlflow_retry_env(30) == {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    }
+
+
+def test_configure_bounds_mlflow_retries_unless_set(monkeypatch, tmp_path):
+    from components.contracts import tracking
+
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"):  # fmt: skip
+        monkeypatch.setenv(key, "placeholder")  # so that monkeypatch restores the original
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "99")  # an operator's explicit choice
+    monkeypatch.setenv("SERVICE_TIMEOUT_S", "10")
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    tracking.bound_retries(Settings.from_env().mlflow.service_timeout_s)
+    import os
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"  # 0.5 + 2.5 + 4.5 <= 10
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"

@@ -1,0 +1,143 @@
+"""Services that are down: one line, exit 1, within ``SERVICE_TIMEOUT_S``.
+
+MLflow "down" is a tracking URI on a loopback port nothing listens on (connection refused,
+what a stopped server gives); S3 "down" is an endpoint on such a port. Both are real
+network failures on loopback, nothing is mocked. The time bound is generous (the knob plus
+60 s for start-up and scoring on a busy machine): it tells "gave up after the knob" from
+MLflow's default of ~250 s of retries, not one second from another.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from faultlib import clean_env, run_stage, the_error
+
+pytestmark = pytest.mark.integration
+
+KNOB_S = 10
+SLACK_S = 60
+
+
+def closed_port() -> int:
+    """A loopback port that was just free: bound, then released, so nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_down(tmp_path) -> dict[str, str]:
+    return clean_env(
+        tmp_path / "var",
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{closed_port()}",
+        SERVICE_TIMEOUT_S=str(KNOB_S),
+    )
+
+
+def _timed(stage, *args, env):
+    started = time.monotonic()
+    proc = run_stage(stage, *args, env=env, timeout=KNOB_S + SLACK_S + 60)
+    return proc, time.monotonic() - started
+
+
+def test_evaluate_with_mlflow_down(trained, tmp_path, mlflow_down):
+    proc, elapsed = _timed(
+        "evaluate", "--in-features", str(trained["features"]),
+        "--in-xgb-model", str(trained["xgb"]), "--in-iforest-model", str(trained["iforest"]),
+        "--out-evaluation", str(tmp_path / "evaluation"), env=mlflow_down,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "127.0.0.1" in the_error(proc.stderr, "evaluate")
+    assert elapsed < KNOB_S + SLACK_S
+    assert not (tmp_path / "evaluation").exists()
+
+
+def test_register_with_mlflow_down(trained, tmp_path, mlflow_down):
+    proc, elapsed = _timed(
+        "register", "--in-xgb-model", str(trained["xgb"]),
+        "--in-iforest-model", str(trained["iforest"]),
+        "--in-evaluation", str(trained["evaluation"]), "--in-profiles", str(trained["profiles"]),
+        "--out-bundle", str(tmp_path / "bundle"), "--out-decision", str(tmp_path / "d.json"),
+        env=mlflow_down,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "127.0.0.1" in the_error(proc.stderr, "register")
+    assert elapsed < KNOB_S + SLACK_S
+    assert not (tmp_path / "bundle").exists() and not (tmp_path / "d.json").exists()
+
+
+def test_train_xgb_with_mlflow_down(trained, tmp_path, mlflow_down):
+    proc, elapsed = _timed(
+        "train_xgb", "--in-features", str(trained["features"]),
+        "--out-model", str(tmp_path / "model"), "--n-estimators", "5", env=mlflow_down,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    the_error(proc.stderr, "train-xgb")
+    assert elapsed < KNOB_S + SLACK_S
+    assert not (tmp_path / "model").exists()
+
+
+def test_split_with_s3_down(trained, tmp_path):
+    env = clean_env(
+        tmp_path / "var",
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    proc = run_stage(
+        "split", "--in-transactions", "s3://bucket/transactions",
+        "--out-historic", str(tmp_path / "h"), "--out-live-stream", str(tmp_path / "l.jsonl"),
+        "--out-live-labels", str(tmp_path / "ll.parquet"),
+        "--out-time-splits", str(tmp_path / "t.json"), env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "s3://bucket/transactions" in the_error(proc.stderr, "split")
+
+
+def test_train_iforest_writing_to_s3_down(trained, tmp_path):
+    """The output side: an S3 write that cannot connect (pyarrow's raw OSError)."""
+    env = clean_env(
+        tmp_path / "var",
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    proc = run_stage(
+        "train_iforest", "--in-features", str(trained["features"]),
+        "--out-model", "s3://bucket/model", "--n-estimators", "5",
+        "--out-metrics", "s3://bucket/metrics.json", env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    the_error(proc.stderr, "train-iforest")
+
+
+def test_bad_service_timeout_is_a_user_error(trained, tmp_path):
+    env = clean_env(tmp_path / "var", SERVICE_TIMEOUT_S="soon")
+    proc = run_stage(
+        "register", "--in-xgb-model", str(trained["xgb"]),
+        "--in-iforest-model", str(trained["iforest"]),
+        "--in-evaluation", str(trained["evaluation"]), "--in-profiles", str(trained["profiles"]),
+        "--out-bundle", str(tmp_path / "bundle"), "--out-decision", str(tmp_path / "d.json"),
+        env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "SERVICE_TIMEOUT_S" in the_error(proc.stderr, "register")
+
+
+@pytest.mark.parametrize("budget", [1, 5, 10, 30, 120, 600])
+def test_retry_schedule_fits_the_budget(budget):
+    """urllib3 sleeps 0, 2f, 4f, ... (+ jitter) between attempts: the sum fits the knob."""
+    from components.contracts.settings import mlflow_retry_env
+
+    env = mlflow_retry_env(budget)
+    retries, factor = int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]), 1
+    jitter = float(env["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"])
+    worst = sum((0 if i == 0 else factor * 2**i) + jitter for i in range(retries))
+    assert worst <= budget
+    assert int(env["MLFLOW_HTTP_REQUEST_TIMEOUT"]) <= max(1, budget)
+    assert retries <= 10  # MLflow refuses more
