@@ -231,13 +231,12 @@ def test_cli_writes_every_output(synthetic_inputs, tmp_path, local_env):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert "Novel-pattern check" in (out / "report.md").read_text()
     # Bound to the exact files it scored: register refuses any other bytes.
-    from components.contracts.bundle import sha256_file
+    def sha(folder, name):  # the digest the published model's marker records
+        return storage.open_output(str(folder)).files[name]["sha256"]
 
     assert metrics["inputs"]["model_digests"] == {
-        "xgb_model": {
-            n: sha256_file(xgb_dir / n) for n in ("xgb.ubj", "novelty_xgb.ubj", "meta.json")
-        },
-        "iforest_model": {"forest.npz": sha256_file(forest_dir / "forest.npz")},
+        "xgb_model": {n: sha(xgb_dir, n) for n in ("xgb.ubj", "novelty_xgb.ubj", "meta.json")},
+        "iforest_model": {"forest.npz": sha(forest_dir, "forest.npz")},
     }
 
     html = (tmp_path / "report.html").read_text()
