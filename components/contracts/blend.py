@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from components.contracts.schemas import ACTIONS, RISK_LEVELS
+from components.contracts.schemas import ACTIONS, RISK_LEVELS, InputError
 
 BLEND_VERSION = 1
 """Version of the ``blend.json`` layout; bumped on incompatible change."""
@@ -45,7 +45,7 @@ SCORE_BINS = tuple(float(x) for x in range(0, 101, 5))
 LOW, MEDIUM, HIGH = RISK_LEVELS
 
 
-class BlendError(ValueError):
+class BlendError(InputError):
     """Blend parameters are invalid or inputs do not fit them."""
 
 

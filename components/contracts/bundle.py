@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from components.contracts import storage
 from components.contracts.blend import BlendError, BlendParams
-from components.contracts.schemas import SCHEMA_VERSION
+from components.contracts.schemas import SCHEMA_VERSION, InputError
 
 if TYPE_CHECKING:
     import xgboost
@@ -61,7 +61,7 @@ REQUIRED_FILES = (XGB_FILE, FOREST_FILE, PROFILES_FILE, BLEND_FILE, FEATURES_FIL
 UNLISTED_ALLOWED = (MANIFEST,)
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle is incomplete, tampered with or incompatible; the message names the file."""
 
 

@@ -25,17 +25,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from components.contracts.blend import BlendError
-from components.contracts.bundle import BundleError
-from components.contracts.forest import ForestFormatError
-from components.contracts.schemas import InputError
+from components.contracts.schemas import InputError, ServiceError
 from components.contracts.storage import StorageError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    InputError,  # SchemaError, TrainingDataError and every stage's own input checks
-    BundleError,
-    BlendError,
-    ForestFormatError,
+    # SchemaError, BundleError, BlendError, ForestFormatError, TrainingDataError and every
+    # stage's own input checks derive from it (so the runner's code digest of a stage does
+    # not pull in every contract module through this one).
+    InputError,
 )
 """Exception types raised on purpose for bad input or parameters: one line, exit 2."""
 
@@ -109,21 +106,19 @@ def user_error(exc: BaseException) -> bool:
 
 def environment_error(exc: BaseException) -> bool:
     """True when a service or the machine failed (exit 1): S3, MLflow, disk."""
-    from components.contracts.training import MlflowLoggingError
-
-    if isinstance(exc, MlflowLoggingError | ConnectionError | TimeoutError):
+    if isinstance(exc, ServiceError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, OSError):
         return _is_environment_os_error(exc) or any(
             _is_environment_os_error(c) for c in list(_chain(exc))[1:]
         )
-    if "mlflow" in sys.modules:
-        from mlflow.exceptions import MlflowException
-
-        if isinstance(exc, MlflowException):
-            return exc.error_code in MLFLOW_ENVIRONMENT_CODES or any(
-                isinstance(c, OSError) for c in _chain(exc)
-            )
+    # Looked up, not imported: an MlflowException can only exist once mlflow is loaded, and
+    # a stage that never imports mlflow keeps its cache key free of the MLflow settings.
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    if mlflow_exceptions is not None and isinstance(exc, mlflow_exceptions.MlflowException):
+        return exc.error_code in MLFLOW_ENVIRONMENT_CODES or any(
+            isinstance(c, OSError) for c in _chain(exc)
+        )
     return False
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from components.contracts.schemas import InputError
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "cashier-integrity-forest"
@@ -47,7 +49,7 @@ _NODE_INT_ARRAYS = ("feature", "left", "right", "missing_left")
 _NODE_FLOAT_ARRAYS = ("threshold", "path_length")
 
 
-class ForestFormatError(ValueError):
+class ForestFormatError(InputError):
     """A ``forest.npz`` is missing, malformed or of an unsupported version; names the file."""
 
 

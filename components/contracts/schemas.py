@@ -101,6 +101,10 @@ class InputError(ValueError):
     flag) and the problem. Stage CLIs report it in one line and exit 2."""
 
 
+class ServiceError(RuntimeError):
+    """A service the stage needs (MLflow, S3) failed or cannot be reached: one line, exit 1."""
+
+
 class SchemaError(InputError):
     """A table does not match its declared schema. The message names source and column."""
 

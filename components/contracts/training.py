@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from components.contracts import storage
 from components.contracts.features import LABEL_COLUMNS, SIGNED_FEATURES, SUBSET_COLUMN, SUBSETS
-from components.contracts.schemas import FRAUD_TYPES, InputError, check_unique
+from components.contracts.schemas import FRAUD_TYPES, InputError, ServiceError, check_unique
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def prefer_passive_openmp() -> None:
 # ---------------------------------------------------------------------- outputs
 
 
-class MlflowLoggingError(RuntimeError):
+class MlflowLoggingError(ServiceError):
     """Logging to MLflow failed; the stage fails rather than silently losing its run."""
 
 
