@@ -13,18 +13,22 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from faultlib import clean_env, profiles_table, run_stage
+from published import publish_in_place
 from train_synthetic import features_table
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict[str, Path]:
-    """features.parquet, profiles.parquet, xgb/ and iforest/ model folders, evaluation/ and a
-    1-tree xgb model folder (``weak_xgb``), all written by the real stage CLIs."""
+    """features.parquet, profiles.parquet (published by hand), xgb/ and iforest/ model
+    outputs, evaluation/ and a 1-tree xgb model (``weak_xgb``), all published by the real
+    stage CLIs."""
     root = tmp_path_factory.mktemp("faults-trained")
     env = clean_env(root / "var")
     features = root / "features.parquet"
     pq.write_table(features_table(4000, seed=3, fraud_rate=0.08), features)
     pq.write_table(profiles_table(), root / "profiles.parquet")
+    publish_in_place(features)  # stages read published outputs only
+    publish_in_place(root / "profiles.parquet")
     steps = [
         ("train_xgb", "--in-features", str(features), "--out-model", str(root / "xgb"),
          "--n-estimators", "40", "--max-depth", "3", "--nthread", "1"),

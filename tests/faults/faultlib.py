@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+from published import publish_in_place
 
 from components.contracts import features as F
+from components.contracts import storage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,9 +64,18 @@ def profiles_table():
     return state.to_table()
 
 
-def copy_model(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
+def unpublished_copy(src: Path, dst: Path) -> Path:
+    """The files of the published output ``src`` (its committed version) in a plain folder
+    ``dst``: damage them, then ``publish_in_place(dst)`` so that the marker matches the
+    damaged bytes and the stage's own check (not storage's sha256) is what refuses them."""
+    shutil.copytree(storage.open_output(str(src)).path(), dst)
     return dst
+
+
+def write_published(table, path: Path) -> Path:
+    """``table`` as a Parquet file published as the output ``path`` (what stages read)."""
+    pq.write_table(table, path)
+    return publish_in_place(path)
 
 
 def the_error(stderr: str, stage: str) -> str:

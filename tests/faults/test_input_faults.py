@@ -4,7 +4,6 @@ count of bad rows, exit 2, never a traceback. Every case runs the real stage CLI
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from faultlib import clean_env, copy_model, run_stage, the_error
+from faultlib import clean_env, run_stage, the_error, unpublished_copy, write_published
+from published import publish_in_place
 from train_synthetic import features_table
+
+from components.contracts import storage
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +34,14 @@ def transactions(tmp_path_factory, env) -> pa.Table:
         "--out-transactions", str(out), env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    return pq.read_table(out)
+    return storage.read_table(str(out))
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory, transactions, env) -> dict[str, Path]:
     """The real split CLI's historic lake and time splits of ``transactions``."""
     root = tmp_path_factory.mktemp("faults-split")
-    pq.write_table(transactions, root / "tx.parquet")
+    write_published(transactions, root / "tx.parquet")
     proc = split(root / "tx.parquet", root, env)
     assert proc.returncode == 0, proc.stderr
     return {"historic": root / "historic", "time_splits": root / "time_splits.json"}
@@ -77,8 +79,7 @@ def duplicated(table: pa.Table, n: int) -> pa.Table:
 
 
 def test_split_duplicate_ids(transactions, tmp_path, env):
-    src = tmp_path / "tx.parquet"
-    pq.write_table(duplicated(transactions, 7), src)
+    src = write_published(duplicated(transactions, 7), tmp_path / "tx.parquet")
     proc = split(src, tmp_path, env)
     refused(proc, "split", str(src), "'transaction_id'", "7 duplicate")
     assert not (tmp_path / "historic").exists() and not (tmp_path / "live.jsonl").exists()
@@ -89,13 +90,12 @@ def test_split_label_not_boolean(transactions, tmp_path, env):
     labels = np.where(transactions.column("is_fraud").to_numpy(zero_copy_only=False), "yes", "no")
     labels = labels.astype(object)
     labels[:3] = "true"  # readable as a boolean: not counted
-    pq.write_table(with_column(transactions, "is_fraud", pa.array(labels)), src)
+    write_published(with_column(transactions, "is_fraud", pa.array(labels)), src)
     refused(split(src, tmp_path, env), "split", str(src), "'is_fraud'", f"{len(labels) - 3} row(s)")
 
 
 def test_split_period_too_short_names_the_file(transactions, tmp_path, env):
-    src = tmp_path / "tx.parquet"
-    pq.write_table(transactions, src)
+    src = write_published(transactions, tmp_path / "tx.parquet")
     refused(split(src, tmp_path, env, "--live-days", "30"), "split", str(src), "too short")
 
 
@@ -111,8 +111,7 @@ def features(lake_dir: Path, splits: Path, out: Path, env):
 
 
 def test_features_duplicate_ids_across_days(lake, tmp_path, env):
-    bad = tmp_path / "historic"
-    shutil.copytree(lake["historic"], bad)
+    bad = unpublished_copy(lake["historic"], tmp_path / "historic")
     days = sorted(p for p in bad.iterdir() if p.name.startswith("date="))
     first = pq.read_table(next(days[0].glob("*.parquet")))
     later_file = next(days[-1].glob("*.parquet"))
@@ -120,6 +119,7 @@ def test_features_duplicate_ids_across_days(lake, tmp_path, env):
     ids = later.column("transaction_id").to_pylist()
     ids[:4] = first.column("transaction_id").to_pylist()[:4]
     pq.write_table(with_column(later, "transaction_id", pa.array(ids)), later_file)
+    publish_in_place(bad)  # a well-published lake whose rows repeat ids across days
     proc = features(bad, lake["time_splits"], tmp_path, env)
     refused(proc, "features", str(bad), "'transaction_id'", "4 duplicate")
     assert not (tmp_path / "features.parquet").exists()
@@ -134,9 +134,10 @@ def test_features_duplicate_ids_across_days(lake, tmp_path, env):
     ids=["bad-timestamp", "not-an-object"],
 )
 def test_features_bad_time_splits_name_the_key(lake, tmp_path, env, content, needles):
-    splits = json.loads(lake["time_splits"].read_text())
+    splits = storage.read_json(str(lake["time_splits"]))
     bad = tmp_path / "splits.json"
     bad.write_text(json.dumps({**splits, **content} if isinstance(content, dict) else content))
+    publish_in_place(bad)
     refused(features(lake["historic"], bad, tmp_path, env), "features", str(bad), *needles)
 
 
@@ -199,8 +200,7 @@ TRAINING_CASES = {
 @pytest.mark.parametrize("case", list(TRAINING_CASES))
 def test_training_rejects_what_the_model_must_not_see(stage, case, tmp_path, env):
     table, needles = TRAINING_CASES[case](features_table(1500, seed=1, fraud_rate=0.1))
-    src = tmp_path / "features.parquet"
-    pq.write_table(table, src)
+    src = write_published(table, tmp_path / "features.parquet")
     proc = run_stage(
         stage, "--in-features", str(src), "--out-model", str(tmp_path / "model"),
         "--n-estimators", "5", env=env,
@@ -223,38 +223,40 @@ def evaluate(trained, tmp_path: Path, env, *, features=None, xgb=None, iforest=N
 
 
 def test_evaluate_duplicate_ids(trained, tmp_path, env):
-    src = tmp_path / "features.parquet"
-    pq.write_table(duplicated(pq.read_table(trained["features"]), 11), src)
+    features = storage.read_table(str(trained["features"]))
+    src = write_published(duplicated(features, 11), tmp_path / "features.parquet")
     refused(evaluate(trained, tmp_path, env, features=src), "evaluate", str(src), "11 duplicate")
     assert not (tmp_path / "evaluation").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage-zip"])
 def test_evaluate_corrupt_forest_is_one_line(trained, tmp_path, env, damage):
-    bad = copy_model(trained["iforest"], tmp_path / "iforest")
+    bad = unpublished_copy(trained["iforest"], tmp_path / "iforest")
     data = (bad / "forest.npz").read_bytes()
     data = data[: len(data) // 2] if damage == "truncated" else b"PK\x03\x04" + b"\x00" * 64
     (bad / "forest.npz").write_bytes(data)
+    publish_in_place(bad)  # the marker matches the damaged bytes: evaluate's reader refuses
     proc = evaluate(trained, tmp_path, env, iforest=bad)
     refused(proc, "evaluate", str(bad / "forest.npz"), "not a readable .npz")
 
 
 def test_evaluate_corrupt_xgb_is_one_line(trained, tmp_path, env):
-    bad = copy_model(trained["xgb"], tmp_path / "xgb")
+    bad = unpublished_copy(trained["xgb"], tmp_path / "xgb")
     data = (bad / "xgb.ubj").read_bytes()
     (bad / "xgb.ubj").write_bytes(data[: len(data) // 2])
+    publish_in_place(bad)
     refused(evaluate(trained, tmp_path, env, xgb=bad), "evaluate", str(bad / "xgb.ubj"))
 
 
 def test_evaluate_records_the_digests_of_what_it_scored(trained):
-    from components.contracts.bundle import sha256_file
-
-    metrics = json.loads((trained["evaluation"] / "metrics.json").read_text())
+    metrics = storage.open_output(str(trained["evaluation"])).read_json("metrics.json")
     digests = metrics["inputs"]["model_digests"]
     for role, folder in (("xgb_model", trained["xgb"]), ("iforest_model", trained["iforest"])):
         assert digests[role], role
+        published = storage.open_output(str(folder))
         for name, digest in digests[role].items():
-            assert digest == sha256_file(folder / name), (role, name)
+            assert digest == published.files[name]["sha256"], (role, name)
+            assert digest == storage.sha256_bytes(published.read_bytes(name)), (role, name)
     assert {"xgb.ubj", "meta.json"} <= set(digests["xgb_model"])
     assert "forest.npz" in digests["iforest_model"]
 

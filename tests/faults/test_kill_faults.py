@@ -104,6 +104,7 @@ def test_same_pipeline_run_reaps_an_earlier_attempt_from_another_host(tmp_path, 
 
     for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
         monkeypatch.delenv(key)
+    monkeypatch.delenv("KFP_POD_NAME", raising=False)
     monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
     cfg = Settings.from_env().mlflow
     experiment_id = tracking.configure(cfg)
@@ -115,7 +116,8 @@ def test_same_pipeline_run_reaps_an_earlier_attempt_from_another_host(tmp_path, 
             tags={"stage": "s", "pipeline_run_id": pipeline, tracking.PROCESS_TAG: "pod-x:1:1"},
         )
         ids[pipeline] = run.info.run_id
-    with tracking.stage_run(cfg, "s", pipeline_run_id="p-1"):
+    monkeypatch.setenv("PIPELINE_RUN_ID", "p-1")  # the retried task's run identity
+    with tracking.stage_run(cfg, "s"):
         pass
     assert client.get_run(ids["p-1"]).info.status == "KILLED"
     assert client.get_run(ids["p-2"]).info.status == "RUNNING"
@@ -137,11 +139,12 @@ sys.exit(main(sys.argv[1:]))
 def test_sigterm_to_a_training_stage_inside_its_run(env, tmp_path):
     """A real train-xgb process stopped while logging: exit 143, one line, run KILLED, no
     model folder published."""
-    import pyarrow.parquet as pq
+    from faultlib import write_published
     from train_synthetic import features_table
 
-    features = tmp_path / "features.parquet"
-    pq.write_table(features_table(1500, seed=2, fraud_rate=0.1), features)
+    features = write_published(
+        features_table(1500, seed=2, fraud_rate=0.1), tmp_path / "features.parquet"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLD_TRAIN_XGB, "--in-features", str(features),
          "--out-model", str(tmp_path / "model"), "--n-estimators", "5"],

@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
-from faultlib import REPO, clean_env, copy_model, error_lines, run_stage, the_error
+from faultlib import (
+    REPO,
+    clean_env,
+    error_lines,
+    run_stage,
+    the_error,
+    unpublished_copy,
+    write_published,
+)
+from published import publish_in_place
+
+from components.contracts import storage
 
 pytestmark = pytest.mark.integration
 
@@ -92,15 +103,33 @@ def assert_refused(proc, *needles: str) -> str:
 def test_truncated_xgb_with_good_evaluation_is_refused(trained, registry, tmp_path):
     """Audit case 1: half of xgb.ubj + a good evaluation was registered and made champion."""
     before = state(registry["env"])
-    bad = copy_model(trained["xgb"], tmp_path / "xgb")
+    bad = unpublished_copy(trained["xgb"], tmp_path / "xgb")
     data = (bad / "xgb.ubj").read_bytes()
     (bad / "xgb.ubj").write_bytes(data[: len(data) // 2])
+    publish_in_place(bad)  # a well-published output of a damaged model
     proc = register(trained, registry["env"], tmp_path / "out", xgb=bad)
     line = assert_refused(proc, str(bad / "xgb.ubj"), "not the model evaluated")
     assert "register-" not in line  # names the input given, not a temp copy
     after = state(registry["env"])
     assert after["champion"] == before["champion"]
     assert after["versions"] == before["versions"]  # no registry write at all
+    assert not (tmp_path / "out").exists()
+
+
+def test_xgb_modified_after_publishing_is_refused(trained, registry, tmp_path):
+    """Case 1 without republishing: one byte of the published ``xgb.ubj`` changed in place.
+    Storage's sha256 check against ``_SUCCESS`` refuses it before the evaluation is read."""
+    bad = tmp_path / "xgb"
+    shutil.copytree(trained["xgb"], bad)  # the whole published output: marker + version
+    model = Path(storage.open_output(str(bad)).path("xgb.ubj"))
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 1  # same size: only the digest can tell
+    model.write_bytes(bytes(data))
+    before = state(registry["env"])
+    proc = register(trained, registry["env"], tmp_path / "out", xgb=bad)
+    assert_refused(proc, str(model), "sha256 does not match _SUCCESS")
+    after = state(registry["env"])
+    assert after["champion"] == before["champion"] and after["versions"] == before["versions"]
     assert not (tmp_path / "out").exists()
 
 
@@ -114,10 +143,11 @@ def test_weak_model_with_a_good_models_evaluation_is_refused(trained, registry, 
 
 
 def test_evaluation_without_model_digests_is_refused(trained, registry, tmp_path):
-    evaluation = copy_model(trained["evaluation"], tmp_path / "evaluation")
+    evaluation = unpublished_copy(trained["evaluation"], tmp_path / "evaluation")
     metrics = json.loads((evaluation / "metrics.json").read_text())
     del metrics["inputs"]["model_digests"]
     (evaluation / "metrics.json").write_text(json.dumps(metrics))
+    publish_in_place(evaluation)
     before = state(registry["env"])
     proc = register(trained, registry["env"], tmp_path / "out", evaluation=evaluation)
     assert_refused(proc, "metrics.json", "model_digests")
@@ -125,19 +155,19 @@ def test_evaluation_without_model_digests_is_refused(trained, registry, tmp_path
 
 
 def test_swapped_forest_is_refused(trained, registry, tmp_path):
-    other = copy_model(trained["iforest"], tmp_path / "iforest")
+    other = unpublished_copy(trained["iforest"], tmp_path / "iforest")
     data = bytearray((other / "forest.npz").read_bytes())
     (other / "forest.npz").write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 1]))
+    publish_in_place(other)
     proc = register(trained, registry["env"], tmp_path / "out", iforest=other)
     assert_refused(proc, str(other / "forest.npz"), "not the model evaluated")
 
 
 def test_negative_profile_count_is_refused_naming_the_input(trained, registry, tmp_path):
-    table = pq.read_table(trained["profiles"])
+    table = storage.read_table(str(trained["profiles"]))
     n = table.column("n")
     table = table.set_column(table.schema.get_field_index("n"), "n", pc.negate(n))
-    bad = tmp_path / "profiles.parquet"
-    pq.write_table(table, bad)
+    bad = write_published(table, tmp_path / "profiles.parquet")
     proc = register(trained, registry["env"], tmp_path / "out", profiles=bad)
     line = assert_refused(proc, str(bad), "'n'", "negative")
     assert "register-" not in line
