@@ -230,6 +230,7 @@ def test_cli_writes_every_output(synthetic_inputs, tmp_path, local_env):
     for plot in ("pr_curves", "roc_curves", "score_distribution", "risk_levels", "recall_by_type"):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert "Novel-pattern check" in (out / "report.md").read_text()
+
     # Bound to the exact files it scored: register refuses any other bytes.
     def sha(folder, name):  # the digest the published model's marker records
         return storage.open_output(str(folder)).files[name]["sha256"]
