@@ -225,7 +225,7 @@ def test_train_iforest_cli_s3_in_and_out(local_env, s3_bucket, tmp_path, feature
 
 
 def test_unreachable_mlflow_fails_the_stage_without_output(local_env, tmp_path, features_file):
-    from conftest import free_port
+    from tests.conftest import free_port
 
     env = {
         **os.environ,
