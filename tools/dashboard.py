@@ -8,7 +8,7 @@ draws each panel at its grid position: lines with the panel's threshold lines, t
 pie, the score heatmap (cumulative buckets turned into per-bucket counts, as Grafana does),
 and stat tiles. It is a preview of what an operator would see, not a Grafana replacement.
 
-    python scripts/render_dashboard.py --prometheus-url http://127.0.0.1:9090 --minutes 30 \\
+    python -m tools.dashboard --prometheus-url http://127.0.0.1:9090 --minutes 30 \\
         --out var/dashboard.png
 """
 
@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools import REPO
+
 DEFAULT_DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "pos-risk.json"
 GRID_COLUMNS = 24
 RISK_COLORS = {"Low Risk": "#56a64b", "Medium Risk": "#ff9830", "High Risk": "#e02f44"}

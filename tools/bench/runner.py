@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tools import REPO
 
 NOOP = "import pathlib, sys; p = pathlib.Path(sys.argv[-1]); p.parent.mkdir(parents=True, exist_ok=True); p.write_text('x')"
 

@@ -1,8 +1,8 @@
 """Serving benchmark: in-process scoring, batch throughput, HTTP latency/throughput, soak.
 
-    python scripts/bench_serving.py --quick                  # short run on a demo bundle
-    python scripts/bench_serving.py --model-dir serving/model
-    python scripts/bench_serving.py --model-uri models:/cashier-integrity-risk@champion
+    python -m tools.bench.serving --quick                  # short run on a demo bundle
+    python -m tools.bench.serving --model-dir serving/model
+    python -m tools.bench.serving --model-uri models:/cashier-integrity-risk@champion
 
 Measured in the same run, on the same model:
 
@@ -28,296 +28,15 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-BODY = {
-    "transaction_id": "T100",
-    "cashier_id": "C001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
-    "timestamp": "2026-01-20T14:30:00",
-    "store_id": "S01",
-    "lane_type": "staffed",
-    "payment_type": "card",
-}
-
-WRK_LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = os.getenv("BENCH_BODY")
-done = function(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
-                 + summary.errors.status + summary.errors.timeout
-  io.write(string.format(
-    "BENCH_JSON {\"requests\": %d, \"duration_us\": %d, \"errors\": %d, \"p50_us\": %d, " ..
-    "\"p95_us\": %d, \"p99_us\": %d, \"max_us\": %d}\n",
-    summary.requests, summary.duration, errors, latency:percentile(50),
-    latency:percentile(95), latency:percentile(99), latency.max))
-end
-"""
-
-FASTAPI_BASELINE = '''
-"""Brief-style baseline: FastAPI + pandas one-row DataFrame + sklearn-API models."""
-import os, time
-import numpy as np, pandas as pd
-from fastapi import FastAPI
-from pydantic import BaseModel
-from sklearn.ensemble import IsolationForest
-from xgboost import XGBClassifier
-from components.contracts import features as F
-from components.contracts import blend as B
-from components.contracts.bundle import load_bundle
-
-bundle = load_bundle(os.environ["MODEL_DIR"])
-clf = XGBClassifier()
-clf.load_model(str(bundle.xgb_path))
-profiles = F.ProfileIndex.from_table(bundle.load_profiles()) if hasattr(bundle, "load_profiles") \\
-    else F.ProfileIndex.from_table(__import__("pyarrow.parquet").parquet.read_table(bundle.profiles_path))
-# Same size as the bundle's forest, fitted at start (the bundle carries no pickle).
-n_trees = int(os.environ.get("IFOREST_TREES", "100"))
-iforest = IsolationForest(n_estimators=n_trees, max_samples=256, random_state=0).fit(
-    np.random.default_rng(0).normal(size=(2000, len(F.FEATURE_NAMES))))
-app = FastAPI()
-
-class Transaction(BaseModel):
-    transaction_id: str
-    cashier_id: str
-    item_count: int
-    total_amount: float
-    void_count: int
-    no_sale_count: int
-    weight_variance: float
-    timestamp: str | None = None
-    store_id: str | None = None
-    lane_type: str | None = None
-    payment_type: str | None = None
-
-@app.post("/v1/predict")
-def predict(tx: Transaction):
-    t0 = time.perf_counter()
-    row = {**F.REQUEST_DEFAULTS, "lane_id": "L1", "basket_weight_kg": 0.45 * tx.item_count,
-           "scan_duration_s": 3.5 * tx.item_count, **{k: v for k, v in tx.model_dump().items() if v is not None}}
-    df = pd.DataFrame([row])
-    raw = F.raw_matrix(df)
-    prior = profiles.prior_for(tx.cashier_id, tx.store_id)[None, :]
-    X = pd.DataFrame(F.compute_features(raw, prior), columns=list(F.FEATURE_NAMES))
-    proba = clf.predict_proba(X)[:, 1]
-    anomaly = iforest.decision_function(X.to_numpy())
-    score = float(B.risk_score(np.log(proba / (1 - proba)), anomaly + iforest.offset_, bundle.blend)[0])
-    level = B.risk_level(score, bundle.blend.thresholds)
-    return {"transaction_id": tx.transaction_id, "risk_score": score, "risk_level": level,
-            "action": B.action(level), "latency_ms": (time.perf_counter() - t0) * 1000}
-'''
-
-CONSTANT_APP = '''
-"""Constant-response Litestar route: the framework + server floor."""
-from litestar import Litestar, post
-
-RESPONSE = {"transaction_id": "T100", "risk_score": 12.5, "risk_level": "Low Risk",
-            "action": "Log only", "latency_ms": 0.0}
-
-@post("/v1/predict", status_code=200)
-async def predict(data: dict) -> dict:
-    return RESPONSE
-
-app = Litestar([predict])
-'''
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q / 100 * len(values)))]
-
-
-def taskset(core: int | None) -> list[str]:
-    if core is None or not shutil.which("taskset"):
-        return []
-    return ["taskset", "-c", str(core)]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-class Server:
-    """A server subprocess pinned to one core; stopped on exit."""
-
-    def __init__(self, cmd: list[str], env: dict, health: str, log: Path, core: int | None):
-        self.proc = subprocess.Popen(
-            taskset(core) + cmd,
-            env=env,
-            stdout=open(log, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.health = health
-        self.log = log
-
-    def __enter__(self) -> Server:
-        try:
-            wait_ready(self.health, self.proc)
-        except Exception:
-            self.__exit__()
-            raise RuntimeError(
-                f"server failed to start; log tail:\n{self.log.read_text()[-1500:]}"
-            ) from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def post_once(url: str, body: bytes) -> None:
-    req = urllib.request.Request(
-        url, data=body, method="POST", headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        resp.read()
-
-
-def load_wrk(url: str, body: dict, *, connections: int, seconds: float, core: int | None) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(WRK_LUA)
-        script = f.name
-    try:
-        env = {**os.environ, "BENCH_BODY": json.dumps(body)}
-        out = subprocess.run(
-            [
-                *taskset(core),
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{max(1, round(seconds))}s",
-                "-s",
-                script,
-                url,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-        ).stdout
-    finally:
-        os.unlink(script)
-    match = re.search(r"BENCH_JSON (\{.*\})", out)
-    if not match:
-        raise RuntimeError(f"wrk produced no result:\n{out[-1000:]}")
-    r = json.loads(match.group(1))
-    return {
-        "requests": r["requests"],
-        "errors": r["errors"],
-        "rps": r["requests"] / (r["duration_us"] / 1e6),
-        "p50_ms": r["p50_us"] / 1000,
-        "p95_ms": r["p95_us"] / 1000,
-        "p99_ms": r["p99_us"] / 1000,
-        "max_ms": r["max_us"] / 1000,
-        "generator": "wrk",
-    }
-
-
-def load_python(
-    url: str, body: dict, *, connections: int, seconds: float, core: int | None
-) -> dict:
-    """Fallback load generator: one keep-alive http.client connection per thread."""
-    import http.client
-    from urllib.parse import urlparse
-
-    u = urlparse(url)
-    payload = json.dumps(body).encode()
-    latencies: list[float] = []
-    errors = [0]
-    stop = time.monotonic() + seconds
-    lock = threading.Lock()
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        local = []
-        while time.monotonic() < stop:
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", u.path, payload, {"content-type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status >= 400:
-                    errors[0] += 1
-            except OSError:
-                errors[0] += 1
-                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-            local.append(time.perf_counter() - t0)
-        with lock:
-            latencies.extend(local)
-
-    if core is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {core})
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - t0
-    if core is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    return {
-        "requests": len(latencies),
-        "errors": errors[0],
-        "rps": len(latencies) / elapsed,
-        "p50_ms": pct(latencies, 50) * 1000,
-        "p95_ms": pct(latencies, 95) * 1000,
-        "p99_ms": pct(latencies, 99) * 1000,
-        "max_ms": max(latencies) * 1000,
-        "generator": "python",
-    }
-
+from tools import REPO
+from tools.bench.http import BODY, Server, free_port, load_python, load_wrk, pct, post_once, rss_kb
 
 # ---------------------------------------------------------------- measurements
 
@@ -446,9 +165,6 @@ def bench_http(args, model_dir: str, work: Path) -> dict:
         "server_core": server_core,
         "client_core": client_core,
     }
-    (work / "fastapi_baseline.py").write_text(FASTAPI_BASELINE)
-    (work / "constant_app.py").write_text(CONSTANT_APP)
-    env_work = {**env, "PYTHONPATH": f"{work}:{REPO}"}
     uv = [
         sys.executable,
         "-m",
@@ -463,8 +179,16 @@ def bench_http(args, model_dir: str, work: Path) -> dict:
     ]
     targets = {
         "litestar_app": ([*uv, "--factory", "serving.app:create_app"], env, "/healthz"),
-        "constant_litestar": ([*uv, "constant_app:app"], env_work, "/schema"),
-        "fastapi_pandas_sklearn": ([*uv, "fastapi_baseline:app"], env_work, "/docs"),
+        "constant_litestar": (
+            [*uv, "--factory", "tools.bench.apps.constant:create_app"],
+            env,
+            "/schema",
+        ),
+        "fastapi_pandas_sklearn": (
+            [*uv, "--factory", "tools.bench.apps.fastapi_baseline:create_app"],
+            env,
+            "/docs",
+        ),
     }
     if args.model_uri:
         targets["mlflow_models_serve"] = (
@@ -527,10 +251,10 @@ def build_bundle(args, work: Path) -> str:
     if args.model_dir:
         return args.model_dir
     if args.model_uri:
-        from serving.model_loader import bake_bundle
+        from tools.delivery.bake import bake_bundle
 
         return str(bake_bundle(args.model_uri, work / "model").root)
-    from serving.testing import build_demo_bundle
+    from tools.demo import build_demo_bundle
 
     print(
         "no --model-dir/--model-uri: building a demo bundle "
@@ -548,7 +272,9 @@ def build_bundle(args, work: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.serving", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="short run (shared machine)")
     parser.add_argument("--model-dir", help="bundle folder to serve")
     parser.add_argument("--model-uri", help="registry URI (also benchmarks mlflow models serve)")

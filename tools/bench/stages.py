@@ -11,8 +11,8 @@ Peak RSS is the child's own ``ru_maxrss`` from ``os.wait4`` (the stage process a
 children it waited for), so stages never pollute each other's numbers.
 
 Usage:
-    python scripts/bench_stages.py --quick          # 100k rows, big run 1M
-    python scripts/bench_stages.py                  # 1M rows, big run 10M
+    python -m tools.bench.stages --quick          # 100k rows, big run 1M
+    python -m tools.bench.stages                  # 1M rows, big run 10M
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools import REPO
+
 GIB = 1024**3
 
 
