@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import dockerfile
 from pipelines import images as bi
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_hadolint_rejects_a_bad_dockerfile(tmp_path):
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: str(p.relative_to(REPO)))
 def test_copy_sources_exist(path):
     text = path.read_text()
-    for stage in bi.dockerfile_stages(text):
+    for stage in dockerfile.dockerfile_stages(text):
         for ins in stage.copies:
             if ins.from_stage:
                 continue
@@ -70,7 +71,7 @@ def test_copy_sources_exist(path):
 def test_stage_dockerfile_shape(stage):
     """A stage image is the shared stage-deps image plus that stage's own folder."""
     text = (REPO / f"components/{stage}/Dockerfile").read_text()
-    (final,) = bi.dockerfile_stages(text)
+    (final,) = dockerfile.dockerfile_stages(text)
     assert final.base == "${DEPS_IMAGE}"
     assert final.user and final.user.split(":")[0] not in ("root", "0"), "must run as non-root"
     assert final.workdir == "/app"
@@ -92,7 +93,7 @@ def test_python_base_default_is_the_local_base_image(rel):
 
 def test_deps_dockerfile_installs_exactly_the_hashed_requirements():
     text = (REPO / "components/deps.Dockerfile").read_text()
-    (deps,) = bi.dockerfile_stages(text)
+    (deps,) = dockerfile.dockerfile_stages(text)
     assert deps.base == "${PYTHON_BASE}" and deps.workdir == "/app"
     assert deps.user and deps.user.split(":")[0] not in ("root", "0")
     assert "--require-hashes --no-deps -r /tmp/requirements.txt" in text
@@ -102,7 +103,9 @@ def test_deps_dockerfile_installs_exactly_the_hashed_requirements():
 
 
 def test_serving_dockerfile_targets():
-    stages = {s.name: s for s in bi.dockerfile_stages((REPO / "serving/Dockerfile").read_text())}
+    stages = {
+        s.name: s for s in dockerfile.dockerfile_stages((REPO / "serving/Dockerfile").read_text())
+    }
     text = (REPO / "serving/Dockerfile").read_text()
     assert re.search(r"^ARG LAMBDA_BASE=public\.ecr\.aws/lambda/python:3\.\d+$", text, re.M)
     lam, server = stages["lambda"], stages["server"]

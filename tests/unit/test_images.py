@@ -1,4 +1,5 @@
-"""pipelines/images.py and scripts/build_images.py: Dockerfile parsing, content tags, plan.
+"""pipelines/{dockerfile,images}.py and their CLI tools.delivery.images: Dockerfile parsing,
+content tags, plan.
 
 Engine-free: the build/push calls are checked against a mocked Docker client
 (``unittest.mock``); real builds and runs are in tests/containers/ (they need an engine).
@@ -6,7 +7,6 @@ Engine-free: the build/push calls are checked against a mocked Docker client
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -17,10 +17,9 @@ from unittest import mock
 import pytest
 import yaml
 
-from pipelines import images
+from pipelines import dockerfile, images
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts/build_images.py"
 
 MULTI = """\
 # syntax=docker/dockerfile:1
@@ -42,21 +41,21 @@ CMD ["handler.run"]
 
 
 def test_parse_joins_continuations_and_drops_comments():
-    ins = images.parse_dockerfile(MULTI)
+    ins = dockerfile.parse_dockerfile(MULTI)
     assert [i.keyword for i in ins][:5] == ["ARG", "FROM", "COPY", "RUN", "FROM"]
     run = ins[3]
     assert run.args == "pip install -r /tmp/req.txt" and run.line == 5
 
 
 def test_stages_and_target_chain():
-    stages = images.dockerfile_stages(MULTI)
+    stages = dockerfile.dockerfile_stages(MULTI)
     assert [s.name for s in stages] == ["deps", "server", "lambda"]
     assert stages[1].user == "10001" and stages[1].cmd == ("uvicorn", "app:main")
     assert stages[1].workdir == "/app" and stages[1].copies[1].workdir == "/app"
-    assert images.copy_sources(MULTI, "server") == ["req.txt", "app/"]
-    assert images.copy_sources(MULTI) == ["lam/"]  # default target = last stage, no deps
+    assert dockerfile.copy_sources(MULTI, "server") == ["req.txt", "app/"]
+    assert dockerfile.copy_sources(MULTI) == ["lam/"]  # default target = last stage, no deps
     with pytest.raises(images.BuildError, match="'nope' not in Dockerfile"):
-        images.copy_sources(MULTI, "nope")
+        dockerfile.copy_sources(MULTI, "nope")
 
 
 def test_ref_needs_a_registry():
@@ -218,21 +217,15 @@ def test_push_reports_digest_and_errors_in_one_line():
 def test_serving_build_refuses_unbaked_bundle(tiny_repo):
     plan = images.plan_images(tiny_repo, "r.example", ["serving"])
     client = _fake_client(present={images.PYTHON_BASE})
-    with pytest.raises(images.BuildError, match=r"bake_bundle\.py"):
+    with pytest.raises(images.BuildError, match=r"tools\.delivery\.bake"):
         images.build_all(client, tiny_repo, plan)
     client.images.build.assert_not_called()
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("build_images", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_report_keeps_the_deploy_workflow_shape(tiny_repo, tmp_path):
     """deploy.yml reads ``."serving-lambda".ref`` and ``.digest`` from the report."""
-    script = _load_script()
+    from tools.delivery import images as script
+
     client = _fake_client(present={images.PYTHON_BASE})
     report = tmp_path / "build.json"
     code = script.main(["--repo", str(tiny_repo), "--only", "split", "--registry", "r.example",
@@ -247,7 +240,7 @@ def test_script_report_keeps_the_deploy_workflow_shape(tiny_repo, tmp_path):
 def _run(args, **env):
     import os
 
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tools.delivery.images", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, cwd=REPO, timeout=120)  # fmt: skip
 
 
