@@ -16,6 +16,8 @@ FILES = [
     "components/deps.Dockerfile", "components/requirements.in", "scripts/base_image.sh",
     ".github/workflows/ci.yml", ".github/workflows/deploy.yml", ".ci/run",
     "scripts/build_images.py", "scripts/record_deployment.py", "pipelines/images.py",
+    "pipelines/dockerfile.py", "tools/delivery/images.py", "tools/delivery/record.py",
+    "tools/delivery/bake.py",
     "scripts/setup_mlflow.sh", "scripts/setup_aws_infra.sh", "scripts/make/delivery.mk",
     *(f"components/{s}/Dockerfile" for s in STAGES),
     *(str(p.relative_to(REPO)) for p in sorted((REPO / "manifests").rglob("*")) if p.is_file()),

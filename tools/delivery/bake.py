@@ -19,10 +19,8 @@ from pathlib import Path
 from components.contracts import bundle as bundle_mod
 from components.contracts import storage
 from components.contracts.bundle import Bundle, BundleError
+from pipelines.images import BUNDLE_DIR
 from serving.model_loader import ModelLoadError, download_registry_bundle
-
-DEFAULT_OUT = "serving/model"
-"""Where the serving images copy the bundle from (``pipelines.images.BUNDLE_DIR``)."""
 
 
 def bake_bundle(uri: str, out_dir: str | Path) -> Bundle:
@@ -76,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out",
-        default=DEFAULT_OUT,
+        default=BUNDLE_DIR,
         help="Output folder (replaced atomically; default %(default)s).",
     )
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Build (and optionally push) the project's images: a thin entry point over pipelines.images.
+"""Build (and optionally push) the project's images: the CLI over ``pipelines.images``.
 
 Every tag is the content digest of exactly what goes into the image (pipelines/images.py);
 an image whose tag is already present is reused. Prints each image's size and build time
@@ -6,9 +6,9 @@ and writes them as JSON with ``--report``.
 
 Usage::
 
-    python scripts/build_images.py --dry-run            # print the plan, no engine needed
-    python scripts/build_images.py                      # stage-deps, the 7 stages, serving
-    python scripts/build_images.py --only serving --report var/images-report.json
+    python -m tools.delivery.images --dry-run            # print the plan, no engine needed
+    python -m tools.delivery.images                      # stage-deps, the 7 stages, serving
+    python -m tools.delivery.images --only serving --report var/images-report.json
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # runnable as a plain script from any cwd
-    sys.path.insert(0, str(REPO))
-
-from pipelines import images  # noqa: E402
+from pipelines import images
+from tools import REPO
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     names = [s.name for s in images.image_specs()]
     parser = argparse.ArgumentParser(
-        prog="build_images.py", description="Build, tag and push the project's images."
+        prog="python -m tools.delivery.images",
+        description="Build, tag and push the project's images.",
     )
     parser.add_argument(
         "--dry-run",
