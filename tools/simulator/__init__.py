@@ -1,4 +1,7 @@
-"""POS traffic simulator (``python -m tools.simulator``, ``scripts/simulate_traffic.py``): replay the held-out live stream against the scoring API.
+"""POS traffic simulator: replay the held-out live stream against the scoring API.
+
+    python -m tools.simulator --url http://127.0.0.1:8000 --rate 20 --max-requests 500
+    python -m tools.simulator --lambda-handler --rate 0 --max-requests 200
 
 The live stream (``split`` stage output: JSON Lines, RAW_TRANSACTION fields, ISO timestamps)
 is sent transaction by transaction to ``POST /v1/predict`` - over HTTP, or in-process through
