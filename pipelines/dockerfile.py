@@ -8,8 +8,9 @@ continuation lines, ``ARG`` defaults in ``FROM``, named stages, ``COPY``/``ADD``
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -172,11 +173,24 @@ def stage_chain(stages: Sequence[Stage], target: str | None) -> list[Stage]:
     return [s for s in stages if s.name in seen]
 
 
-def copy_sources(text: str, target: str | None = None) -> list[str]:
-    """Build-context sources of every COPY/ADD the target depends on (no ``--from`` copies)."""
+def expand_args(word: str, buildargs: Mapping[str, str]) -> str:
+    """``${NAME}`` and ``$NAME`` replaced by build arguments (others left as written)."""
+    return re.sub(
+        r"\$\{(\w+)\}|\$(\w+)",
+        lambda m: buildargs.get(m.group(1) or m.group(2), m.group(0)),
+        word,
+    )
+
+
+def copy_sources(
+    text: str, target: str | None = None, buildargs: Mapping[str, str] | None = None
+) -> list[str]:
+    """Build-context sources of every COPY/ADD the target depends on (no ``--from`` copies),
+    with ``buildargs`` substituted as the builder does (``COPY components/${STAGE}/ ...``)."""
     sources: list[str] = []
     for stage in stage_chain(dockerfile_stages(text), target):
         for ins in stage.copies:
             if ins.from_stage is None:
-                sources.extend(s for s in ins.sources if s not in sources)
+                expanded = (expand_args(s, buildargs or {}) for s in ins.sources)
+                sources.extend(s for s in expanded if s not in sources)
     return sources

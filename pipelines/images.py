@@ -8,8 +8,9 @@ Layers, bottom up (each built once, reused by everything above it):
 2. ``stage-deps`` (``components/deps.Dockerfile``): one venv with every stage's runtime
    dependencies, installed hash-checked from ``components/requirements.txt`` (generated from
    ``components/requirements.in`` constrained by ``requirements.lock``).
-3. one image per stage (``components/<stage>/Dockerfile``): ``FROM`` stage-deps plus that
-   stage's code; a stage rebuild is a few ``COPY`` layers, not a venv.
+3. one image per stage, all from ``components/stage.Dockerfile`` (build argument ``STAGE``;
+   target ``register`` adds the serving engine): ``FROM`` stage-deps plus that stage's code;
+   a stage rebuild is a few ``COPY`` layers, not a venv.
 4. ``serving`` (``serving/Dockerfile`` target ``server``, uvicorn) and ``serving-lambda``
    (target ``lambda``, FROM the AWS Lambda base, which cannot be pulled here).
 
@@ -55,6 +56,12 @@ STAGE_MODULES: tuple[str, ...] = (
 )
 """Stage folders under ``components/``; the image name is the kebab-case form."""
 
+BASE_ARGS = ("PYTHON_BASE", "DEPS_IMAGE")
+"""Build arguments that name a base image (checked present before a build)."""
+
+STAGE_DOCKERFILE = "components/stage.Dockerfile"
+"""The one Dockerfile of every stage image (``STAGE`` build argument; register adds a target)."""
+
 BUNDLE_DIR = "serving/model"
 """Where ``python -m tools.delivery.bake`` (``make bake``) puts the champion bundle the serving
 images copy in."""
@@ -75,6 +82,8 @@ class ImageSpec:
     """Multi-stage ``--target``; None builds the Dockerfile's last stage."""
     deps: str | None = None
     """Name of a project image this one is built FROM (passed as ``DEPS_IMAGE``)."""
+    stage: str | None = None
+    """Stage module the shared stage Dockerfile builds (passed as ``STAGE``)."""
     python_base: bool = False
     """Built FROM ``PYTHON_BASE`` (passed as the ``PYTHON_BASE`` build argument)."""
     local: bool = True
@@ -89,7 +98,14 @@ def stage_name(module: str) -> str:
 def image_specs() -> tuple[ImageSpec, ...]:
     """Every image of the project in build order (a base before what is built FROM it)."""
     stages = tuple(
-        ImageSpec(stage_name(m), f"components/{m}/Dockerfile", deps=DEPS) for m in STAGE_MODULES
+        ImageSpec(
+            stage_name(m),
+            STAGE_DOCKERFILE,
+            target="register" if m == "register" else "stage",
+            deps=DEPS,
+            stage=m,
+        )
+        for m in STAGE_MODULES
     )
     return (
         ImageSpec(DEPS, "components/deps.Dockerfile", python_base=True),
@@ -218,14 +234,16 @@ def plan_images(
         dockerfile = repo / spec.dockerfile
         if not dockerfile.is_file():
             raise BuildError(f"{spec.dockerfile}: Dockerfile not found")
-        sources = copy_sources(dockerfile.read_text(), spec.target)
-        files, missing = context_files(repo, sources, ignore)
-        files = [spec.dockerfile, *(f for f in files if f != spec.dockerfile)]
         buildargs: dict[str, str] = {}
         if spec.python_base:
             buildargs["PYTHON_BASE"] = python_base
         if spec.deps:
             buildargs["DEPS_IMAGE"] = refs[spec.deps]
+        if spec.stage:
+            buildargs["STAGE"] = spec.stage
+        sources = copy_sources(dockerfile.read_text(), spec.target, buildargs)
+        files, missing = context_files(repo, sources, ignore)
+        files = [spec.dockerfile, *(f for f in files if f != spec.dockerfile)]
         digest = content_digest(repo, files, spec.target, buildargs)
         ref = image_ref(registry, spec.name, digest[:TAG_CHARS])
         refs[spec.name] = ref
@@ -317,6 +335,8 @@ def build_image(client: Any, repo: Path, image: PlannedImage, *, network: str | 
             f"{image.spec.name}: COPY source(s) missing: {', '.join(image.missing)}{hint}"
         )
     for key, base in image.buildargs.items():
+        if key not in BASE_ARGS:
+            continue
         if not image_present(client, base):
             make = "scripts/base_image.sh" if key == "PYTHON_BASE" else "make images"
             raise BuildError(f"{image.spec.name}: base image {base} not present (run {make})")

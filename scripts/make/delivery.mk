@@ -20,7 +20,7 @@ test-containers: $(STAMP) ## build (if missing) and run the real images: launche
 	$(PY) -m pytest -q tests/containers
 
 lint-delivery: $(STAMP) ## hadolint, cfn-lint, workflow schema and shellcheck on the delivery files
-	$(VENV)/bin/hadolint components/*/Dockerfile components/deps.Dockerfile serving/Dockerfile
+	$(VENV)/bin/hadolint components/*.Dockerfile serving/Dockerfile
 	$(VENV)/bin/cfn-lint manifests/lambda/template.yaml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	shellcheck scripts/*.sh .ci/run

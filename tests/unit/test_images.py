@@ -97,15 +97,15 @@ def test_plan_files_are_exactly_what_the_image_copies(tiny_repo):
     plan = _plan(tiny_repo, ["datagen"])
     assert list(plan) == ["stage-deps", "datagen"]  # the base it is built FROM comes along
     datagen = plan["datagen"]
-    assert datagen.files[0] == "components/datagen/Dockerfile"
-    assert {f.split("/")[1] for f in datagen.files} == {"datagen"}
+    assert datagen.files[0] == "components/stage.Dockerfile"
+    assert {f.split("/")[1] for f in datagen.files[1:]} == {"datagen"}
     assert "components/datagen/component.yaml" not in datagen.files  # it names the tag
     assert "components/datagen/component.py" not in datagen.files
     deps = plan["stage-deps"]
     assert "components/requirements.txt" in deps.files
     assert "components/contracts/schemas.py" in deps.files
     assert not any("__pycache__" in f for f in deps.files)
-    assert datagen.buildargs == {"DEPS_IMAGE": deps.ref}
+    assert datagen.buildargs == {"DEPS_IMAGE": deps.ref, "STAGE": "datagen"}
     assert deps.buildargs == {"PYTHON_BASE": images.PYTHON_BASE}
     assert re.fullmatch(r"reg\.example/ci/datagen:[0-9a-f]{16}", datagen.ref)
 
@@ -120,6 +120,15 @@ def test_tags_change_exactly_when_the_image_content_changes(tiny_repo):
     after = _plan(tiny_repo)
     changed = {n for n in before if before[n].ref != after[n].ref}
     assert changed == {"datagen"}
+
+    # the shared stage Dockerfile is part of every stage's tag, and only theirs
+    with open(tiny_repo / "components/stage.Dockerfile", "a") as f:
+        f.write("# touched\n")
+    shared = _plan(tiny_repo)
+    assert {n for n in before if after[n].ref != shared[n].ref} == set(images.STAGE_IMAGES)
+    (tiny_repo / "components/stage.Dockerfile").write_text(
+        (REPO / "components/stage.Dockerfile").read_text()
+    )
 
     # the dependency base is part of every stage's tag
     with open(tiny_repo / "components/requirements.txt", "a") as f:
@@ -192,7 +201,8 @@ def test_build_passes_base_refs_and_skips_present_tags(tiny_repo):
     calls = [c.kwargs for c in client.images.build.call_args_list]
     assert [c["tag"] for c in calls] == [p.ref for p in plan]
     assert calls[0]["buildargs"] == {"PYTHON_BASE": images.PYTHON_BASE}
-    assert calls[1]["buildargs"] == {"DEPS_IMAGE": plan[0].ref}
+    assert calls[1]["buildargs"] == {"DEPS_IMAGE": plan[0].ref, "STAGE": "datagen"}
+    assert calls[1]["target"] == "stage"
     assert calls[1]["network_mode"] == "host" and calls[1]["pull"] is False
     assert [r.cached for r in results] == [False, False]
 
