@@ -233,21 +233,14 @@ def write_registry_sidecar(
     return folder / REGISTRY_SIDECAR
 
 
-def copy_verified(
-    source: Bundle,
-    dest: str | Path,
-    *,
-    model_name: str,
-    model_version: str,
-    run_id: str | None = None,
-    alias: str | None = None,
-) -> Bundle:
+def copy_verified(source: Bundle, dest: str | Path, **sidecar: str | None) -> Bundle:
     """Copy a verified bundle into ``dest`` with its ``registry.json``; verify the copy.
 
     Exactly the manifest-listed files and the manifest are copied, then the registry sidecar
-    is written (``write_registry_sidecar``), so the copy serves the bytes that were verified.
-    ``dest`` is a staged folder (register's publish, delivery's bake): a copy that does not
-    verify raises ``BundleError`` before anything is published.
+    is written with ``sidecar`` (the keywords of ``write_registry_sidecar``), so the copy
+    serves the bytes that were verified. ``dest`` is a staged folder (register's publish,
+    delivery's bake): a copy that does not verify raises ``BundleError`` before anything is
+    published.
     """
     folder = Path(dest)
     for rel in source.manifest["files"]:
@@ -256,9 +249,7 @@ def copy_verified(
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source.root / rel, folder / rel)
     shutil.copyfile(source.root / MANIFEST, folder / MANIFEST)
-    write_registry_sidecar(
-        folder, model_name=model_name, model_version=model_version, run_id=run_id, alias=alias
-    )
+    write_registry_sidecar(folder, **sidecar)
     return load_bundle(folder)
 
 
