@@ -225,3 +225,20 @@ def test_serving_image_carries_what_the_lambda_default_metrics_mode_needs():
     assert "aws-lambda-powertools" in names
     source = (REPO / "serving" / "metrics.py").read_text()
     assert "aws_lambda_powertools" in source
+
+
+def test_serving_images_ship_the_runtime_only():
+    """Neither serving image carries tools/ (simulator, demo bundles, bake, benchmarks), and
+    no file they carry imports it or a pipeline stage other than the shared contracts."""
+    plan = {
+        p.spec.name: p for p in bi.plan_images(REPO, "r.example", ["serving", "serving-lambda"])
+    }
+    for name in ("serving", "serving-lambda"):
+        files = plan[name].files
+        assert not [f for f in files if f.startswith("tools/")], name
+        for rel in (f for f in files if f.endswith(".py")):
+            text = (REPO / rel).read_text()
+            bad = re.findall(
+                r"^\s*(?:from|import) (tools|components\.(?!contracts)\w+)", text, re.M
+            )
+            assert not bad, f"{name}: {rel} imports {bad}"
