@@ -8,8 +8,9 @@ Layers, bottom up (each built once, reused by everything above it):
 2. ``stage-deps`` (``components/deps.Dockerfile``): one venv with every stage's runtime
    dependencies, installed hash-checked from ``components/requirements.txt`` (generated from
    ``components/requirements.in`` constrained by ``requirements.lock``).
-3. one image per stage (``components/<stage>/Dockerfile``): ``FROM`` stage-deps plus that
-   stage's code; a stage rebuild is a few ``COPY`` layers, not a venv.
+3. one image per stage, all from ``components/stage.Dockerfile`` (build argument ``STAGE``;
+   target ``register`` adds the serving engine): ``FROM`` stage-deps plus that stage's code;
+   a stage rebuild is a few ``COPY`` layers, not a venv.
 4. ``serving`` (``serving/Dockerfile`` target ``server``, uvicorn) and ``serving-lambda``
    (target ``lambda``, FROM the AWS Lambda base, which cannot be pulled here).
 
@@ -26,13 +27,13 @@ what ``make images`` builds from the same source.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipelines.dockerfile import BuildError, copy_sources
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,18 @@ STAGE_MODULES: tuple[str, ...] = (
 )
 """Stage folders under ``components/``; the image name is the kebab-case form."""
 
+BASE_ARGS = ("PYTHON_BASE", "DEPS_IMAGE")
+"""Build arguments that name a base image (checked present before a build)."""
+
+STAGE_DOCKERFILE = "components/stage.Dockerfile"
+"""The one Dockerfile of every stage image (``STAGE`` build argument; register adds a target)."""
+
 BUNDLE_DIR = "serving/model"
-"""Where ``scripts/bake_bundle.py`` puts the champion bundle the serving images copy in."""
+"""Where ``python -m tools.delivery.bake`` (``make bake``) puts the champion bundle the serving
+images copy in."""
 
 TAG_CHARS = 16
 """Hex characters of the content digest used as the tag (64 bits)."""
-
-
-class BuildError(RuntimeError):
-    """A build cannot proceed; the message is one line naming the bad input."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class ImageSpec:
     """Multi-stage ``--target``; None builds the Dockerfile's last stage."""
     deps: str | None = None
     """Name of a project image this one is built FROM (passed as ``DEPS_IMAGE``)."""
+    stage: str | None = None
+    """Stage module the shared stage Dockerfile builds (passed as ``STAGE``)."""
     python_base: bool = False
     """Built FROM ``PYTHON_BASE`` (passed as the ``PYTHON_BASE`` build argument)."""
     local: bool = True
@@ -92,7 +98,14 @@ def stage_name(module: str) -> str:
 def image_specs() -> tuple[ImageSpec, ...]:
     """Every image of the project in build order (a base before what is built FROM it)."""
     stages = tuple(
-        ImageSpec(stage_name(m), f"components/{m}/Dockerfile", deps=DEPS) for m in STAGE_MODULES
+        ImageSpec(
+            stage_name(m),
+            STAGE_DOCKERFILE,
+            target="register" if m == "register" else "stage",
+            deps=DEPS,
+            stage=m,
+        )
+        for m in STAGE_MODULES
     )
     return (
         ImageSpec(DEPS, "components/deps.Dockerfile", python_base=True),
@@ -104,174 +117,6 @@ def image_specs() -> tuple[ImageSpec, ...]:
 
 STAGE_IMAGES: tuple[str, ...] = tuple(stage_name(m) for m in STAGE_MODULES)
 """The images the compiled pipeline names, in stage order."""
-
-
-# ---------------------------------------------------------------- Dockerfile parsing (pure)
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """One Dockerfile instruction after joining continuation lines."""
-
-    keyword: str
-    """Upper-case instruction (``FROM``, ``COPY``, ...)."""
-    args: str
-    """Everything after the keyword."""
-    line: int
-    """1-based line number where the instruction starts."""
-
-
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Split a Dockerfile into instructions (comments dropped, ``\\`` continuations joined)."""
-    out: list[Instruction] = []
-    buf: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not buf and (not stripped or stripped.startswith("#")):
-            continue
-        if buf and stripped.startswith("#"):
-            continue  # comment lines inside a continued instruction are ignored
-        if not buf:
-            start = number
-        if stripped.endswith("\\"):
-            buf.append(stripped[:-1].strip())
-            continue
-        buf.append(stripped)
-        joined = " ".join(part for part in buf if part)
-        keyword, _, args = joined.partition(" ")
-        out.append(Instruction(keyword.upper(), args.strip(), start))
-        buf = []
-    if buf:
-        joined = " ".join(buf)
-        keyword, _, args = joined.partition(" ")
-        out.append(Instruction(keyword.upper(), args.strip(), start))
-    return out
-
-
-@dataclass(frozen=True)
-class CopyInstruction:
-    """A ``COPY``/``ADD`` instruction: sources, destination and ``--from`` stage if any."""
-
-    sources: tuple[str, ...]
-    dest: str
-    from_stage: str | None
-    stage: str
-    """Name (or index as a string) of the build stage the instruction belongs to."""
-    workdir: str
-    """WORKDIR in effect (for relative destinations)."""
-
-
-def _split_copy_args(args: str) -> tuple[dict[str, str], list[str]]:
-    words = json.loads(args) if args.lstrip().startswith("[") else shlex.split(args)
-    flags: dict[str, str] = {}
-    rest: list[str] = []
-    for word in words:
-        if word.startswith("--") and not rest:
-            key, _, value = word[2:].partition("=")
-            flags[key] = value
-        else:
-            rest.append(word)
-    return flags, rest
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One build stage: name, base (``FROM``), copies, and the runtime settings it declares."""
-
-    name: str
-    base: str
-    copies: tuple[CopyInstruction, ...]
-    cmd: tuple[str, ...] | None
-    entrypoint: tuple[str, ...] | None
-    user: str | None
-    workdir: str | None = None
-
-
-def _exec_form(args: str) -> tuple[str, ...]:
-    if args.lstrip().startswith("["):
-        return tuple(json.loads(args))
-    return ("/bin/sh", "-c", args)
-
-
-def dockerfile_stages(text: str) -> list[Stage]:
-    """Parse a (multi-stage) Dockerfile into its stages, in order."""
-    stages: list[Stage] = []
-    name = base = ""
-    copies: list[CopyInstruction] = []
-    cmd = entrypoint = None
-    user = None
-    workdir = "/"
-    set_workdir: str | None = None
-
-    def close() -> None:
-        if base:
-            stages.append(Stage(name, base, tuple(copies), cmd, entrypoint, user, set_workdir))
-
-    for ins in parse_dockerfile(text):
-        if ins.keyword == "FROM":
-            close()
-            words = [w for w in ins.args.split() if not w.startswith("--platform")]
-            base = words[0]
-            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else str(len(stages))
-            # A stage built FROM an earlier stage inherits its settings.
-            parent = next((s for s in stages if s.name == base), None)
-            copies, cmd, entrypoint = [], None, None
-            user = parent.user if parent else None
-            set_workdir = parent.workdir if parent else None
-            workdir = set_workdir or "/"
-        elif ins.keyword in ("COPY", "ADD"):
-            flags, words = _split_copy_args(ins.args)
-            copies.append(
-                CopyInstruction(
-                    sources=tuple(words[:-1]),
-                    dest=words[-1],
-                    from_stage=flags.get("from"),
-                    stage=name,
-                    workdir=workdir,
-                )
-            )
-        elif ins.keyword == "WORKDIR":
-            path = ins.args.strip()
-            workdir = path if path.startswith("/") else f"{workdir.rstrip('/')}/{path}"
-            set_workdir = workdir
-        elif ins.keyword == "CMD":
-            cmd = _exec_form(ins.args)
-        elif ins.keyword == "ENTRYPOINT":
-            entrypoint = _exec_form(ins.args)
-        elif ins.keyword == "USER":
-            user = ins.args.strip()
-    close()
-    return stages
-
-
-def stage_chain(stages: Sequence[Stage], target: str | None) -> list[Stage]:
-    """The target stage (default: the last) and every stage it is built from or copies from."""
-    by_name = {s.name: s for s in stages}
-    if not stages:
-        raise BuildError("Dockerfile has no FROM instruction")
-    if target is not None and target not in by_name:
-        raise BuildError(f"build target {target!r} not in Dockerfile (stages: {sorted(by_name)})")
-    todo = [by_name[target] if target else stages[-1]]
-    seen: dict[str, Stage] = {}
-    while todo:
-        stage = todo.pop()
-        if stage.name in seen:
-            continue
-        seen[stage.name] = stage
-        deps = [stage.base] + [c.from_stage for c in stage.copies if c.from_stage]
-        todo.extend(by_name[d] for d in deps if d in by_name)
-    return [s for s in stages if s.name in seen]
-
-
-def copy_sources(text: str, target: str | None = None) -> list[str]:
-    """Build-context sources of every COPY/ADD the target depends on (no ``--from`` copies)."""
-    sources: list[str] = []
-    for stage in stage_chain(dockerfile_stages(text), target):
-        for ins in stage.copies:
-            if ins.from_stage is None:
-                sources.extend(s for s in ins.sources if s not in sources)
-    return sources
 
 
 # ---------------------------------------------------------------- content digest and tags
@@ -389,14 +234,16 @@ def plan_images(
         dockerfile = repo / spec.dockerfile
         if not dockerfile.is_file():
             raise BuildError(f"{spec.dockerfile}: Dockerfile not found")
-        sources = copy_sources(dockerfile.read_text(), spec.target)
-        files, missing = context_files(repo, sources, ignore)
-        files = [spec.dockerfile, *(f for f in files if f != spec.dockerfile)]
         buildargs: dict[str, str] = {}
         if spec.python_base:
             buildargs["PYTHON_BASE"] = python_base
         if spec.deps:
             buildargs["DEPS_IMAGE"] = refs[spec.deps]
+        if spec.stage:
+            buildargs["STAGE"] = spec.stage
+        sources = copy_sources(dockerfile.read_text(), spec.target, buildargs)
+        files, missing = context_files(repo, sources, ignore)
+        files = [spec.dockerfile, *(f for f in files if f != spec.dockerfile)]
         digest = content_digest(repo, files, spec.target, buildargs)
         ref = image_ref(registry, spec.name, digest[:TAG_CHARS])
         refs[spec.name] = ref
@@ -480,12 +327,16 @@ def build_image(client: Any, repo: Path, image: PlannedImage, *, network: str | 
 
     if image.missing:
         hint = (
-            " (run scripts/bake_bundle.py first)" if BUNDLE_DIR in " ".join(image.missing) else ""
+            " (run make bake first: python -m tools.delivery.bake)"
+            if BUNDLE_DIR in " ".join(image.missing)
+            else ""
         )
         raise BuildError(
             f"{image.spec.name}: COPY source(s) missing: {', '.join(image.missing)}{hint}"
         )
     for key, base in image.buildargs.items():
+        if key not in BASE_ARGS:
+            continue
         if not image_present(client, base):
             make = "scripts/base_image.sh" if key == "PYTHON_BASE" else "make images"
             raise BuildError(f"{image.spec.name}: base image {base} not present (run {make})")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Replay the live POS stream against the scoring API (logic: ``serving/simulator.py``).
+"""Replay the live POS stream against the scoring API: ``tools.simulator`` (see its --help).
 
 python scripts/simulate_traffic.py --url http://127.0.0.1:8000 --rate 20 --max-requests 500
 python scripts/simulate_traffic.py --lambda-handler --rate 0 --max-requests 200
@@ -7,7 +7,7 @@ python scripts/simulate_traffic.py --lambda-handler --rate 0 --max-requests 200
 
 import sys
 
-from serving.simulator import main
+from tools.simulator import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,7 +34,7 @@ from litestar.openapi.spec import OpenAPI, Reference, Schema
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import model_loader
+from serving import model_loader, prepare_numba_cache
 from serving.body import BodyError, decode_body
 from serving.metrics import CONTENT_TYPE, EmfMetrics, ServingMetrics
 from serving.model_loader import LoadedModel
@@ -229,6 +229,7 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     settings = settings or ServingSettings.from_env()
     if settings.max_batch > BATCH_LIMIT:
         raise ValueError(f"MAX_BATCH={settings.max_batch} exceeds the hard limit {BATCH_LIMIT}")
+    prepare_numba_cache()  # seed the kernel cache before the model's self-test compiles
     loaded = model_loader.get_model(settings)
     scorer = loaded.scorer
     version = loaded.version

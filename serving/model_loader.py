@@ -1,7 +1,7 @@
 """Load the serving model once per process: a baked bundle folder or the MLflow registry.
 
 * ``MODEL_DIR``: a bundle folder (what the Lambda / container image carries, see
-  ``scripts/bake_bundle.py``).
+  ``python -m tools.delivery.bake``).
 * ``MODEL_URI``: ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``, or any MLflow
   artifact URI): downloaded once at start, then the bundle inside is used.
 
@@ -223,45 +223,3 @@ def get_model(settings: ServingSettings) -> LoadedModel:
         if loaded is None:
             loaded = _cache[key] = load(settings)
         return loaded
-
-
-def bake_bundle(uri: str, out_dir: str | Path) -> Bundle:
-    """Download ``uri`` (e.g. ``models:/<name>@champion``), verify it, write it to ``out_dir``.
-
-    The output holds exactly the manifest-listed files, ``manifest.json`` and a
-    ``registry.json`` sidecar naming the registry version, so an image built from it serves
-    the same bytes that were registered. Verification runs twice: on the download (a
-    tampered artifact store is refused) and on the written folder.
-
-    Raises:
-        ModelLoadError: Unresolvable URI, failed download, or a bundle that does not verify.
-    """
-    import shutil
-
-    with tempfile.TemporaryDirectory(prefix="bake-") as tmp:
-        folder, facts = download_registry_bundle(uri, tmp)
-        try:
-            source = bundle_mod.load_bundle(folder)
-        except BundleError as exc:
-            raise ModelLoadError(f"{uri}: downloaded bundle rejected: {exc}") from exc
-        with storage.staged_dir(str(out_dir), stage="bake") as staged:
-            for rel in source.manifest["files"]:
-                (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source.root / rel, staged / rel)
-            shutil.copyfile(source.root / bundle_mod.MANIFEST, staged / bundle_mod.MANIFEST)
-            registry = dict(source.registry or {})
-            registry |= {k: v for k, v in facts.items() if v is not None}
-            registry.setdefault("model_name", source.model_name or "unregistered")
-            registry.setdefault("model_version", source.model_version or source.sha256[:12])
-            bundle_mod.write_registry_sidecar(
-                staged,
-                model_name=str(registry["model_name"]),
-                model_version=str(registry["model_version"]),
-                run_id=registry.get("run_id"),
-                alias=registry.get("alias"),
-            )
-            bundle_mod.load_bundle(staged)
-    try:
-        return bundle_mod.load_bundle(out_dir)
-    except BundleError as exc:
-        raise ModelLoadError(f"{out_dir}: baked bundle does not verify: {exc}") from exc

@@ -5,8 +5,8 @@
 Loads the bundle exactly as the app does (sha256 verification, tree compilation, the
 single-row and batch self-test), which compiles every kernel a request can reach and writes
 it to ``NUMBA_CACHE_DIR``. The images ship that folder read-only and name it
-``NUMBA_CACHE_SEED``; ``serving/__init__.py`` copies it into the writable cache at start, so
-a cold start loads machine code instead of compiling it. Run it with the same
+``NUMBA_CACHE_SEED``; the entry points' ``serving.prepare_numba_cache`` copies it into the
+writable cache at start, so a cold start loads machine code instead of compiling it. Run it with the same
 ``NUMBA_CPU_NAME`` the image runs with, or the cache entries will not match.
 """
 

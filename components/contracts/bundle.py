@@ -233,6 +233,26 @@ def write_registry_sidecar(
     return folder / REGISTRY_SIDECAR
 
 
+def copy_verified(source: Bundle, dest: str | Path, **sidecar: str | None) -> Bundle:
+    """Copy a verified bundle into ``dest`` with its ``registry.json``; verify the copy.
+
+    Exactly the manifest-listed files and the manifest are copied, then the registry sidecar
+    is written with ``sidecar`` (the keywords of ``write_registry_sidecar``), so the copy
+    serves the bytes that were verified. ``dest`` is a staged folder (register's publish,
+    delivery's bake): a copy that does not verify raises ``BundleError`` before anything is
+    published.
+    """
+    folder = Path(dest)
+    for rel in source.manifest["files"]:
+        if rel == REGISTRY_SIDECAR:
+            continue  # rewritten below
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source.root / rel, folder / rel)
+    shutil.copyfile(source.root / MANIFEST, folder / MANIFEST)
+    write_registry_sidecar(folder, **sidecar)
+    return load_bundle(folder)
+
+
 def content_sha256(manifest: Mapping[str, Any]) -> str:
     """The bundle's identity: sha256 of the manifest as built, i.e. without ``registry.json``."""
     files = {k: v for k, v in manifest["files"].items() if k != REGISTRY_SIDECAR}

@@ -468,16 +468,14 @@ def abort_stale_versions(client, experiment_id: str, name: str, alias: str) -> N
 
 def publish_bundle(bundle: B.Bundle, tmp: Path, record: dict[str, Any]) -> None:
     """Stage the verified bundle plus ``registry.json`` (listed in its manifest) in ``tmp``."""
-    for rel in bundle.manifest["files"]:
-        shutil.copyfile(bundle.root / rel, tmp / rel)
-    shutil.copyfile(bundle.root / B.MANIFEST, tmp / B.MANIFEST)
-    B.write_registry_sidecar(
+    # copy_verified verifies the copy: a bundle that does not verify is never published
+    B.copy_verified(
+        bundle,
         tmp,
         model_name=record["model_name"],
         model_version=record["model_version"],
         run_id=record["run_id"],
     )
-    B.load_bundle(tmp)  # never publish a bundle that does not verify
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -8,19 +8,19 @@ base-image: $(STAMP) ## make the local Debian bookworm + python3.11 base image o
 	bash scripts/base_image.sh "$$($(PY) -c 'from pipelines.images import PYTHON_BASE; print(PYTHON_BASE)')"
 
 images-plan: $(STAMP) ## print every image, its content tag and build context (no Docker engine needed)
-	$(PY) scripts/build_images.py --dry-run $(IMAGE_ARGS)
+	$(PY) -m tools.delivery.images --dry-run $(IMAGE_ARGS)
 
 images: base-image ## build stage-deps, the 7 stage images and serving (once baked); prints sizes and build times, writes var/images-report.json (IMAGE_ONLY="datagen serving")
-	$(PY) scripts/build_images.py --report var/images-report.json $(IMAGE_ARGS)
+	$(PY) -m tools.delivery.images --report var/images-report.json $(IMAGE_ARGS)
 
 images-push: $(STAMP) ## build, tag and push the images to IMAGE_REGISTRY
-	$(PY) scripts/build_images.py --push $(IMAGE_ARGS)
+	$(PY) -m tools.delivery.images --push $(IMAGE_ARGS)
 
 test-containers: $(STAMP) ## build (if missing) and run the real images: launcher conformance, pipeline run --docker, serving image (needs a Docker engine)
 	$(PY) -m pytest -q tests/containers
 
 lint-delivery: $(STAMP) ## hadolint, cfn-lint, workflow schema and shellcheck on the delivery files
-	$(VENV)/bin/hadolint components/*/Dockerfile components/deps.Dockerfile serving/Dockerfile
+	$(VENV)/bin/hadolint components/*.Dockerfile serving/Dockerfile
 	$(VENV)/bin/cfn-lint manifests/lambda/template.yaml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	shellcheck scripts/*.sh .ci/run

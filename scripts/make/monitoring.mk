@@ -14,8 +14,8 @@ monitoring-check: $(STAMP) ## promtool check config/rules, promtool rule unit te
 
 .PHONY: simulate
 simulate: $(STAMP) ## replay the latest live stream against $(SIMULATE_URL) (SIMULATE_ARGS="--rate 50 ...")
-	$(PY) scripts/simulate_traffic.py --stream latest --url $(SIMULATE_URL) --report var/simulation.json $(SIMULATE_ARGS)
+	$(PY) -m tools.simulator --stream latest --url $(SIMULATE_URL) --report var/simulation.json $(SIMULATE_ARGS)
 
 .PHONY: dashboard-png
 dashboard-png: $(STAMP) ## render the Grafana dashboard's panels from $(PROMETHEUS_URL) to var/dashboard.png
-	$(PY) scripts/render_dashboard.py --prometheus-url $(PROMETHEUS_URL) --minutes 30 --out var/dashboard.png
+	$(PY) -m tools.dashboard --prometheus-url $(PROMETHEUS_URL) --minutes 30 --out var/dashboard.png

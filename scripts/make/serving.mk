@@ -11,15 +11,15 @@ serve: $(STAMP) ## serve the API on :$(SERVE_PORT): MODEL_DIR=<bundle folder> if
 
 .PHONY: bake
 bake: $(STAMP) ## download the registry champion into serving/model/ (manifest sha256 verified)
-	$(PY) scripts/bake_bundle.py --model-uri "$(MODEL_URI)" --out serving/model
+	$(PY) -m tools.delivery.bake --model-uri "$(MODEL_URI)" --out serving/model
 
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## serving benchmark on the registry champion if `make run` made one, else a demo bundle (BENCH_ARGS=--quick); .bench/serving.json
 	@if [ -f "$${VAR_DIR:-var}/mlflow/mlflow.db" ] && [ -z "$$MODEL_DIR" ]; then \
 		echo "benchmarking $(MODEL_URI) (also against mlflow models serve)"; \
-		$(PY) scripts/bench_serving.py --model-uri "$(MODEL_URI)" $(BENCH_ARGS); \
+		$(PY) -m tools.bench.serving --model-uri "$(MODEL_URI)" $(BENCH_ARGS); \
 	else \
-		$(PY) scripts/bench_serving.py $(BENCH_ARGS); \
+		$(PY) -m tools.bench.serving $(BENCH_ARGS); \
 	fi
 
 .PHONY: test-serving

@@ -1,6 +1,6 @@
 """The serving ``server`` image (serving/Dockerfile, target ``server``) over real HTTP.
 
-A demo bundle (``serving.testing.build_demo_bundle``: the project's generator and both
+A demo bundle (``tools.demo.build_demo_bundle``: the project's generator and both
 models) is baked into ``serving/model/`` of a copy of the build context, the image is built
 from it with ``pipelines.images`` and started with its own CMD (uvicorn on port 8000, user
 10001). ``/v1/predict``, ``/readyz`` and ``/metrics`` answer over HTTP; the same image given
@@ -37,7 +37,7 @@ BODY = {
 @pytest.fixture(scope="module")
 def serving_image(docker_client, tmp_path_factory) -> dict:
     """The server image built from a context with a freshly baked demo bundle."""
-    from serving.testing import build_demo_bundle
+    from tools.demo import build_demo_bundle
 
     ctx = tmp_path_factory.mktemp("serving-context")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "model", "var")

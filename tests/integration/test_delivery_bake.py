@@ -1,15 +1,13 @@
 """Model baking against a real local MLflow registry (SQLite store in a temp folder).
 
-* ``scripts/record_deployment.py`` tags the deployed model version with the image digest.
-* ``scripts/bake_bundle.py`` (serving engineer) resolves ``models:/<name>@champion``,
-  downloads the bundle and verifies it; a tampered file is rejected. Skipped until the
-  script lands.
+* ``tools.delivery.record`` (``scripts/record_deployment.py``) tags the deployed model version with the image digest.
+* ``tools.delivery.bake`` (``scripts/bake_bundle.py``) resolves ``models:/<name>@champion``,
+  downloads the bundle and verifies it; a tampered file is rejected.
 AWS itself is not involved; the registry is real.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,24 +17,13 @@ from pathlib import Path
 import pytest
 
 from components.contracts import storage
+from tools.delivery import record as rd
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "b" * 64
 IMAGE = f"registry.example/ci/serving-lambda@{DIGEST}"
-
-
-def _load_record():
-    spec = importlib.util.spec_from_file_location(
-        "record_deployment", REPO / "scripts/record_deployment.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rd = _load_record()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +45,7 @@ def registry(tmp_path_factory):
 
 def record_cli(uri: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MODEL_NAME": "risk-test"}
-    return subprocess.run([sys.executable, str(REPO / "scripts/record_deployment.py"), *args],
+    return subprocess.run([sys.executable, "-m", "tools.delivery.record", *args], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
 
 
@@ -103,13 +90,11 @@ def test_record_bad_input_is_one_line(registry, args, message, monkeypatch, caps
 
 @pytest.fixture(scope="module")
 def registered_bundle(tmp_path_factory):
-    """A real bundle (serving.testing.build_demo_bundle) logged to a run and registered as
+    """A real bundle (tools.demo.build_demo_bundle) logged to a run and registered as
     ``bake-test`` version 1 with alias ``champion``, in a SQLite registry."""
-    if not (REPO / "scripts/bake_bundle.py").exists():
-        pytest.skip("scripts/bake_bundle.py not written yet")
     import mlflow
 
-    from serving.testing import build_demo_bundle
+    from tools.demo import build_demo_bundle
 
     tmp = tmp_path_factory.mktemp("bake")
     build_demo_bundle(tmp / "bundle", rows=2000, n_estimators=15, iforest_trees=20)
@@ -129,8 +114,9 @@ def registered_bundle(tmp_path_factory):
 
 def bake(uri: str, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MODEL_NAME": "bake-test"}
-    return subprocess.run([sys.executable, str(REPO / "scripts/bake_bundle.py"), "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "tools.delivery.bake", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
 
 
 def test_bake_downloads_verifies_and_records(registered_bundle, monkeypatch):

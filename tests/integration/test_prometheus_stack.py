@@ -26,9 +26,9 @@ import pytest
 import yaml
 
 from components.contracts.schemas import RISK_LEVELS
-from serving import simulator as sim
 from tests.conftest import free_port, running
 from tests.unit.test_monitoring_config import EXPORTED_METRICS, dashboard_queries
+from tools import simulator as sim
 
 pytestmark = pytest.mark.integration
 
@@ -268,11 +268,11 @@ def test_render_dashboard_png(stack):
     summary = stack["work"] / "dashboard.json"
     proc = subprocess.run(
         [
-            sys.executable, str(REPO / "scripts" / "render_dashboard.py"),
+            sys.executable, "-m", "tools.dashboard",
             "--prometheus-url", stack["prom"], "--minutes", "2", "--step", "1",
             "--scrape-interval", "1", "--out", str(out), "--summary", str(summary),
         ],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 50_000

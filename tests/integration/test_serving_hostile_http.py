@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.testing import build_demo_bundle
 from tests.conftest import REPO, free_port, running
+from tools.demo import build_demo_bundle
 
 pytestmark = pytest.mark.integration
 

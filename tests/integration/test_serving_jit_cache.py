@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import json
+from serving import prepare_numba_cache
+prepare_numba_cache()
 import numba
 from serving.model_loader import load
 from serving.settings import ServingSettings
@@ -51,7 +53,7 @@ def _avx2() -> bool:
 
 @pytest.mark.skipif(not _avx2(), reason="x86-64-v3 machine code needs AVX2")
 def test_seeded_cache_loads_every_kernel_without_compiling(tmp_path):
-    from serving.testing import build_demo_bundle
+    from tools.demo import build_demo_bundle
 
     bundle = build_demo_bundle(tmp_path / "bundle", rows=2000, n_estimators=12, iforest_trees=10)
     env = {

@@ -23,14 +23,13 @@ from tests.integration.test_prometheus_stack import numba_cache, serve_app
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "simulate_traffic.py"
 
 
 def simulate(
     *args: str, env: dict | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--no-progress", *args],
+        [sys.executable, "-m", "tools.simulator", "--no-progress", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -234,3 +234,22 @@ def test_corrupt_json_is_named(bundle_dir):
     (bundle_dir / "manifest.json").write_text("{not json")
     with pytest.raises(B.BundleError, match=r"manifest.json: not valid JSON"):
         B.load_bundle(bundle_dir)
+
+
+def test_copy_verified_copies_the_listed_files_and_rewrites_the_sidecar(bundle_dir, tmp_path):
+    """Register's publish and delivery's bake: the copy is the same bundle, new version."""
+    B.write_registry_sidecar(bundle_dir, model_name="m", model_version="1", run_id="r")
+    source = B.load_bundle(bundle_dir)
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    copy = B.copy_verified(source, dest, model_name="m", model_version="2", alias="champion")
+    assert copy.sha256 == source.sha256  # same identity
+    assert (copy.model_version, copy.registry["alias"]) == ("2", "champion")
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*source.manifest["files"], B.MANIFEST])
+
+
+def test_copy_verified_refuses_a_source_changed_after_verification(bundle_dir, tmp_path):
+    source = B.load_bundle(bundle_dir)
+    (bundle_dir / "forest.npz").write_bytes(b"tampered")
+    with pytest.raises(B.BundleError, match=r"forest\.npz: sha256"):
+        B.copy_verified(source, tmp_path, model_name="m", model_version="1")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import dockerfile
 from pipelines import images as bi
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("datagen", "split", "features", "train_xgb", "train_iforest", "evaluate", "register")
-GENERATED_SOURCES = {"serving/model/", "serving/model"}  # written by scripts/bake_bundle.py
+GENERATED_SOURCES = {"serving/model/", "serving/model"}  # written by tools.delivery.bake
 IMAGE_REQUIREMENTS = ("components/requirements.txt", "serving/requirements.txt")
 SERVING_ENGINE = ("__init__", "model_loader", "scorer", "settings", "trees")
 """serving modules the register image needs (serving.model_loader and what it imports)."""
@@ -34,7 +35,7 @@ def hadolint() -> str:
 
 
 def dockerfiles() -> list[Path]:
-    return [REPO / s.dockerfile for s in bi.image_specs()][:-1]  # serving once
+    return sorted({REPO / s.dockerfile for s in bi.image_specs()})
 
 
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: str(p.relative_to(REPO)))
@@ -53,32 +54,33 @@ def test_hadolint_rejects_a_bad_dockerfile(tmp_path):
     assert "DL3006" in out.stdout  # untagged base image
 
 
-@pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: str(p.relative_to(REPO)))
-def test_copy_sources_exist(path):
-    text = path.read_text()
-    for stage in bi.dockerfile_stages(text):
-        for ins in stage.copies:
-            if ins.from_stage:
-                continue
-            for source in ins.sources:
-                if source in GENERATED_SOURCES:
-                    continue
-                assert (REPO / source).exists(), f"{path}: COPY source {source} missing"
+@pytest.mark.parametrize("spec", bi.image_specs(), ids=lambda s: s.name)
+def test_copy_sources_exist(spec):
+    text = (REPO / spec.dockerfile).read_text()
+    args = {"STAGE": spec.stage} if spec.stage else {}
+    for source in dockerfile.copy_sources(text, spec.target, args):
+        if source not in GENERATED_SOURCES:
+            assert (REPO / source).exists(), f"{spec.name}: COPY source {source} missing"
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_stage_dockerfile_shape(stage):
-    """A stage image is the shared stage-deps image plus that stage's own folder."""
-    text = (REPO / f"components/{stage}/Dockerfile").read_text()
-    (final,) = bi.dockerfile_stages(text)
-    assert final.base == "${DEPS_IMAGE}"
-    assert final.user and final.user.split(":")[0] not in ("root", "0"), "must run as non-root"
-    assert final.workdir == "/app"
-    assert final.entrypoint == ("python", "-m", f"components.{stage}")
+def test_stage_image_shape(stage):
+    """A stage image is the shared stage-deps image plus that stage's own folder, built from
+    the one stage Dockerfile; its entrypoint runs that stage."""
+    (spec,) = [s for s in bi.image_specs() if s.stage == stage]
+    text = (REPO / spec.dockerfile).read_text()
+    chain = dockerfile.stage_chain(dockerfile.dockerfile_stages(text), spec.target)
+    base = chain[0]  # file order: the shared stage first
+    assert base.name == "stage" and base.base == "${DEPS_IMAGE}"
+    assert base.user and base.user.split(":")[0] not in ("root", "0"), "must run as non-root"
+    assert all(s.user == base.user for s in chain[1:]), "a target on top keeps the user"
+    assert base.workdir == "/app"
+    assert base.entrypoint == ("/bin/sh", "-c", 'exec python -m "$STAGE_MODULE" "$@"', "stage")
+    assert re.search(r"^ENV STAGE_MODULE=components\.\$\{STAGE\}$", text, re.M)
     expected = {f"components/{stage}/"}
     if stage == "register":  # its serving self-test runs the serving engine itself
         expected |= {f"serving/{m}.py" for m in SERVING_ENGINE}
-    assert {s for c in final.copies for s in c.sources} == expected
+    assert set(dockerfile.copy_sources(text, spec.target, {"STAGE": stage})) == expected
     assert "pip install" not in text and not re.search(r"^RUN ", text, re.M)
 
 
@@ -92,7 +94,7 @@ def test_python_base_default_is_the_local_base_image(rel):
 
 def test_deps_dockerfile_installs_exactly_the_hashed_requirements():
     text = (REPO / "components/deps.Dockerfile").read_text()
-    (deps,) = bi.dockerfile_stages(text)
+    (deps,) = dockerfile.dockerfile_stages(text)
     assert deps.base == "${PYTHON_BASE}" and deps.workdir == "/app"
     assert deps.user and deps.user.split(":")[0] not in ("root", "0")
     assert "--require-hashes --no-deps -r /tmp/requirements.txt" in text
@@ -102,7 +104,9 @@ def test_deps_dockerfile_installs_exactly_the_hashed_requirements():
 
 
 def test_serving_dockerfile_targets():
-    stages = {s.name: s for s in bi.dockerfile_stages((REPO / "serving/Dockerfile").read_text())}
+    stages = {
+        s.name: s for s in dockerfile.dockerfile_stages((REPO / "serving/Dockerfile").read_text())
+    }
     text = (REPO / "serving/Dockerfile").read_text()
     assert re.search(r"^ARG LAMBDA_BASE=public\.ecr\.aws/lambda/python:3\.\d+$", text, re.M)
     lam, server = stages["lambda"], stages["server"]
@@ -207,7 +211,8 @@ def test_dockerignore_keeps_data_and_venvs_out():
                      "components/datagen/component.yaml"):  # fmt: skip
         assert matcher.matches(excluded), f"{excluded} would be sent to the engine"
     for included in ("components/__init__.py", "components/contracts/schemas.py",
-                     "components/datagen/Dockerfile", "serving/model/manifest.json",
+                     "components/stage.Dockerfile", "components/datagen/logic.py",
+                     "serving/model/manifest.json",
                      "serving/model/profiles.parquet", "serving/requirements.txt"):  # fmt: skip
         assert not matcher.matches(included), f"{included} would be missing from the context"
 
@@ -220,3 +225,20 @@ def test_serving_image_carries_what_the_lambda_default_metrics_mode_needs():
     assert "aws-lambda-powertools" in names
     source = (REPO / "serving" / "metrics.py").read_text()
     assert "aws_lambda_powertools" in source
+
+
+def test_serving_images_ship_the_runtime_only():
+    """Neither serving image carries tools/ (simulator, demo bundles, bake, benchmarks), and
+    no file they carry imports it or a pipeline stage other than the shared contracts."""
+    plan = {
+        p.spec.name: p for p in bi.plan_images(REPO, "r.example", ["serving", "serving-lambda"])
+    }
+    for name in ("serving", "serving-lambda"):
+        files = plan[name].files
+        assert not [f for f in files if f.startswith("tools/")], name
+        for rel in (f for f in files if f.endswith(".py")):
+            text = (REPO / rel).read_text()
+            bad = re.findall(
+                r"^\s*(?:from|import) (tools|components\.(?!contracts)\w+)", text, re.M
+            )
+            assert not bad, f"{name}: {rel} imports {bad}"

@@ -1,4 +1,5 @@
-"""pipelines/images.py and scripts/build_images.py: Dockerfile parsing, content tags, plan.
+"""pipelines/{dockerfile,images}.py and their CLI tools.delivery.images: Dockerfile parsing,
+content tags, plan.
 
 Engine-free: the build/push calls are checked against a mocked Docker client
 (``unittest.mock``); real builds and runs are in tests/containers/ (they need an engine).
@@ -6,7 +7,6 @@ Engine-free: the build/push calls are checked against a mocked Docker client
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -17,10 +17,9 @@ from unittest import mock
 import pytest
 import yaml
 
-from pipelines import images
+from pipelines import dockerfile, images
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts/build_images.py"
 
 MULTI = """\
 # syntax=docker/dockerfile:1
@@ -42,21 +41,21 @@ CMD ["handler.run"]
 
 
 def test_parse_joins_continuations_and_drops_comments():
-    ins = images.parse_dockerfile(MULTI)
+    ins = dockerfile.parse_dockerfile(MULTI)
     assert [i.keyword for i in ins][:5] == ["ARG", "FROM", "COPY", "RUN", "FROM"]
     run = ins[3]
     assert run.args == "pip install -r /tmp/req.txt" and run.line == 5
 
 
 def test_stages_and_target_chain():
-    stages = images.dockerfile_stages(MULTI)
+    stages = dockerfile.dockerfile_stages(MULTI)
     assert [s.name for s in stages] == ["deps", "server", "lambda"]
     assert stages[1].user == "10001" and stages[1].cmd == ("uvicorn", "app:main")
     assert stages[1].workdir == "/app" and stages[1].copies[1].workdir == "/app"
-    assert images.copy_sources(MULTI, "server") == ["req.txt", "app/"]
-    assert images.copy_sources(MULTI) == ["lam/"]  # default target = last stage, no deps
+    assert dockerfile.copy_sources(MULTI, "server") == ["req.txt", "app/"]
+    assert dockerfile.copy_sources(MULTI) == ["lam/"]  # default target = last stage, no deps
     with pytest.raises(images.BuildError, match="'nope' not in Dockerfile"):
-        images.copy_sources(MULTI, "nope")
+        dockerfile.copy_sources(MULTI, "nope")
 
 
 def test_ref_needs_a_registry():
@@ -98,15 +97,15 @@ def test_plan_files_are_exactly_what_the_image_copies(tiny_repo):
     plan = _plan(tiny_repo, ["datagen"])
     assert list(plan) == ["stage-deps", "datagen"]  # the base it is built FROM comes along
     datagen = plan["datagen"]
-    assert datagen.files[0] == "components/datagen/Dockerfile"
-    assert {f.split("/")[1] for f in datagen.files} == {"datagen"}
+    assert datagen.files[0] == "components/stage.Dockerfile"
+    assert {f.split("/")[1] for f in datagen.files[1:]} == {"datagen"}
     assert "components/datagen/component.yaml" not in datagen.files  # it names the tag
     assert "components/datagen/component.py" not in datagen.files
     deps = plan["stage-deps"]
     assert "components/requirements.txt" in deps.files
     assert "components/contracts/schemas.py" in deps.files
     assert not any("__pycache__" in f for f in deps.files)
-    assert datagen.buildargs == {"DEPS_IMAGE": deps.ref}
+    assert datagen.buildargs == {"DEPS_IMAGE": deps.ref, "STAGE": "datagen"}
     assert deps.buildargs == {"PYTHON_BASE": images.PYTHON_BASE}
     assert re.fullmatch(r"reg\.example/ci/datagen:[0-9a-f]{16}", datagen.ref)
 
@@ -121,6 +120,15 @@ def test_tags_change_exactly_when_the_image_content_changes(tiny_repo):
     after = _plan(tiny_repo)
     changed = {n for n in before if before[n].ref != after[n].ref}
     assert changed == {"datagen"}
+
+    # the shared stage Dockerfile is part of every stage's tag, and only theirs
+    with open(tiny_repo / "components/stage.Dockerfile", "a") as f:
+        f.write("# touched\n")
+    shared = _plan(tiny_repo)
+    assert {n for n in before if after[n].ref != shared[n].ref} == set(images.STAGE_IMAGES)
+    (tiny_repo / "components/stage.Dockerfile").write_text(
+        (REPO / "components/stage.Dockerfile").read_text()
+    )
 
     # the dependency base is part of every stage's tag
     with open(tiny_repo / "components/requirements.txt", "a") as f:
@@ -193,7 +201,8 @@ def test_build_passes_base_refs_and_skips_present_tags(tiny_repo):
     calls = [c.kwargs for c in client.images.build.call_args_list]
     assert [c["tag"] for c in calls] == [p.ref for p in plan]
     assert calls[0]["buildargs"] == {"PYTHON_BASE": images.PYTHON_BASE}
-    assert calls[1]["buildargs"] == {"DEPS_IMAGE": plan[0].ref}
+    assert calls[1]["buildargs"] == {"DEPS_IMAGE": plan[0].ref, "STAGE": "datagen"}
+    assert calls[1]["target"] == "stage"
     assert calls[1]["network_mode"] == "host" and calls[1]["pull"] is False
     assert [r.cached for r in results] == [False, False]
 
@@ -218,21 +227,15 @@ def test_push_reports_digest_and_errors_in_one_line():
 def test_serving_build_refuses_unbaked_bundle(tiny_repo):
     plan = images.plan_images(tiny_repo, "r.example", ["serving"])
     client = _fake_client(present={images.PYTHON_BASE})
-    with pytest.raises(images.BuildError, match=r"bake_bundle\.py"):
+    with pytest.raises(images.BuildError, match=r"tools\.delivery\.bake"):
         images.build_all(client, tiny_repo, plan)
     client.images.build.assert_not_called()
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("build_images", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_report_keeps_the_deploy_workflow_shape(tiny_repo, tmp_path):
     """deploy.yml reads ``."serving-lambda".ref`` and ``.digest`` from the report."""
-    script = _load_script()
+    from tools.delivery import images as script
+
     client = _fake_client(present={images.PYTHON_BASE})
     report = tmp_path / "build.json"
     code = script.main(["--repo", str(tiny_repo), "--only", "split", "--registry", "r.example",
@@ -247,7 +250,7 @@ def test_script_report_keeps_the_deploy_workflow_shape(tiny_repo, tmp_path):
 def _run(args, **env):
     import os
 
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tools.delivery.images", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, cwd=REPO, timeout=120)  # fmt: skip
 
 

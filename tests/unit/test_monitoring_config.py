@@ -308,19 +308,13 @@ def test_compose_stack_wires_app_prometheus_and_grafana():
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
-# ---------------------------------------------------------------- render_dashboard helpers
+# ---------------------------------------------------------------- tools.dashboard helpers
 
 
 def _render_module():
-    import importlib.util
+    from tools import dashboard
 
-    spec = importlib.util.spec_from_file_location(
-        "render_dashboard", REPO / "scripts" / "render_dashboard.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["render_dashboard"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return dashboard
 
 
 def test_grafana_interval_variables_are_substituted_like_grafana():

@@ -22,7 +22,7 @@ from serving.app import create_app
 from serving.model_loader import ModelLoadError, load
 from serving.schemas import API_STRUCTS, ID_MAX_LENGTH, BatchRequest, PredictRequest
 from serving.settings import ServingSettings
-from serving.testing import build_demo_bundle
+from tools.demo import build_demo_bundle
 
 BRIEF_REQUEST = {
     "transaction_id": "T100",

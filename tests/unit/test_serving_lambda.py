@@ -15,7 +15,7 @@ from mangum import Mangum
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from serving.testing import build_demo_bundle
+from tools.demo import build_demo_bundle
 
 BODY = {
     "transaction_id": "T100",

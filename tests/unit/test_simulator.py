@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from components.contracts import storage
 from components.contracts.schemas import LIVE_LABELS, RAW_TRANSACTION, RISK_LEVELS
-from serving import simulator as sim
-from serving.simulator import RequestResult, SimulatorConfig, SimulatorError
+from tools import simulator as sim
+from tools.simulator import RequestResult, SimulatorConfig, SimulatorError
 
 
 def _result(i, level, status=200, latency=0.01, tid=None, attempts=1):
