@@ -10,11 +10,12 @@ The variants are parameters, not copies:
 * the leaf value dtype (``value`` / ``init``): float32 accumulated in float32 for XGBoost
   margins (what XGBoost's CPU predictor does), float64 for isolation-forest path lengths
   (what sklearn sums); numba specializes on the dtype;
-* attributions or not (``out`` an array or None; ``credit`` in the batch kernel): also write
-  Saabas attributions (what ``pred_contribs=True,
-  approx_contribs=True`` returns): each step credits ``mean(child) - mean(parent)`` to the
-  split feature, a node's mean being its cover-weighted average leaf value;
-* the comparison is the same for both models (``x < t`` goes left, see ``layout``).
+* attributions or not (``out`` an array or None in the row walk, ``credit`` in the batch
+  kernel): Saabas attributions, what ``pred_contribs=True, approx_contribs=True`` returns;
+  each step credits ``mean(child) - mean(parent)`` to the split feature, a node's mean
+  being its cover-weighted average leaf value;
+* ``x < t`` vs sklearn's ``x <= t``: not a kernel variant; ``layout`` stores sklearn's
+  thresholds as the equivalent ``x < t'`` at load, so both models take the same step.
 
 Single rows walk four trees at once: their steps are independent, so the CPU overlaps the
 four memory-latency chains (~1.8x faster than one tree at a time). One step reads one
