@@ -20,4 +20,4 @@ CMD ["--help"]
 # register loads every bundle with the serving engine and scores a self-test batch before
 # it touches the registry (the code that serves, not a copy of it).
 FROM stage AS register
-COPY serving/__init__.py serving/model_loader.py serving/scorer.py serving/settings.py serving/trees.py serving/
+COPY serving/__init__.py serving/model_loader.py serving/scorer.py serving/settings.py serving/

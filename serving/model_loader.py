@@ -34,7 +34,7 @@ from components.contracts import storage
 from components.contracts.bundle import Bundle, BundleError
 from serving.scorer import Models, Scorer
 from serving.settings import ServingSettings
-from serving.trees import IForestTrees, XGBTrees
+from components.contracts.engine import IForestTrees, XGBTrees
 
 log = logging.getLogger(__name__)
 

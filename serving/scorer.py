@@ -5,9 +5,9 @@ batches go through the vectorized kernels (rows in parallel). Features come from
 feature module (``features.raw_row`` + ``ProfileIndex.prior_for`` + ``compute_features``),
 the blend from ``blend``: the same code as training and evaluation, so there is no skew.
 
-The single-row blend is written out in scalar arithmetic (numpy's array machinery costs
-~20 us for one row) with exactly the operations of ``blend.risk_score`` in the same order
-and numpy's own ``exp``, so single and batch scores are identical, not merely close.
+The models are the shared engine's (``components.contracts.engine``), the blend is
+``blend.risk_score`` for batches and ``blend.risk_score_one`` (the same expression in scalar
+arithmetic) for single requests, so single and batch scores are identical, not merely close.
 
 Buffers are per ``Scorer`` and not locked: handlers call it from the event-loop thread
 only (async handlers, no thread pool), one request at a time.
@@ -25,8 +25,8 @@ import numpy as np
 from components.contracts import blend as blend_mod
 from components.contracts import features as feats
 from components.contracts.blend import BlendParams
-from components.contracts.schemas import ACTIONS, RISK_LEVELS
-from serving.trees import IForestTrees, XGBTrees, score_pair_row, top_positive_batch
+from components.contracts.engine import IForestTrees, XGBTrees, score_pair_row
+from components.contracts.engine.kernels import top_positive_batch
 
 OTHER_STORE = "other"
 """Metric label for stores the bundle's profiles do not know (bounded label cardinality)."""
@@ -65,14 +65,10 @@ class Scorer:
                 f"models expect {models.xgb.num_features} (xgb) / {models.forest.num_features} "
                 f"(forest) features, the bundle lists {nf}"
             )
-        thresholds = models.blend.thresholds
-        if thresholds is None:
+        if models.blend.thresholds is None:
             raise ValueError("blend parameters carry no risk thresholds")
-        self._high = float(thresholds.high)
-        self._medium = float(thresholds.medium)
-        p = models.blend
-        self._a, self._b, self._c = p.xgb_weight, p.iforest_weight, p.intercept
-        self._center, self._scale = p.iforest_center, p.iforest_scale
+        self._blend = models.blend
+        self._thresholds = models.blend.thresholds
         self._names = models.feature_names
         self._known_stores = frozenset(models.profiles.stores)
         self._raw = np.empty((1, len(feats.RAW_INPUTS)), dtype=np.float64)
@@ -85,27 +81,12 @@ class Scorer:
     # ------------------------------------------------------------------ pieces
 
     def level(self, score: float) -> str:
-        """Risk level of a score (``blend.risk_level`` semantics)."""
-        if score >= self._high:
-            return RISK_LEVELS[2]
-        if score >= self._medium:
-            return RISK_LEVELS[1]
-        return RISK_LEVELS[0]
+        """Risk level of a score (``blend.risk_level``)."""
+        return blend_mod.risk_level(score, self._thresholds)
 
     def store_label(self, cashier_id: str, store_id: str | None) -> str:
         store = self.models.profiles.store_for(cashier_id, store_id)
         return store if store in self._known_stores else OTHER_STORE
-
-    def _risk(self, margin: float, iforest_score: float) -> float:
-        # Same operations, order and exp as blend.risk_score / blend._sigmoid.
-        z = (-iforest_score - self._center) / self._scale
-        logit = self._a * margin + self._b * z + self._c
-        buf = self._exp
-        buf[0] = -abs(logit)
-        np.exp(buf, out=buf)
-        e = float(buf[0])
-        prob = 1.0 / (1.0 + e) if logit >= 0 else e / (1.0 + e)
-        return 100.0 * prob
 
     def features_one(self, request: Any) -> np.ndarray:
         """(1, F) features of one request (buffer reused by the next call)."""
@@ -132,7 +113,7 @@ class Scorer:
         margin, iforest_score, n_top = score_pair_row(
             x, self.models.xgb, self.models.forest, self._contrib, self._top
         )
-        score = self._risk(margin, iforest_score)
+        score = blend_mod.risk_score_one(margin, iforest_score, self._blend, self._exp)
         if not math.isfinite(score):  # cannot happen with finite features; never return NaN
             raise ValueError("risk score is not finite")
         level = self.level(score)
@@ -143,7 +124,7 @@ class Scorer:
         return Scored(
             risk_score=score,
             risk_level=level,
-            action=ACTIONS[level],
+            action=blend_mod.action(level),
             reasons=reasons,
             store_label=self.store_label(request["cashier_id"], request.get("store_id")),
         )
@@ -173,7 +154,7 @@ class Scorer:
                 Scored(
                     risk_score=score,
                     risk_level=level,
-                    action=ACTIONS[level],
+                    action=blend_mod.action(level),
                     reasons=reasons,
                     store_label=self.store_label(request["cashier_id"], request.get("store_id")),
                 )

@@ -3,8 +3,8 @@
 ``ForestArrays`` holds every tree of a fitted ``sklearn.ensemble.IsolationForest`` as flat
 1-D numpy arrays (int32 / float64), saved as ``forest.npz`` and loaded with
 ``allow_pickle=False``. It carries everything ``IsolationForest.score_samples`` needs, so
-the reference ``ForestArrays.score_samples`` below reproduces sklearn's scores (to 1e-9;
-in practice bit for bit) without sklearn, and a numba kernel can walk the same arrays.
+``ForestArrays.score_samples`` reproduces sklearn's scores bit for bit without sklearn,
+through the shared scoring engine (``components.contracts.engine``) that serving uses.
 
 Node layout (all trees concatenated; tree ``t`` owns nodes
 ``tree_offsets[t] : tree_offsets[t + 1]``):
@@ -28,6 +28,7 @@ denominator is 0). Higher score = more normal, like sklearn; ``-score`` is the a
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from dataclasses import dataclass, fields
@@ -290,80 +291,25 @@ class ForestArrays:
 
     # ------------------------------------------------------------------ scoring
 
-    def _walk_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature (0 on leaves) and children with leaves pointing at themselves.
+    @functools.cached_property
+    def _trees(self):
+        # Laid out for the engine once per forest (the arrays are never mutated).
+        from components.contracts.engine import IForestTrees
 
-        Self-loops let every row take exactly ``max_depth`` steps with no leaf test.
-        """
-        leaf = self.left == -1
-        own = np.arange(self.n_nodes, dtype=np.int64)
-        return (
-            np.where(leaf, 0, self.feature).astype(np.int64),
-            np.where(leaf, own, self.left).astype(np.int64),
-            np.where(leaf, own, self.right).astype(np.int64),
-        )
+        return IForestTrees.from_forest(self)
 
-    def _leaves_of_tree(
-        self, t: int, flat: np.ndarray, row_base: np.ndarray, walk: tuple, has_nan: bool
-    ) -> np.ndarray:
-        feature, left, right = walk
-        node = np.full(row_base.shape[0], self.tree_offsets[t], dtype=np.int64)
-        for _ in range(self.max_depth):
-            x = flat[row_base + feature[node]]
-            go_left = x <= self.threshold[node]  # float32 x promoted to float64, like sklearn
-            if has_nan:
-                go_left |= np.isnan(x) & (self.missing_left[node] == 1)
-            node = np.where(go_left, left[node], right[node])
-        return node
-
-    def _chunks(self, X: np.ndarray, chunk_rows: int):
-        X32 = self._as_float32(X)
-        walk = self._walk_arrays()
-        for start in range(0, X32.shape[0], chunk_rows):
-            block = X32[start : start + chunk_rows]
-            row_base = np.arange(block.shape[0], dtype=np.int64) * self.n_features
-            yield start, block.ravel(), row_base, walk, bool(np.isnan(block).any())
-
-    def leaf_indices(self, X: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
-        """Global index of the leaf reached by each row in each tree, shape (n, n_trees)."""
-        out = np.empty((np.asarray(X).shape[0], self.n_trees), dtype=np.int64)
-        for start, flat, row_base, walk, has_nan in self._chunks(X, chunk_rows):
-            for t in range(self.n_trees):
-                out[start : start + row_base.shape[0], t] = self._leaves_of_tree(
-                    t, flat, row_base, walk, has_nan
-                )
-        return out
-
-    def score_samples(self, X: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
-        """Reference vectorised scorer; equals ``IsolationForest.score_samples(X)``.
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Equals ``IsolationForest.score_samples(X)``; scored by the shared engine.
 
         Args:
-            X: (n, n_features) matrix in the global feature order. Cast to float32 first,
-                as sklearn does.
-            chunk_rows: Rows walked at once (bounds temporary memory).
+            X: (n, n_features) matrix in the global feature order (compared in float32,
+                as sklearn does).
 
         Returns:
             (n,) float64 scores; lower = more anomalous (use ``-score`` as anomaly score).
         """
-        depths = np.zeros(np.asarray(X).shape[0], dtype=np.float64)
-        for start, flat, row_base, walk, has_nan in self._chunks(X, chunk_rows):
-            acc = depths[start : start + row_base.shape[0]]
-            for t in range(self.n_trees):  # tree order, like sklearn's accumulation
-                acc += self.path_length[self._leaves_of_tree(t, flat, row_base, walk, has_nan)]
-        denominator = self.n_trees * self.c_max_samples
-        if denominator == 0:  # a single training sample: sklearn fixes 2 ** -1
-            return np.full_like(depths, -0.5)
-        return -(2 ** (-(depths / denominator)))
+        return self._trees.scores(X)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """``score_samples(X) - offset`` (negative = outlier), like sklearn."""
         return self.score_samples(X) - self.offset
-
-    def _as_float32(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(
-                f"expected a (n, {self.n_features}) matrix, got shape {tuple(X.shape)}"
-            )
-        with np.errstate(over="ignore"):  # huge float64 -> inf, exactly like sklearn's cast
-            return np.ascontiguousarray(X, dtype=np.float32)

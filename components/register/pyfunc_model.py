@@ -11,8 +11,9 @@ cashier_id, item_count, total_amount, void_count, no_sale_count, weight_variance
 the other ``RAW_TRANSACTION`` fields optional, defaulted like the API; ``timestamp`` as an
 ISO-8601 string). Output: one row per input with ``transaction_id, risk_score (0-100),
 risk_level, action``. Features come from ``features.compute_features`` with each row's
-cashier/store prior from the bundle's profiles, the score from ``blend.risk_score``: the
-same code as serving, favouring clarity over speed (one ``raw_row`` per input row).
+cashier/store prior from the bundle's profiles, both model outputs from the shared scoring
+engine (``engine.score_features``), the score from ``blend.risk_score``: the same code as
+serving's batch path, favouring clarity over speed (one ``raw_row`` per input row).
 """
 
 from __future__ import annotations
@@ -53,12 +54,12 @@ class CashierRiskModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from components.contracts import features as F
         from components.contracts.bundle import load_bundle
+        from components.contracts.engine import IForestTrees, XGBTrees
 
         self.bundle = load_bundle(context.artifacts["bundle"])
-        self.booster = self.bundle.load_xgb()
-        self.forest = self.bundle.load_forest()
+        self.xgb = XGBTrees.from_booster(self.bundle.load_xgb())
+        self.forest = IForestTrees.from_forest(self.bundle.load_forest())
         self.profiles = F.ProfileIndex.from_table(self.bundle.load_profiles())
-        self.feature_names = list(F.FEATURE_NAMES)
 
     def predict(
         self,
@@ -66,10 +67,9 @@ class CashierRiskModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        import xgboost
-
         from components.contracts import blend
         from components.contracts import features as F
+        from components.contracts.engine import score_features
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = [c for c in REQUIRED_FIELDS if c not in frame.columns]
@@ -85,10 +85,7 @@ class CashierRiskModel(mlflow.pyfunc.PythonModel):
             [self.profiles.prior_for(str(r["cashier_id"]), r.get("store_id")) for r in records]
         )
         X = F.compute_features(raw, prior)
-        margin = self.booster.predict(
-            xgboost.DMatrix(X, feature_names=self.feature_names), output_margin=True
-        )
-        forest_score = self.forest.score_samples(X)
+        margin, forest_score = score_features(self.xgb, self.forest, X)
         scores = blend.risk_score(margin, forest_score, self.bundle.blend)
         levels = blend.risk_levels(scores, self.bundle.blend.thresholds)
         return pd.DataFrame(

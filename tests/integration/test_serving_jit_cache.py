@@ -28,12 +28,12 @@ prepare_numba_cache()
 import numba
 from serving.model_loader import load
 from serving.settings import ServingSettings
-from serving import trees
+from components.contracts.engine import kernels
 from components.contracts import features
 
 load(ServingSettings.from_env())
 stats = {}
-for mod in (trees, features):
+for mod in (kernels, features):
     for name in dir(mod):
         f = getattr(mod, name)
         if isinstance(f, numba.core.registry.CPUDispatcher):
@@ -85,8 +85,8 @@ def test_seeded_cache_loads_every_kernel_without_compiling(tmp_path):
     )
     assert probe.returncode == 0, probe.stderr[-2000:]
     stats = json.loads(probe.stdout.strip().splitlines()[-1])
-    # the single-row path, both batch kernels and the feature kernel were all reached...
-    assert {"_score_pair_row", "_bitvector_batch", "_xgb_margin_contribs_batch"} <= set(stats)
+    # the single-row path, the batch kernel and the feature kernel were all reached...
+    assert {"pair_row", "tree_batch", "top_positive_batch"} <= set(stats)
     assert "_features_batch" in stats
     # ...and every one came from the seed
     assert all(misses == 0 and hits >= 1 for hits, misses in stats.values()), stats

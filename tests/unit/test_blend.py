@@ -47,6 +47,17 @@ def test_single_element_and_extremes_are_finite():
     assert np.all(np.isfinite(extreme))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-60, 60), st.floats(-1.0, 0.0), st.floats(-5, 5), st.floats(1e-3, 10))
+def test_risk_score_one_equals_the_batch_score_bit_for_bit(margin, forest, weight, scale):
+    """The single-request path (scalar arithmetic) and the batch path give the same float."""
+    p = _params(iforest_weight=weight, iforest_scale=scale)
+    batch = blend.risk_score(np.array([margin, 0.0]), np.array([forest, -0.5]), p)
+    buf = np.empty(1)
+    assert blend.risk_score_one(margin, forest, p, buf) == batch[0]
+    assert blend.risk_score_one(0.0, -0.5, p, buf) == batch[1]
+
+
 def test_shape_mismatch_is_an_error():
     with pytest.raises(BlendError, match="shape"):
         blend.risk_score(np.zeros(2), np.zeros(3), _params())

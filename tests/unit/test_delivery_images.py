@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 STAGES = ("datagen", "split", "features", "train_xgb", "train_iforest", "evaluate", "register")
 GENERATED_SOURCES = {"serving/model/", "serving/model"}  # written by tools.delivery.bake
 IMAGE_REQUIREMENTS = ("components/requirements.txt", "serving/requirements.txt")
-SERVING_ENGINE = ("__init__", "model_loader", "scorer", "settings", "trees")
+SERVING_ENGINE = ("__init__", "model_loader", "scorer", "settings")
 """serving modules the register image needs (serving.model_loader and what it imports)."""
 
 

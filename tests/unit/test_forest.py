@@ -81,15 +81,20 @@ def test_threshold_probes_exercise_the_float32_cast():
     model = fit(rng.normal(size=(500, 3)))
     forest = ForestArrays.from_sklearn(model)
     probes = threshold_probes(model, 3, rng)
-    leaves = forest.leaf_indices(probes)
-    disagreements = 0
-    for t in range(forest.n_trees):
-        for i, x in enumerate(probes):
-            node = int(forest.tree_offsets[t])
-            while forest.left[node] != -1:
-                go_left = x[forest.feature[node]] <= forest.threshold[node]
-                node = int(forest.left[node] if go_left else forest.right[node])
-            disagreements += node != leaves[i, t]
+
+    def leaf(x: np.ndarray, t: int) -> int:
+        node = int(forest.tree_offsets[t])
+        while forest.left[node] != -1:
+            go_left = x[forest.feature[node]] <= forest.threshold[node]
+            node = int(forest.left[node] if go_left else forest.right[node])
+        return node
+
+    cast = probes.astype(np.float32).astype(np.float64)
+    disagreements = sum(
+        leaf(x, t) != leaf(x32, t)
+        for t in range(forest.n_trees)
+        for x, x32 in zip(probes, cast, strict=True)
+    )
     assert disagreements > 0
 
 

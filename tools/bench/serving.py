@@ -49,7 +49,7 @@ def bench_inprocess(model_dir: str, iterations: int) -> dict:
     from serving.model_loader import load
     from serving.schemas import PredictRequest
     from serving.settings import ServingSettings
-    from serving.trees import score_pair_row
+    from components.contracts.engine import score_pair_row
 
     loaded = load(ServingSettings(model_dir=model_dir))
     scorer = loaded.scorer
@@ -95,7 +95,7 @@ def bench_batch(model_dir: str, rows: int, threads: int, repeats: int = 3) -> di
     from components.contracts import features as feats
     from serving.model_loader import load
     from serving.settings import ServingSettings
-    from serving.trees import top_positive_batch
+    from components.contracts.engine.kernels import top_positive_batch
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     scorer = load(ServingSettings(model_dir=model_dir)).scorer

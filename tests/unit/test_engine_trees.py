@@ -1,4 +1,4 @@
-"""Compiled tree walks vs the libraries that trained the models (exact parity)."""
+"""The scoring engine's tree walks vs the libraries that trained the models (exact parity)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ import pytest
 import xgboost as xgb
 from sklearn.ensemble import IsolationForest
 
-from components.contracts.forest import ForestArrays
-from serving.trees import (
+from components.contracts.engine import (
     IForestTrees,
     TreeModelError,
     XGBTrees,
     score_pair_row,
-    top_positive,
-    top_positive_batch,
 )
+from components.contracts.engine.kernels import top_positive, top_positive_batch
+from components.contracts.forest import ForestArrays
 
 
 @pytest.fixture(scope="module")
