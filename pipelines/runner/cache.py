@@ -7,8 +7,8 @@ A task's cache key is the sha256 of:
 * the code digest: the Python sources of the module the command runs (``python -m X``) and
   of the shared contracts package, so editing a stage's code busts its cache;
 * the resolved input parameter values;
-* the digests of the input artifacts' CONTENTS (a file: sha256 of its bytes; a folder:
-  sha256 of its sorted ``(relative path, file sha256)`` list), never their URIs;
+* the digests of the input artifacts' CONTENTS (``storage.digest_path``: a file's sha256; a
+  folder's sorted ``(relative path, file sha256)`` list, hashed), never their URIs;
 * for a task that talks to MLflow (its sources or the contracts they import use ``mlflow``)
   or whose code cannot be located: the settings that change what it writes outside its
   outputs (``Settings.result_settings()``: tracking URI, artifact location, experiment,
@@ -41,36 +41,6 @@ from components.contracts import storage
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def folder_digest(entries: Sequence[tuple[str, str]]) -> str:
-    """Digest of a folder from its ``(relative posix path, file sha256)`` entries."""
-    h = hashlib.sha256(b"folder\0")
-    for rel, digest in sorted(entries):
-        h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
-    return h.hexdigest()
-
-
-def digest_path(path: str | Path) -> str:
-    """Content digest of a local file or folder (``FileNotFoundError`` when missing)."""
-    path = Path(path)
-    if path.is_dir():
-        entries = [
-            (p.relative_to(path).as_posix(), sha256_file(p)) for p in path.rglob("*") if p.is_file()
-        ]
-        return folder_digest(entries)
-    if path.is_file():
-        return sha256_file(path)
-    raise FileNotFoundError(str(path))
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -196,7 +166,7 @@ def code_digest(command: Sequence[str]) -> str:
     files += _contracts_closure(files)
     h = hashlib.sha256()
     for file in sorted(set(files)):
-        h.update(file.name.encode() + b"\0" + sha256_file(file).encode() + b"\n")
+        h.update(file.name.encode() + b"\0" + storage.sha256_file(file).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -309,7 +279,7 @@ class CacheStore:
                     return False
                 continue
             try:
-                if digest_path(uri) != out["digest"]:
+                if storage.digest_path(uri) != out["digest"]:
                     log.warning("cached output %s changed on disk; not trusting it", uri)
                     return False
             except FileNotFoundError:

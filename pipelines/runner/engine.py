@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -111,10 +110,6 @@ def plan_modes(
     return modes
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _fmt_s(seconds: float) -> str:
     return f"{seconds:6.1f}s" if seconds < 600 else f"{seconds / 60:5.1f}m"
 
@@ -175,7 +170,10 @@ class Runner:
             if rec.status == record.RUN_SUCCEEDED:
                 raise ir.PipelineError(f"run {rec.run_id} already succeeded; nothing to resume")
             pipeline_copy = self._run_dir(rec.run_id) / "pipeline.yaml"
-            if not pipeline_copy.exists() or _file_sha256(pipeline_copy) != rec.pipeline_sha256:
+            if (
+                not pipeline_copy.exists()
+                or storage.sha256_file(pipeline_copy) != rec.pipeline_sha256
+            ):
                 raise ir.PipelineError(
                     f"run {rec.run_id}: its pipeline copy {pipeline_copy} is missing or changed"
                 )
@@ -219,7 +217,7 @@ class Runner:
                 run_id=record.new_run_id(dag.name),
                 pipeline_name=dag.name,
                 pipeline_file=str(pipeline_path.resolve()),
-                pipeline_sha256=_file_sha256(pipeline_path),
+                pipeline_sha256=storage.sha256_file(pipeline_path),
                 pipeline_root=options.pipeline_root or self.settings.pipeline_root,
                 parameters=params,
                 options={
@@ -489,10 +487,10 @@ class Runner:
                 tmp = self._run_dir(rec.run_id) / "staging" / task.name
                 executor.reset_dir(tmp)
                 local = self._download(uri, tmp / "artifact")
-                digest = cache_mod.digest_path(local)
+                digest = storage.digest_path(local)
             else:
                 uri = str(Path(uri).resolve())
-                digest = cache_mod.digest_path(uri)
+                digest = storage.digest_path(uri)
         except (FileNotFoundError, storage.StorageError) as exc:
             task_rec.status = record.FAILED
             task_rec.error = f"importer: no artifact at {uri} ({exc})"
@@ -611,7 +609,7 @@ class Runner:
             uri = storage.join(final_root, name) if remote else str(local)
             outputs[name] = {
                 "uri": uri,
-                "digest": cache_mod.digest_path(local),
+                "digest": storage.digest_path(local),
                 "type": spec.artifact_type.schema_title,
                 "metadata": result.output_metadata.get(name, {}),
             }
