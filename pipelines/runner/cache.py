@@ -37,6 +37,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from components.contracts import storage
+from components.contracts.settings import DEFAULT_SERVICE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,19 @@ class CacheStore:
     def _s3_client(self):
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
             s3 = self.s3
+            attempts, per_attempt_s = storage.s3_budget(
+                s3.service_timeout_s if s3 else DEFAULT_SERVICE_TIMEOUT_S
+            )
             self._client = boto3.client(
                 "s3",
+                config=Config(  # bounded like storage's own S3 calls
+                    connect_timeout=per_attempt_s,
+                    read_timeout=per_attempt_s,
+                    retries={"mode": "standard", "total_max_attempts": attempts},
+                ),
                 endpoint_url=s3.endpoint_url if s3 else None,
                 region_name=s3.region if s3 else None,
                 aws_access_key_id=s3.access_key_id if s3 else None,
