@@ -98,6 +98,17 @@ def stat(uri: str, fs: pafs.FileSystem, path: str) -> pafs.FileInfo:
         raise StorageError(f"{uri}: cannot read ({exc})") from exc
 
 
+def list_files(fs: pafs.FileSystem, base: str) -> list[pafs.FileInfo]:
+    """Every file under ``base`` (recursively, sorted by path); [] when ``base`` is missing."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"{to_uri(fs, base)}: cannot list ({exc})") from exc
+    return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+
 def fault(point: str) -> None:
     """Test hook (``STORAGE_FAULT_KILL_AT``): die here as a SIGKILL would kill the stage."""
     points = os.environ.get(FAULT_ENV)

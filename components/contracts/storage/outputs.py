@@ -12,6 +12,7 @@ from components.contracts.storage.fs import (
     StorageError,
     filesystem,
     join,
+    list_files,
     loads,
     normalize,
     sha256_bytes,
@@ -128,15 +129,7 @@ class Output:
     def check(self) -> None:
         """Every listed file present with its size, nothing unlisted (one listing)."""
         base = f"{self.root}/{self.version}"
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        except FileNotFoundError:
-            infos = []
-        except OSError as exc:
-            raise StorageError(f"{to_uri(self.fs, base)}: cannot list ({exc})") from exc
-        found = {
-            i.path[len(base) :].lstrip("/"): i.size for i in infos if i.type == pafs.FileType.File
-        }
+        found = {i.path[len(base) :].lstrip("/"): i.size for i in list_files(self.fs, base)}
         for rel, entry in self.files.items():
             if rel not in found:
                 raise StorageError(f"{to_uri(self.fs, f'{base}/{rel}')}: listed but missing")

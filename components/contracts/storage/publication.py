@@ -29,6 +29,7 @@ from components.contracts.storage.fs import (
     fault,
     filesystem,
     join,
+    list_files,
     normalize,
     put_file,
     stat,
@@ -136,16 +137,8 @@ class Publication:
 
     def _inventory(self, p: _Pending) -> dict[str, dict[str, Any]]:
         base = self._vpath(p)
-        try:
-            infos = p.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        except FileNotFoundError:
-            infos = []
-        except OSError as exc:
-            raise StorageError(f"{to_uri(p.fs, base)}: cannot list ({exc})") from exc
         files = {}
-        for info in sorted(infos, key=lambda i: i.path):
-            if info.type != pafs.FileType.File:
-                continue
+        for info in list_files(p.fs, base):
             try:
                 files[info.path[len(base) :].lstrip("/")] = digest(p.fs, info.path)
             except OSError as exc:
