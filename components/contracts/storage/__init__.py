@@ -56,7 +56,7 @@ column on error. S3 endpoint, region, credentials and the time budget of every S
 (``SERVICE_TIMEOUT_S``: timeouts and retries, ``fs.s3_budget``) come from
 ``settings.S3Settings``.
 
-Modules (import from the package; callers never name them): ``fs`` (locations, the one
+Modules (callers import from the package, not from these): ``fs`` (locations, the one
 digest helper ``file_digest``/``sha256_*``, the one atomic single-object write
 ``atomic_file``), ``marker`` (the one ``_SUCCESS`` format, commit ids, staging cleanup),
 ``outputs`` (``open_output``: resolve and check), ``objects`` (bytes/JSON), ``tables``
