@@ -55,7 +55,7 @@ def component_digest(component_spec, container=None) -> str:
     if container is not None:
         exe = json_format.MessageToDict(container)
         exe.pop("image", None)
-    return hashlib.sha256(canonical_json({"component": spec, "executor": exe})).hexdigest()
+    return storage.sha256_bytes(canonical_json({"component": spec, "executor": exe}))
 
 
 def _module_of(command: Sequence[str]) -> str | None:
@@ -187,7 +187,7 @@ def cache_key(
         "inputs": dict(input_digests),
         "environment": dict(environment or {}),
     }
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
+    return storage.sha256_bytes(canonical_json(payload))
 
 
 def s3_etags(client, uri: str) -> dict[str, str]:
