@@ -29,9 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,14 +220,7 @@ def write_registry_sidecar(
     manifest = _read_json(folder / MANIFEST)
     manifest["files"] = {**manifest["files"], REGISTRY_SIDECAR: storage.sha256_bytes(data)}
     for name, content in ((REGISTRY_SIDECAR, data), (MANIFEST, _dump(manifest))):
-        path = folder / name
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_bytes(content)
-            os.chmod(tmp, 0o644)  # readable like the other files (serving may be another user)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        storage.write_bytes(content, str(folder / name))  # atomic; mode from the umask
     return folder / REGISTRY_SIDECAR
 
 

@@ -86,6 +86,8 @@ class S3Settings:
     """Secret key; None lets the AWS default credential chain decide."""
     session_token: str | None = field(default=None, repr=False)
     """Session token for temporary credentials."""
+    service_timeout_s: float = DEFAULT_SERVICE_TIMEOUT_S
+    """``SERVICE_TIMEOUT_S``: bounds each S3 call, retries included (``storage.s3_budget``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
@@ -98,6 +100,7 @@ class S3Settings:
             access_key_id=_env("AWS_ACCESS_KEY_ID", **e),
             secret_access_key=_env("AWS_SECRET_ACCESS_KEY", **e),
             session_token=_env("AWS_SESSION_TOKEN", **e),
+            service_timeout_s=_service_timeout_from_env(environ),
         )
 
 

@@ -31,6 +31,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from components.contracts.process import alive, start_time
 from components.contracts.settings import MlflowSettings
 
 if TYPE_CHECKING:
@@ -239,37 +240,19 @@ def ended_with_status(run: mlflow.ActiveRun) -> Iterator[None]:
         raise
 
 
-def _start_ticks(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), '' when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def process_id() -> str:
     """``<host>:<pid>:<start ticks>`` of this process (the ``PROCESS_TAG`` value)."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{socket.gethostname()}:{pid}:{start_time(pid)}"
 
 
 def _process_gone(tag: str) -> bool:
     """True when ``tag`` names a process on this host that no longer runs."""
     host, _, rest = tag.partition(":")
     pid_text, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    return bool(ticks) and _start_ticks(pid) not in ("", ticks)  # pid reused since
+    return not alive(int(pid_text), ticks or None)
 
 
 def reap_stale_runs(experiment_id: str, stage: str, pipeline_run_id: str) -> list[str]:

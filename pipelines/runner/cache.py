@@ -7,8 +7,8 @@ A task's cache key is the sha256 of:
 * the code digest: the Python sources of the module the command runs (``python -m X``) and
   of the shared contracts package, so editing a stage's code busts its cache;
 * the resolved input parameter values;
-* the digests of the input artifacts' CONTENTS (a file: sha256 of its bytes; a folder:
-  sha256 of its sorted ``(relative path, file sha256)`` list), never their URIs;
+* the digests of the input artifacts' CONTENTS (``storage.digest_path``: a file's sha256; a
+  folder's sorted ``(relative path, file sha256)`` list, hashed), never their URIs;
 * for a task that talks to MLflow (its sources or the contracts they import use ``mlflow``)
   or whose code cannot be located: the settings that change what it writes outside its
   outputs (``Settings.result_settings()``: tracking URI, artifact location, experiment,
@@ -37,40 +37,11 @@ from typing import Any
 from google.protobuf import json_format
 
 from components.contracts import storage
+from components.contracts.settings import DEFAULT_SERVICE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def folder_digest(entries: Sequence[tuple[str, str]]) -> str:
-    """Digest of a folder from its ``(relative posix path, file sha256)`` entries."""
-    h = hashlib.sha256(b"folder\0")
-    for rel, digest in sorted(entries):
-        h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
-    return h.hexdigest()
-
-
-def digest_path(path: str | Path) -> str:
-    """Content digest of a local file or folder (``FileNotFoundError`` when missing)."""
-    path = Path(path)
-    if path.is_dir():
-        entries = [
-            (p.relative_to(path).as_posix(), sha256_file(p)) for p in path.rglob("*") if p.is_file()
-        ]
-        return folder_digest(entries)
-    if path.is_file():
-        return sha256_file(path)
-    raise FileNotFoundError(str(path))
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -84,7 +55,7 @@ def component_digest(component_spec, container=None) -> str:
     if container is not None:
         exe = json_format.MessageToDict(container)
         exe.pop("image", None)
-    return hashlib.sha256(canonical_json({"component": spec, "executor": exe})).hexdigest()
+    return storage.sha256_bytes(canonical_json({"component": spec, "executor": exe}))
 
 
 def _module_of(command: Sequence[str]) -> str | None:
@@ -196,7 +167,7 @@ def code_digest(command: Sequence[str]) -> str:
     files += _contracts_closure(files)
     h = hashlib.sha256()
     for file in sorted(set(files)):
-        h.update(file.name.encode() + b"\0" + sha256_file(file).encode() + b"\n")
+        h.update(file.name.encode() + b"\0" + storage.sha256_file(file).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -216,7 +187,7 @@ def cache_key(
         "inputs": dict(input_digests),
         "environment": dict(environment or {}),
     }
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
+    return storage.sha256_bytes(canonical_json(payload))
 
 
 def s3_etags(client, uri: str) -> dict[str, str]:
@@ -250,10 +221,19 @@ class CacheStore:
     def _s3_client(self):
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
             s3 = self.s3
+            attempts, per_attempt_s = storage.s3_budget(
+                s3.service_timeout_s if s3 else DEFAULT_SERVICE_TIMEOUT_S
+            )
             self._client = boto3.client(
                 "s3",
+                config=Config(  # bounded like storage's own S3 calls
+                    connect_timeout=per_attempt_s,
+                    read_timeout=per_attempt_s,
+                    retries={"mode": "standard", "total_max_attempts": attempts},
+                ),
                 endpoint_url=s3.endpoint_url if s3 else None,
                 region_name=s3.region if s3 else None,
                 aws_access_key_id=s3.access_key_id if s3 else None,
@@ -309,7 +289,7 @@ class CacheStore:
                     return False
                 continue
             try:
-                if digest_path(uri) != out["digest"]:
+                if storage.digest_path(uri) != out["digest"]:
                     log.warning("cached output %s changed on disk; not trusting it", uri)
                     return False
             except FileNotFoundError:

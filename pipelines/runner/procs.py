@@ -6,8 +6,8 @@ ticks since boot) and the host it ran on; a pid whose start time differs is anot
 process. A task's process group is only signalled if one of its live members carries the
 run's ``PIPELINE_RUN_ID`` in its environment, so a reused group id is never killed.
 
-Linux ``/proc`` is used where present; elsewhere liveness falls back to ``kill(pid, 0)``
-and group membership cannot be checked (nothing is killed).
+Liveness is ``components.contracts.process.alive`` (also used by storage and tracking);
+without Linux ``/proc`` group membership cannot be checked (nothing is killed).
 """
 
 from __future__ import annotations
@@ -17,24 +17,9 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-PROC = Path("/proc")
-
-
-def _stat(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the command name (state is [0]); None if gone."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
-def start_time(pid: int) -> str:
-    """The process's start time as recorded for identity ("" when it cannot be read)."""
-    fields = _stat(pid)
-    return fields[19] if fields and len(fields) > 19 else ""
+from components.contracts import process
+from components.contracts.process import PROC, proc_stat, start_time
 
 
 def identity(pid: int | None = None) -> dict[str, object]:
@@ -49,21 +34,7 @@ def identity(pid: int | None = None) -> dict[str, object]:
 
 def alive(ident: dict) -> bool:
     """True when the process ``ident`` describes still runs (zombies and reused pids: False)."""
-    pid = int(ident.get("pid") or 0)
-    if pid <= 0:
-        return False
-    if PROC.is_dir():
-        fields = _stat(pid)
-        if fields is None or fields[0] in ("Z", "X"):
-            return False
-        return not ident.get("start") or start_time(pid) == ident["start"]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process.alive(int(ident.get("pid") or 0), ident.get("start"))
 
 
 def _live_processes() -> Iterator[tuple[int, int]]:
@@ -72,7 +43,7 @@ def _live_processes() -> Iterator[tuple[int, int]]:
         return
     for entry in PROC.iterdir():
         if entry.name.isdigit():
-            fields = _stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields and fields[0] not in ("Z", "X"):
                 yield int(entry.name), int(fields[2])
 

@@ -1,10 +1,14 @@
 """Local runner: the content-addressed cache key changes exactly when it should."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kfp import compiler, dsl
 
+import components
+from components.contracts import storage
 from pipelines.runner import cache, ir
 
 BASE = {"component": "c" * 64, "code": "d" * 64, "parameters": {"n": 1, "tag": "a"},
@@ -53,9 +57,9 @@ def test_int_and_float_parameters_are_distinct():
 def test_file_digest_changes_with_one_byte(tmp_path):
     f = tmp_path / "data.bin"
     f.write_bytes(b"\x00" * 1000)
-    before = cache.digest_path(f)
+    before = storage.digest_path(f)
     f.write_bytes(b"\x00" * 999 + b"\x01")
-    assert cache.digest_path(f) != before
+    assert storage.digest_path(f) != before
 
 
 def test_folder_digest_depends_on_contents_and_names_not_location(tmp_path):
@@ -63,13 +67,13 @@ def test_folder_digest_depends_on_contents_and_names_not_location(tmp_path):
         (tmp_path / root / "date=2026-01-01").mkdir(parents=True)
         (tmp_path / root / "date=2026-01-01" / "part-0.parquet").write_bytes(b"abc")
         (tmp_path / root / "_SUCCESS").write_bytes(b"{}")
-    assert cache.digest_path(tmp_path / "x") == cache.digest_path(tmp_path / "y")
+    assert storage.digest_path(tmp_path / "x") == storage.digest_path(tmp_path / "y")
     (tmp_path / "y" / "date=2026-01-01" / "part-0.parquet").write_bytes(b"abd")
-    assert cache.digest_path(tmp_path / "x") != cache.digest_path(tmp_path / "y")
+    assert storage.digest_path(tmp_path / "x") != storage.digest_path(tmp_path / "y")
     (tmp_path / "y" / "date=2026-01-01" / "part-0.parquet").rename(
         tmp_path / "y" / "date=2026-01-01" / "part-1.parquet"
     )
-    assert cache.digest_path(tmp_path / "x") != cache.digest_path(tmp_path / "y")
+    assert storage.digest_path(tmp_path / "x") != storage.digest_path(tmp_path / "y")
 
 
 @given(
@@ -80,12 +84,12 @@ def test_folder_digest_depends_on_contents_and_names_not_location(tmp_path):
     )
 )
 def test_folder_digest_is_order_independent(entries):
-    assert cache.folder_digest(entries) == cache.folder_digest(list(reversed(entries)))
+    assert storage.folder_digest(entries) == storage.folder_digest(list(reversed(entries)))
 
 
 def test_missing_path_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
-        cache.digest_path(tmp_path / "nope")
+        storage.digest_path(tmp_path / "nope")
 
 
 def _compile_digest(tmp_path, command_arg: str, image: str) -> str:
@@ -122,7 +126,7 @@ def test_cache_store_round_trip_and_validation(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("hello")
     store = cache.CacheStore(str(tmp_path / "root"))
-    entry = {"outputs": {"out": {"uri": str(out), "digest": cache.digest_path(out)}}}
+    entry = {"outputs": {"out": {"uri": str(out), "digest": storage.digest_path(out)}}}
     assert store.get("ab" * 32) is None
     store.put("ab" * 32, entry)
     got = store.get("ab" * 32)
@@ -135,9 +139,11 @@ def test_cache_store_round_trip_and_validation(tmp_path):
 
 
 def test_code_digest_counts_only_the_contracts_a_stage_imports():
-    used = {p.name for p in cache._contracts_closure(cache._source_files("components.datagen"))}
-    assert {"storage.py", "schemas.py"} <= used
-    assert "blend.py" not in used  # editing the blend must not bust datagen's cache
+    files = cache._contracts_closure(cache._source_files("components.datagen"))
+    used = {p.relative_to(Path(components.__file__).parent).as_posix() for p in files}
+    assert {"contracts/storage/publication.py", "contracts/schemas.py"} <= used
+    assert "contracts/process.py" in used  # imported by the storage package, transitively
+    assert "contracts/blend.py" not in used  # editing the blend must not bust datagen's cache
 
 
 def test_only_stages_that_talk_to_mlflow_depend_on_settings():

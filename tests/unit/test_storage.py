@@ -131,3 +131,23 @@ def test_jsonl_roundtrip_with_timestamps(tmp_path):
     assert '"timestamp":"2026-01-05T' in first
     back = storage.read_jsonl(uri, RAW_TRANSACTION, require_marker=False)
     assert back.equals(table)
+
+
+@pytest.mark.parametrize("knob", [1.0, 3.0, 6.0, 30.0, 600.0])
+def test_s3_budget_fits_the_knob(knob):
+    """Tries x per-try time + back-off stay within SERVICE_TIMEOUT_S (1 s per try at least)."""
+    from components.contracts.storage.fs import S3_BACKOFF_S
+
+    attempts, per_try = storage.s3_budget(knob)
+    assert attempts >= 2 and per_try >= 1.0
+    assert attempts * per_try + S3_BACKOFF_S <= max(knob, attempts * 1.0 + S3_BACKOFF_S)
+
+
+def test_s3_filesystem_takes_its_timeouts_from_service_timeout_s():
+    from components.contracts.settings import S3Settings
+
+    s3 = S3Settings.from_env({"S3_ENDPOINT_URL": "http://127.0.0.1:9", "SERVICE_TIMEOUT_S": "33"})
+    assert s3.service_timeout_s == 33.0
+    fs, _ = storage.filesystem("s3://bucket/key", s3)
+    options = fs.__reduce__()[1][0]  # the S3FileSystem's constructor arguments
+    assert options["connect_timeout"] == options["request_timeout"] == storage.s3_budget(33)[1]

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pytest
 
 from components.contracts import storage
+from components.contracts.storage import marker as marker_format
+from components.contracts.storage import publication
 
 MARKER = storage.SUCCESS_MARKER
 
@@ -78,7 +80,7 @@ def test_outputs_of_one_stage_commit_together(tmp_path, monkeypatch):
         if point == "switch-1":
             raise KeyboardInterrupt("killed between switches")
 
-    monkeypatch.setattr(storage, "_fault", die_after_first_switch)
+    monkeypatch.setattr(publication, "fault", die_after_first_switch)
     with pytest.raises(KeyboardInterrupt), storage.publish("s") as pub:
         storage.write_json({"v": 2}, pub.file(a))
         storage.write_json({"v": 2}, pub.file(b))
@@ -98,8 +100,8 @@ def test_outputs_of_one_stage_commit_together(tmp_path, monkeypatch):
 def test_a_sibling_that_never_committed_makes_the_output_unreadable(tmp_path, monkeypatch):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     monkeypatch.setattr(
-        storage,
-        "_fault",
+        publication,
+        "fault",
         lambda p: (_ for _ in ()).throw(KeyboardInterrupt) if p == "switch-1" else None,
     )
     with pytest.raises(KeyboardInterrupt), storage.publish("s") as pub:
@@ -176,7 +178,7 @@ def _dead_pid() -> int:
 
 
 def _commit(pid: int, stamp: str = "20991231T000000Z", host: str | None = None) -> str:
-    return f"{stamp}-{host or storage._HOST_TAG}-{pid}-{uuid.uuid4().hex[:8]}"
+    return f"{stamp}-{host or marker_format.HOST_TAG}-{pid}-{uuid.uuid4().hex[:8]}"
 
 
 def test_next_publish_cleans_only_abandoned_staging(tmp_path):

@@ -69,3 +69,28 @@ def test_run_tags_and_task_run_from_the_mlflow_plugin():
     assert tracking.task_run_id({}) is None
     assert tracking.task_run_id({"MLFLOW_RUN_ID": "{{$.pipeline_job_uuid}}"}) is None
     assert tracking.run_tags("split", {}) == {"stage": "split", "pipeline_run_id": "standalone"}
+
+
+def test_process_gone_uses_pid_and_start_time():
+    """A reaped child is gone, a live pid with another start time is gone (pid reused),
+    this process and other hosts' processes never are."""
+    import socket
+    import subprocess
+    import sys
+
+    from components.contracts.process import start_time
+
+    host = socket.gethostname()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert tracking._process_gone(f"{host}:{child.pid}:")
+    me = os.getpid()
+    assert not tracking._process_gone(tracking.process_id())
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as live:
+        try:
+            ticks = start_time(live.pid)
+            assert not tracking._process_gone(f"{host}:{live.pid}:{ticks}")
+            assert tracking._process_gone(f"{host}:{live.pid}:{int(ticks or 0) + 1}")
+        finally:
+            live.kill()
+    assert not tracking._process_gone(f"another-host:{me + 1}:1")
