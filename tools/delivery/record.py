@@ -68,9 +68,9 @@ def bundle_model(bundle_dir: Path) -> tuple[str | None, str | None]:
 
     The ``registry.json`` sidecar written by ``tools.delivery.bake`` wins over ``manifest.json``.
     """
-    if (bundle_dir / "_SUCCESS").is_file():  # a published bundle (bake): its version
-        from components.contracts import storage
+    from components.contracts import storage
 
+    if (bundle_dir / storage.SUCCESS_MARKER).is_file():  # a published bundle (bake): its version
         try:
             bundle_dir = Path(storage.open_output(str(bundle_dir)).path())
         except storage.StorageError as exc:
