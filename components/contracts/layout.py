@@ -37,8 +37,8 @@ DATE_COLUMN = "date"
 
 
 class Artifacts:
-    """Names of the data-plane artifacts (KFP output names; CLI flags are ``--out-<name>``
-    with ``_`` as ``-``). Written here once; the local file names below derive from them."""
+    """Names of the data-plane artifacts: KFP input/output names (CLI flags are
+    ``--in-<name>`` / ``--out-<name>`` with ``-`` for ``_``)."""
 
     TRANSACTIONS = "transactions"
     HISTORIC = "historic"
@@ -49,14 +49,19 @@ class Artifacts:
     PROFILES = "profiles"
 
 
-FILE_NAMES = {
-    Artifacts.LIVE_STREAM: f"{Artifacts.LIVE_STREAM}.jsonl",
-    Artifacts.LIVE_LABELS: f"{Artifacts.LIVE_LABELS}.parquet",
-    Artifacts.TIME_SPLITS: f"{Artifacts.TIME_SPLITS}.json",
-    Artifacts.FEATURES: f"{Artifacts.FEATURES}.parquet",
-    Artifacts.PROFILES: f"{Artifacts.PROFILES}.parquet",
+DATA_STAGES = {
+    "datagen": ((), (Artifacts.TRANSACTIONS,)),
+    "split": (
+        (Artifacts.TRANSACTIONS,),
+        (Artifacts.HISTORIC, Artifacts.LIVE_STREAM, Artifacts.LIVE_LABELS, Artifacts.TIME_SPLITS),
+    ),
+    "features": (
+        (Artifacts.HISTORIC, Artifacts.TIME_SPLITS),
+        (Artifacts.FEATURES, Artifacts.PROFILES),
+    ),
 }
-"""File names of the single-file artifacts when they are written into one folder."""
+"""(input artifacts, output artifacts) of each data-plane stage; the emitted component
+specs must match (``tests/unit/test_layout.py``)."""
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import yaml
 
 from components.contracts.layout import (
+    DATA_STAGES,
     HISTORIC_SUBSETS,
     SUBSETS,
     TimeBoundaries,
@@ -18,6 +21,7 @@ from components.contracts.layout import (
 )
 from components.contracts.schemas import InputError
 
+REPO = Path(__file__).resolve().parents[2]
 B = time_boundaries(
     datetime(2026, 1, 1, 8), datetime(2026, 1, 10, 20), live_days=2, valid_days=2, test_days=2
 )
@@ -64,3 +68,12 @@ def test_historic_rows_only_rejects_the_live_period():
     assert assign_subset(ts[:1], B, historic_only=True).tolist() == ["valid"]
     with pytest.raises(InputError, match="1 row\\(s\\) at or after historic_end"):
         assign_subset(ts, B, historic_only=True)
+
+
+@pytest.mark.parametrize("stage", sorted(DATA_STAGES))
+def test_component_specs_use_the_artifact_names(stage):
+    spec = yaml.safe_load((REPO / "components" / stage / "component.yaml").read_text())
+    root = spec["root"]
+    inputs = set(root.get("inputDefinitions", {}).get("artifacts", {}))
+    outputs = set(root["outputDefinitions"]["artifacts"])
+    assert (inputs, outputs) == tuple(set(names) for names in DATA_STAGES[stage])
