@@ -139,6 +139,9 @@ CASHIER_MEAN_START = FEATURE_NAMES.index(f"cashier_mean_{BEHAVIOURS[0]}")
 CASHIER_VS_STORE_START = FEATURE_NAMES.index(f"cashier_vs_store_{BEHAVIOURS[0]}")
 Z_START = FEATURE_NAMES.index(f"z_{BEHAVIOURS[0]}")
 """Start of the per-behaviour feature blocks (behaviour k is at start + k)."""
+RAW_COPIED_FEATURES = tuple(int(Feat[n]) for n in TRANSACTION_FEATURES if n in RAW_INPUTS)
+RAW_COPIED_FEATURE_INPUTS = tuple(int(Raw[n]) for n in TRANSACTION_FEATURES if n in RAW_INPUTS)
+"""Features named like a raw input are that input as is: output and input positions."""
 PROFILE_SCHEMA = pa.schema(
     [
         pa.field("level", pa.string(), nullable=False),

@@ -49,6 +49,8 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     PROFILE_FEATURES,
     PROFILE_LEVELS,
     PROFILE_SCHEMA,
+    RAW_COPIED_FEATURE_INPUTS,
+    RAW_COPIED_FEATURES,
     RAW_INPUTS,
     SIGNED_FEATURES,
     STAT_COLUMNS,
@@ -216,30 +218,17 @@ def _features_row(r: np.ndarray, p: np.ndarray, m: np.ndarray, f: np.ndarray) ->
     items = max(r[Raw.item_count], 1.0)
     total = r[Raw.total_amount]
     _behaviours(r, m)
-    f[Feat.item_count] = r[Raw.item_count]
-    f[Feat.total_amount] = total
+    for j in range(len(RAW_COPIED_FEATURES)):  # features that are a raw input as is
+        f[RAW_COPIED_FEATURES[j]] = r[RAW_COPIED_FEATURE_INPUTS[j]]
     f[Feat.log_total_amount] = math.log1p(max(total, 0.0))
     f[Feat.avg_item_price] = total / items
-    f[Feat.void_count] = r[Raw.void_count]
-    f[Feat.void_amount] = r[Raw.void_amount]
     f[Feat.void_ratio] = m[Behaviour.void_ratio]
-    f[Feat.post_payment_void] = r[Raw.post_payment_void]
-    f[Feat.no_sale_count] = r[Raw.no_sale_count]
-    f[Feat.refund_amount] = r[Raw.refund_amount]
     f[Feat.refund_ratio] = r[Raw.refund_amount] / (total + 1.0)
-    f[Feat.refund_no_receipt] = r[Raw.refund_no_receipt]
-    f[Feat.discount_amount] = r[Raw.discount_amount]
     f[Feat.discount_ratio] = m[Behaviour.discount_ratio]
-    f[Feat.price_override_count] = r[Raw.price_override_count]
-    f[Feat.weight_variance] = r[Raw.weight_variance]
     f[Feat.abs_weight_variance] = m[Behaviour.abs_weight_variance]
-    f[Feat.basket_weight_kg] = r[Raw.basket_weight_kg]
     f[Feat.kg_per_item] = r[Raw.basket_weight_kg] / items
-    f[Feat.scan_duration_s] = r[Raw.scan_duration_s]
     f[Feat.secs_per_item] = m[Behaviour.secs_per_item]
-    f[Feat.is_self_checkout] = r[Raw.is_self_checkout]
     f[Feat.is_cash] = 1.0 if r[Raw.payment_code] == _CASH else 0.0
-    f[Feat.payment_code] = r[Raw.payment_code]
     epoch = r[Raw.epoch_s]
     sec_of_day = epoch - math.floor(epoch / 86400.0) * 86400.0
     hour = sec_of_day / 3600.0

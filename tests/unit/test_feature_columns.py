@@ -102,14 +102,18 @@ def test_named_positions_follow_the_tuples():
     assert set(expected_transaction_features(TX)) == set(F.TRANSACTION_FEATURES)
 
 
-def test_raw_encoding_is_by_name():
-    raw = F.raw_matrix(pd.DataFrame([TX]))
+@pytest.mark.parametrize("flip", [False, True])
+def test_raw_encoding_is_by_name(flip):
+    # Flipping the flags one at a time gives every raw input a value no neighbour shares.
+    tx = {**TX, "post_payment_void": not flip, "refund_no_receipt": flip}
+    tx["lane_type"] = "staffed" if flip else "self_checkout"
+    raw = F.raw_matrix(pd.DataFrame([tx]))
     for name in F.RAW_INPUTS:
-        if name in TX:
-            assert raw[0, Raw[name]] == pytest.approx(float(TX[name])), name
-    assert raw[0, Raw.is_self_checkout] == 1.0
+        if name in tx:
+            assert raw[0, Raw[name]] == pytest.approx(float(tx[name])), name
+    assert raw[0, Raw.is_self_checkout] == (0.0 if flip else 1.0)
     assert raw[0, Raw.payment_code] == F.PAYMENT_TYPES.index("cash")
-    request = {**TX, "timestamp": TX["timestamp"].isoformat()}
+    request = {**tx, "timestamp": tx["timestamp"].isoformat()}
     np.testing.assert_array_equal(F.raw_row(request), raw)
 
 
