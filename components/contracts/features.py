@@ -16,6 +16,10 @@ The pieces, and who uses them:
   row's z-score against the cashier's own baseline. Training calls it on millions of rows,
   serving on one; both get identical numbers (``tests/unit/test_features.py`` proves it).
 
+Columns are declared in ``feature_columns`` (re-exported here) and every kernel reads and
+writes them by name (``r[Raw.total_amount]``, ``f[Feat.avg_item_price]``), never by a
+hand-counted position (``tests/unit/test_feature_columns.py`` recomputes each by name).
+
 Shrinkage: a mean at level L is ``(sum_L + K * mean_parent) / (n_L + K)`` with ``K =
 SHRINKAGE`` pseudo-observations, so a new cashier starts at the store baseline and moves
 towards its own behaviour as history accumulates.

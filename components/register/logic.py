@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from components.contracts.schemas import (
-    REQUIRED_FIELDS,
     TIMESTAMP,
     TRANSACTION_FIELDS,
     InputError,
@@ -213,7 +212,6 @@ _MLFLOW_TYPES = {
     "bool": "boolean",
 }
 """MLflow column type of each Arrow type in ``TRANSACTION_FIELDS``."""
-REQUIRED_INPUTS = REQUIRED_FIELDS
 
 
 def model_signature():
