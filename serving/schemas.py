@@ -1,12 +1,13 @@
 """HTTP request and response bodies (msgspec Structs, validated by Litestar on decode).
 
-Required request fields are the seed brief's; every other ``RAW_TRANSACTION`` field is
-optional and defaulted by ``features.raw_row`` when absent (``features.REQUEST_DEFAULTS``).
-Constraints reject what a POS cannot produce (negative counts, NaN/Infinity - which JSON
-cannot carry anyway - absurd magnitudes, unknown enum values) with a 400 naming the field;
-bodies are decoded strictly (``serving.body``). These types are the single source of the
-request contract: the served OpenAPI schema is msgspec's rendering of them
-(``openapi_components``), so the documented and the enforced constraints cannot drift.
+The request is derived from the one transaction spec (``schemas.TRANSACTION_FIELDS``): its
+required fields are the seed brief's; every other ``RAW_TRANSACTION`` field is optional and
+defaulted by ``features.raw_row`` when absent (``features.REQUEST_DEFAULTS``). Constraints
+reject what a POS cannot produce (negative counts, NaN/Infinity - which JSON cannot carry
+anyway - absurd magnitudes, unknown enum values) with a 400 naming the field; bodies are
+decoded strictly (``serving.body``). These types are the single source of the request
+contract: the served OpenAPI schema is msgspec's rendering of them (``openapi_components``),
+so the documented and the enforced constraints cannot drift.
 """
 
 from __future__ import annotations
@@ -17,74 +18,48 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from components.contracts.schemas import (
+    ACTIONS,
+    ID_MAX_LENGTH,  # noqa: F401  (re-exported: part of the HTTP contract)
+    RISK_LEVELS,
+    TRANSACTION_FIELDS,
+    Domain,
+)
+
 BATCH_LIMIT = 1000
 """Hard upper bound of transactions per batch call (``MAX_BATCH`` may lower it)."""
 
-ID_MAX_LENGTH = 128
-"""Longest id (characters, i.e. Unicode code points) accepted for transaction, cashier,
-store and lane ids."""
+RiskLevel = Literal[RISK_LEVELS]
+Action = Literal[tuple(ACTIONS.values())]
 
-Id = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=ID_MAX_LENGTH,
-        description=f"Opaque id: any Unicode text of 1 to {ID_MAX_LENGTH} characters, "
-        "compared exactly as sent (no trimming or normalization).",
-    ),
-]
-Timestamp = Annotated[
-    dt.datetime,
-    Meta(
+
+def request_type(domain: Domain) -> Any:
+    """The msgspec type (with its ``Meta`` constraints) of a request field in ``domain``."""
+    if domain.values:
+        return Literal[domain.values]
+    arrow = str(domain.arrow)
+    if arrow == "bool":
+        return bool
+    if arrow == "string":
+        meta = Meta(min_length=1, max_length=domain.max_length, description=domain.description)
+        return Annotated[str, meta]
+    if arrow.startswith("timestamp"):
         # msgspec documents "date-time" only for tz-aware types; a naive (store-local)
         # time without offset is accepted as well.
-        extra_json_schema={"format": "date-time"},
-        description="Store-local time of the transaction, RFC 3339 (an offset is optional "
-        "and ignored: the wall-clock time is used); default: now.",
-    ),
-]
-Count = Annotated[
-    float,
-    # A whole number: 12 or 12.0, never "12" or 12.5. JSON has one number type and JSON
-    # Schema's "integer" includes 12.0, while msgspec's int refuses it; "a number that is a
-    # multiple of 1" is the same set in both, so validator and schema agree exactly.
-    Meta(ge=0, le=10_000, multiple_of=1, description="A whole number (12 or 12.0)."),
-]
-Amount = Annotated[float, Meta(ge=0.0, le=10_000_000.0)]
-Signed = Annotated[float, Meta(ge=-10_000.0, le=10_000.0)]
-Seconds = Annotated[float, Meta(ge=0.0, le=86_400.0)]
-LaneType = Literal["staffed", "self_checkout"]
-PaymentType = Literal["cash", "card", "mobile", "gift_card"]
-RiskLevel = Literal["Low Risk", "Medium Risk", "High Risk"]
-Action = Literal["Log only", "Flag for post-shift audit", "Hold transaction: supervisor review"]
+        meta = Meta(extra_json_schema={"format": "date-time"}, description=domain.description)
+        return Annotated[dt.datetime, meta]
+    # Counts are floats that are whole numbers: 12 or 12.0, never "12" or 12.5. JSON has one
+    # number type and JSON Schema's "integer" includes 12.0, while msgspec's int refuses it;
+    # "a number that is a multiple of 1" is the same set in both, so validator and schema
+    # agree exactly.
+    bounds = {"ge": domain.ge, "le": domain.le, "multiple_of": 1 if domain.whole else None}
+    meta = Meta(
+        **{k: v for k, v in bounds.items() if v is not None}, description=domain.description
+    )
+    return Annotated[float, meta]
 
 
-class PredictRequest(msgspec.Struct, kw_only=True):
-    """One POS transaction to score."""
-
-    transaction_id: Id
-    cashier_id: Id
-    item_count: Count
-    total_amount: Amount
-    void_count: Count
-    no_sale_count: Count
-    weight_variance: Signed
-    timestamp: Timestamp | None = None
-    """Store-local time of the transaction (RFC 3339); default: now."""
-    store_id: Id | None = None
-    """Store; default: the cashier's home store from the profiles."""
-    lane_id: Id | None = None
-    lane_type: LaneType | None = None
-    void_amount: Amount | None = None
-    post_payment_void: bool | None = None
-    refund_amount: Amount | None = None
-    refund_no_receipt: bool | None = None
-    discount_amount: Amount | None = None
-    price_override_count: Count | None = None
-    payment_type: PaymentType | None = None
-    basket_weight_kg: Annotated[float, Meta(ge=0.0, le=100_000.0)] | None = None
-    scan_duration_s: Seconds | None = None
-
+class _TransactionMapping(msgspec.Struct, kw_only=True):
     # ``features.raw_row`` reads a Mapping; these two methods make the Struct one without
     # building a dict per request.
     def get(self, name: str, default: Any = None) -> Any:
@@ -92,6 +67,24 @@ class PredictRequest(msgspec.Struct, kw_only=True):
 
     def __getitem__(self, name: str) -> Any:
         return getattr(self, name)
+
+
+PredictRequest = msgspec.defstruct(
+    "PredictRequest",
+    [
+        *((f.name, request_type(f.domain)) for f in TRANSACTION_FIELDS if f.required),
+        *(
+            (f.name, request_type(f.domain) | None, None)
+            for f in TRANSACTION_FIELDS
+            if not f.required
+        ),
+    ],
+    bases=(_TransactionMapping,),
+    module=__name__,
+    namespace={"__doc__": "One POS transaction to score."},
+    kw_only=True,
+)
+"""One POS transaction to score: ``TRANSACTION_FIELDS``, required ones first."""
 
 
 class Reason(msgspec.Struct, kw_only=True):

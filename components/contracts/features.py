@@ -16,6 +16,10 @@ The pieces, and who uses them:
   row's z-score against the cashier's own baseline. Training calls it on millions of rows,
   serving on one; both get identical numbers (``tests/unit/test_features.py`` proves it).
 
+Columns are declared in ``feature_columns`` (re-exported here) and every kernel reads and
+writes them by name (``r[Raw.total_amount]``, ``f[Feat.avg_item_price]``), never by a
+hand-counted position (``tests/unit/test_feature_columns.py`` recomputes each by name).
+
 Shrinkage: a mean at level L is ``(sum_L + K * mean_parent) / (n_L + K)`` with ``K =
 SHRINKAGE`` pseudo-observations, so a new cashier starts at the store baseline and moves
 towards its own behaviour as history accumulates.
@@ -24,6 +28,7 @@ towards its own behaviour as history accumulates.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -33,122 +38,44 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from components.contracts.feature_columns import (  # noqa: F401  (re-exported: one import for users)
+    ANOMALY_FEATURES,
+    BEHAVIOURS,
+    CASHIER_BLOCK,
+    CASHIER_MEAN_START,
+    CASHIER_VS_STORE_START,
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    GLOBAL_BLOCK,
+    ID_COLUMNS,
+    LABEL_COLUMNS,
+    PRIOR_WIDTH,
+    PROFILE_FEATURES,
+    PROFILE_LEVELS,
+    PROFILE_SCHEMA,
+    RAW_COPIED_FEATURE_INPUTS,
+    RAW_COPIED_FEATURES,
+    RAW_INPUTS,
+    SIGNED_FEATURES,
+    STAT_COLUMNS,
+    STAT_N,
+    STAT_SUM,
+    STAT_SUMSQ,
+    STATS_WIDTH,
+    STORE_BLOCK,
+    TRANSACTION_FEATURES,
+    Z_START,
+    Behaviour,
+    Feat,
+    Raw,
+)
+from components.contracts.layout import HISTORIC_SUBSETS as SUBSETS  # noqa: F401  (re-export)
+from components.contracts.layout import SUBSET_COLUMN  # noqa: F401  (re-export)
 from components.contracts.schemas import LANE_TYPES, PAYMENT_TYPES
-
-FEATURE_VERSION = 1
-"""Bumped whenever a feature's definition changes; stored in bundles and checked by serving."""
-
-ID_COLUMNS = ("transaction_id", "timestamp", "store_id", "cashier_id")
-LABEL_COLUMNS = ("is_fraud", "fraud_type")
-SUBSET_COLUMN = "subset"
-SUBSETS = ("train", "valid", "test")
-
-RAW_INPUTS = (
-    "epoch_s",
-    "is_self_checkout",
-    "item_count",
-    "total_amount",
-    "void_count",
-    "void_amount",
-    "post_payment_void",
-    "no_sale_count",
-    "refund_amount",
-    "refund_no_receipt",
-    "discount_amount",
-    "price_override_count",
-    "payment_code",
-    "weight_variance",
-    "basket_weight_kg",
-    "scan_duration_s",
-)
-"""Numeric encoding of one transaction, in column order of ``raw_matrix``."""
-
-BEHAVIOURS = (
-    "void_count",
-    "void_ratio",
-    "no_sale_count",
-    "has_refund",
-    "refund_no_receipt",
-    "discount_ratio",
-    "price_override_count",
-    "abs_weight_variance",
-    "secs_per_item",
-    "post_payment_void",
-)
-"""Per-transaction behaviour metrics whose running statistics make the cashier profile."""
-
-PROFILE_LEVELS = ("cashier", "store", "global")
-STATS_WIDTH = 1 + 2 * len(BEHAVIOURS)
-"""Per level: n, then sum of each behaviour, then sum of squares of each behaviour."""
-PRIOR_WIDTH = STATS_WIDTH * len(PROFILE_LEVELS)
 
 SHRINKAGE = 20.0
 """Pseudo-observations pulling a cashier's (store's) mean towards its store's (global) mean."""
 Z_CLIP = 50.0
-
-TRANSACTION_FEATURES = (
-    "item_count",
-    "total_amount",
-    "log_total_amount",
-    "avg_item_price",
-    "void_count",
-    "void_amount",
-    "void_ratio",
-    "post_payment_void",
-    "no_sale_count",
-    "refund_amount",
-    "refund_ratio",
-    "refund_no_receipt",
-    "discount_amount",
-    "discount_ratio",
-    "price_override_count",
-    "weight_variance",
-    "abs_weight_variance",
-    "basket_weight_kg",
-    "kg_per_item",
-    "scan_duration_s",
-    "secs_per_item",
-    "is_self_checkout",
-    "is_cash",
-    "payment_code",
-    "hour_of_day",
-    "day_of_week",
-    "is_night",
-)
-PROFILE_FEATURES = (
-    "cashier_log_txn_count",
-    "store_log_txn_count",
-    *(f"cashier_mean_{m}" for m in BEHAVIOURS),
-    *(f"cashier_vs_store_{m}" for m in BEHAVIOURS),
-    *(f"z_{m}" for m in BEHAVIOURS),
-)
-FEATURE_NAMES = TRANSACTION_FEATURES + PROFILE_FEATURES
-"""Model input columns, in order."""
-SIGNED_FEATURES = (
-    "weight_variance",
-    *(f"cashier_vs_store_{m}" for m in BEHAVIOURS),
-    *(f"z_{m}" for m in BEHAVIOURS),
-)
-"""Features that may be negative; every other feature is >= 0 by construction (counts,
-amounts, ratios, clock values, log counts, means of non-negative behaviours)."""
-
-ANOMALY_FEATURES = (
-    "void_ratio",
-    "refund_ratio",
-    "discount_ratio",
-    "abs_weight_variance",
-    "kg_per_item",
-    "secs_per_item",
-    "no_sale_count",
-    "price_override_count",
-    "z_abs_weight_variance",
-    "z_no_sale_count",
-)
-"""The isolation forest's inputs: compact, scale-free behaviour signals. An isolation forest
-splits on a random feature at each node, so an anomaly in one of 59 columns is rarely
-isolated early; on these ten it is (novel-pattern recall at 1% FPR rose from ~0.03 to ~0.7
-in our measurements). A subset of ``FEATURE_NAMES``; the exported forest still indexes the
-full feature vector."""
 
 REQUEST_DEFAULTS: dict[str, Any] = {
     "lane_type": "staffed",
@@ -169,20 +96,13 @@ TYPICAL_SECS_PER_ITEM = 3.5
 
 _PAYMENT_CODE = {name: float(i) for i, name in enumerate(PAYMENT_TYPES)}
 _SELF_CHECKOUT = LANE_TYPES.index("self_checkout")
+_CASH = _PAYMENT_CODE["cash"]
 
-PROFILE_SCHEMA = pa.schema(
-    [
-        pa.field("level", pa.string(), nullable=False),
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("home_store_id", pa.string()),
-        pa.field("n", pa.float64(), nullable=False),
-        *(pa.field(f"sum_{m}", pa.float64(), nullable=False) for m in BEHAVIOURS),
-        *(pa.field(f"sumsq_{m}", pa.float64(), nullable=False) for m in BEHAVIOURS),
-    ]
+_RAW_COPIED = tuple(
+    Raw[name] for name in RAW_INPUTS if name not in ("epoch_s", "is_self_checkout", "payment_code")
 )
-"""Final point-in-time statistics: one row per cashier, per store and one global row."""
-_STAT_COLUMNS = PROFILE_SCHEMA.names[3:]
-
+"""Raw inputs that are a transaction column as is."""
+_in_raw_order = operator.itemgetter(*RAW_INPUTS)
 
 # ---------------------------------------------------------------- encoding
 
@@ -193,17 +113,17 @@ def raw_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:
     n = len(df)
     out = np.empty((n, len(RAW_INPUTS)), dtype=np.float64)
     ts = pd.to_datetime(df["timestamp"]).to_numpy(dtype="datetime64[us]")
-    out[:, 0] = ts.astype(np.int64) / 1e6
-    out[:, 1] = (df["lane_type"].to_numpy() == "self_checkout").astype(np.float64)
-    for j, name in enumerate(RAW_INPUTS[2:], start=2):
-        if name == "payment_code":
-            codes = df["payment_type"].map(_PAYMENT_CODE)
-            if codes.isna().any():
-                bad = df["payment_type"][codes.isna()].iloc[0]
-                raise ValueError(f"unknown payment_type {bad!r}")
-            out[:, j] = codes.to_numpy(dtype=np.float64)
-        else:
-            out[:, j] = df[name].to_numpy(dtype=np.float64)
+    out[:, Raw.epoch_s] = ts.astype(np.int64) / 1e6
+    out[:, Raw.is_self_checkout] = (df["lane_type"].to_numpy() == "self_checkout").astype(
+        np.float64
+    )
+    codes = df["payment_type"].map(_PAYMENT_CODE)
+    if codes.isna().any():
+        bad = df["payment_type"][codes.isna()].iloc[0]
+        raise ValueError(f"unknown payment_type {bad!r}")
+    out[:, Raw.payment_code] = codes.to_numpy(dtype=np.float64)
+    for j in _RAW_COPIED:
+        out[:, j] = df[RAW_INPUTS[j]].to_numpy(dtype=np.float64)
     return out
 
 
@@ -237,23 +157,27 @@ def raw_row(record: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndar
     if payment not in _PAYMENT_CODE:
         raise ValueError(f"unknown payment_type {payment!r}")
     row = out if out is not None else np.empty((1, len(RAW_INPUTS)), dtype=np.float64)
-    row[0, :] = (
-        _epoch_seconds(record.get("timestamp")),
-        1.0 if get("lane_type") == LANE_TYPES[_SELF_CHECKOUT] else 0.0,
-        items,
-        float(record["total_amount"]),
-        float(record["void_count"]),
-        float(get("void_amount")),
-        float(bool(get("post_payment_void"))),
-        float(record["no_sale_count"]),
-        float(get("refund_amount")),
-        float(bool(get("refund_no_receipt"))),
-        float(get("discount_amount")),
-        float(get("price_override_count")),
-        _PAYMENT_CODE[payment],
-        float(record["weight_variance"]),
-        TYPICAL_KG_PER_ITEM * items if weight is None else float(weight),
-        TYPICAL_SECS_PER_ITEM * items if duration is None else float(duration),
+    row[0, :] = _in_raw_order(
+        {
+            "epoch_s": _epoch_seconds(record.get("timestamp")),
+            "is_self_checkout": 1.0 if get("lane_type") == LANE_TYPES[_SELF_CHECKOUT] else 0.0,
+            "item_count": items,
+            "total_amount": float(record["total_amount"]),
+            "void_count": float(record["void_count"]),
+            "void_amount": float(get("void_amount")),
+            "post_payment_void": float(bool(get("post_payment_void"))),
+            "no_sale_count": float(record["no_sale_count"]),
+            "refund_amount": float(get("refund_amount")),
+            "refund_no_receipt": float(bool(get("refund_no_receipt"))),
+            "discount_amount": float(get("discount_amount")),
+            "price_override_count": float(get("price_override_count")),
+            "payment_code": _PAYMENT_CODE[payment],
+            "weight_variance": float(record["weight_variance"]),
+            "basket_weight_kg": TYPICAL_KG_PER_ITEM * items if weight is None else float(weight),
+            "scan_duration_s": TYPICAL_SECS_PER_ITEM * items
+            if duration is None
+            else float(duration),
+        }
     )
     return row
 
@@ -261,91 +185,78 @@ def raw_row(record: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndar
 # ---------------------------------------------------------------- numba kernels
 
 _NB = len(BEHAVIOURS)
-_NT = len(TRANSACTION_FEATURES)
 
 
 @numba.njit(cache=True, nogil=True)
 def _behaviours(r: np.ndarray, m: np.ndarray) -> None:
-    items = max(r[2], 1.0)
-    m[0] = r[4]
-    m[1] = r[5] / (r[3] + r[5] + 1.0)
-    m[2] = r[7]
-    m[3] = 1.0 if r[8] > 0.0 else 0.0
-    m[4] = r[9]
-    m[5] = r[10] / (r[3] + r[10] + 1.0)
-    m[6] = r[11]
-    m[7] = abs(r[13])
-    m[8] = r[15] / items
-    m[9] = r[6]
+    items = max(r[Raw.item_count], 1.0)
+    total = r[Raw.total_amount]
+    m[Behaviour.void_count] = r[Raw.void_count]
+    m[Behaviour.void_ratio] = r[Raw.void_amount] / (total + r[Raw.void_amount] + 1.0)
+    m[Behaviour.no_sale_count] = r[Raw.no_sale_count]
+    m[Behaviour.has_refund] = 1.0 if r[Raw.refund_amount] > 0.0 else 0.0
+    m[Behaviour.refund_no_receipt] = r[Raw.refund_no_receipt]
+    m[Behaviour.discount_ratio] = r[Raw.discount_amount] / (total + r[Raw.discount_amount] + 1.0)
+    m[Behaviour.price_override_count] = r[Raw.price_override_count]
+    m[Behaviour.abs_weight_variance] = abs(r[Raw.weight_variance])
+    m[Behaviour.secs_per_item] = r[Raw.scan_duration_s] / items
+    m[Behaviour.post_payment_void] = r[Raw.post_payment_void]
 
 
 @numba.njit(cache=True, nogil=True)
 def _behaviour_matrix(raw: np.ndarray) -> np.ndarray:
     n = raw.shape[0]
-    out = np.empty((n, 1 + 2 * _NB))
+    out = np.empty((n, STATS_WIDTH))
     m = np.empty(_NB)
     for i in range(n):
         _behaviours(raw[i], m)
-        out[i, 0] = 1.0
+        out[i, STAT_N] = 1.0
         for k in range(_NB):
-            out[i, 1 + k] = m[k]
-            out[i, 1 + _NB + k] = m[k] * m[k]
+            out[i, STAT_SUM + k] = m[k]
+            out[i, STAT_SUMSQ + k] = m[k] * m[k]
     return out
 
 
 @numba.njit(cache=True, nogil=True)
 def _features_row(r: np.ndarray, p: np.ndarray, m: np.ndarray, f: np.ndarray) -> None:
-    items = max(r[2], 1.0)
-    total = r[3]
+    items = max(r[Raw.item_count], 1.0)
+    total = r[Raw.total_amount]
     _behaviours(r, m)
-    f[0] = r[2]
-    f[1] = total
-    f[2] = math.log1p(max(total, 0.0))
-    f[3] = total / items
-    f[4] = r[4]
-    f[5] = r[5]
-    f[6] = m[1]
-    f[7] = r[6]
-    f[8] = r[7]
-    f[9] = r[8]
-    f[10] = r[8] / (total + 1.0)
-    f[11] = r[9]
-    f[12] = r[10]
-    f[13] = m[5]
-    f[14] = r[11]
-    f[15] = r[13]
-    f[16] = m[7]
-    f[17] = r[14]
-    f[18] = r[14] / items
-    f[19] = r[15]
-    f[20] = m[8]
-    f[21] = r[1]
-    f[22] = 1.0 if r[12] == 0.0 else 0.0
-    f[23] = r[12]
-    sec_of_day = r[0] - math.floor(r[0] / 86400.0) * 86400.0
+    for j in range(len(RAW_COPIED_FEATURES)):  # features that are a raw input as is
+        f[RAW_COPIED_FEATURES[j]] = r[RAW_COPIED_FEATURE_INPUTS[j]]
+    f[Feat.log_total_amount] = math.log1p(max(total, 0.0))
+    f[Feat.avg_item_price] = total / items
+    f[Feat.void_ratio] = m[Behaviour.void_ratio]
+    f[Feat.refund_ratio] = r[Raw.refund_amount] / (total + 1.0)
+    f[Feat.discount_ratio] = m[Behaviour.discount_ratio]
+    f[Feat.abs_weight_variance] = m[Behaviour.abs_weight_variance]
+    f[Feat.kg_per_item] = r[Raw.basket_weight_kg] / items
+    f[Feat.secs_per_item] = m[Behaviour.secs_per_item]
+    f[Feat.is_cash] = 1.0 if r[Raw.payment_code] == _CASH else 0.0
+    epoch = r[Raw.epoch_s]
+    sec_of_day = epoch - math.floor(epoch / 86400.0) * 86400.0
     hour = sec_of_day / 3600.0
-    f[24] = hour
-    f[25] = (math.floor(r[0] / 86400.0) + 3.0) % 7.0
-    f[26] = 1.0 if (hour < 6.0 or hour >= 22.0) else 0.0
+    f[Feat.hour_of_day] = hour
+    f[Feat.day_of_week] = (math.floor(epoch / 86400.0) + 3.0) % 7.0
+    f[Feat.is_night] = 1.0 if (hour < 6.0 or hour >= 22.0) else 0.0
 
-    w = 1 + 2 * _NB
-    c_n = p[0]
-    s_n = p[w]
-    g_n = p[2 * w]
-    f[_NT] = math.log1p(c_n)
-    f[_NT + 1] = math.log1p(s_n)
+    c_n = p[CASHIER_BLOCK + STAT_N]
+    s_n = p[STORE_BLOCK + STAT_N]
+    g_n = p[GLOBAL_BLOCK + STAT_N]
+    f[Feat.cashier_log_txn_count] = math.log1p(c_n)
+    f[Feat.store_log_txn_count] = math.log1p(s_n)
     for k in range(_NB):
-        g_mean = p[2 * w + 1 + k] / max(g_n, 1.0)
-        g_e2 = p[2 * w + 1 + _NB + k] / max(g_n, 1.0)
-        s_mean = (p[w + 1 + k] + SHRINKAGE * g_mean) / (s_n + SHRINKAGE)
-        s_e2 = (p[w + 1 + _NB + k] + SHRINKAGE * g_e2) / (s_n + SHRINKAGE)
-        c_mean = (p[1 + k] + SHRINKAGE * s_mean) / (c_n + SHRINKAGE)
-        c_e2 = (p[1 + _NB + k] + SHRINKAGE * s_e2) / (c_n + SHRINKAGE)
+        g_mean = p[GLOBAL_BLOCK + STAT_SUM + k] / max(g_n, 1.0)
+        g_e2 = p[GLOBAL_BLOCK + STAT_SUMSQ + k] / max(g_n, 1.0)
+        s_mean = (p[STORE_BLOCK + STAT_SUM + k] + SHRINKAGE * g_mean) / (s_n + SHRINKAGE)
+        s_e2 = (p[STORE_BLOCK + STAT_SUMSQ + k] + SHRINKAGE * g_e2) / (s_n + SHRINKAGE)
+        c_mean = (p[CASHIER_BLOCK + STAT_SUM + k] + SHRINKAGE * s_mean) / (c_n + SHRINKAGE)
+        c_e2 = (p[CASHIER_BLOCK + STAT_SUMSQ + k] + SHRINKAGE * s_e2) / (c_n + SHRINKAGE)
         c_var = max(c_e2 - c_mean * c_mean, 0.0)
         z = (m[k] - c_mean) / math.sqrt(c_var + 1e-6)
-        f[_NT + 2 + k] = c_mean
-        f[_NT + 2 + _NB + k] = c_mean - s_mean
-        f[_NT + 2 + 2 * _NB + k] = min(max(z, -Z_CLIP), Z_CLIP)
+        f[CASHIER_MEAN_START + k] = c_mean
+        f[CASHIER_VS_STORE_START + k] = c_mean - s_mean
+        f[Z_START + k] = min(max(z, -Z_CLIP), Z_CLIP)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -468,7 +379,7 @@ class ProfileIndex:
 
     def __init__(self, table: pa.Table):
         df = table.to_pandas()
-        stats = df[list(_STAT_COLUMNS)].to_numpy(dtype=np.float64)
+        stats = df[list(STAT_COLUMNS)].to_numpy(dtype=np.float64)
         levels = df["level"].to_numpy()
         keys = df["key"].to_numpy()
         glob = stats[levels == "global"]

@@ -12,6 +12,8 @@ requests.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -38,29 +40,97 @@ ACTIONS = {
 TIMESTAMP = pa.timestamp("us")
 """Store-local wall-clock time, no time zone (what the POS prints on the receipt)."""
 
+ID_MAX_LENGTH = 128
+"""Longest id (characters, i.e. Unicode code points) accepted for transaction, cashier,
+store and lane ids."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a transaction field may take: its Arrow type and, for requests, its bounds.
+
+    ``ge``/``le`` are kept as written (int or float): the HTTP schema and its error messages
+    render them verbatim. Upper bounds reject absurd requests; tables are only checked for
+    the lower bound 0 (``NON_NEGATIVE_COLUMNS``).
+    """
+
+    arrow: pa.DataType
+    ge: float | None = None
+    le: float | None = None
+    whole: bool = False
+    """A count: whole numbers only (12 or 12.0)."""
+    values: tuple[str, ...] = ()
+    """An enumeration: the allowed strings."""
+    max_length: int | None = None
+    description: str | None = None
+    """Shown in the OpenAPI schema of every field of this domain."""
+
+
+ID = Domain(
+    pa.string(),
+    max_length=ID_MAX_LENGTH,
+    description=f"Opaque id: any Unicode text of 1 to {ID_MAX_LENGTH} characters, "
+    "compared exactly as sent (no trimming or normalization).",
+)
+TIME = Domain(
+    TIMESTAMP,
+    description="Store-local time of the transaction, RFC 3339 (an offset is optional "
+    "and ignored: the wall-clock time is used); default: now.",
+)
+COUNT = Domain(pa.int32(), ge=0, le=10_000, whole=True, description="A whole number (12 or 12.0).")
+AMOUNT = Domain(pa.float64(), ge=0.0, le=10_000_000.0)
+SIGNED = Domain(pa.float64(), ge=-10_000.0, le=10_000.0)
+WEIGHT_KG = Domain(pa.float64(), ge=0.0, le=100_000.0)
+SECONDS = Domain(pa.float64(), ge=0.0, le=86_400.0)
+FLAG = Domain(pa.bool_())
+LANE_TYPE = Domain(pa.string(), values=LANE_TYPES)
+PAYMENT_TYPE = Domain(pa.string(), values=PAYMENT_TYPES)
+
+
+@dataclass(frozen=True)
+class TransactionField:
+    """One field of a POS transaction: in tables (non-nullable) and in requests."""
+
+    name: str
+    domain: Domain
+    required: bool = False
+    """Required in a scoring request (the seed brief's fields); the others are defaulted."""
+    doc: str = ""
+
+
+TRANSACTION_FIELDS = (
+    TransactionField("transaction_id", ID, required=True),
+    TransactionField(
+        "timestamp", TIME, doc="Store-local time of the transaction (RFC 3339); default: now."
+    ),
+    TransactionField("store_id", ID, doc="Store; default: the cashier's home store."),
+    TransactionField("lane_id", ID),
+    TransactionField("lane_type", LANE_TYPE),
+    TransactionField("cashier_id", ID, required=True),
+    TransactionField("item_count", COUNT, required=True),
+    TransactionField("total_amount", AMOUNT, required=True),
+    TransactionField("void_count", COUNT, required=True),
+    TransactionField("void_amount", AMOUNT),
+    TransactionField("post_payment_void", FLAG),
+    TransactionField("no_sale_count", COUNT, required=True),
+    TransactionField("refund_amount", AMOUNT),
+    TransactionField("refund_no_receipt", FLAG),
+    TransactionField("discount_amount", AMOUNT),
+    TransactionField("price_override_count", COUNT),
+    TransactionField("payment_type", PAYMENT_TYPE),
+    TransactionField("weight_variance", SIGNED, required=True),
+    TransactionField("basket_weight_kg", WEIGHT_KG),
+    TransactionField("scan_duration_s", SECONDS),
+)
+"""The one description of a transaction: ``RAW_TRANSACTION`` (Arrow), the HTTP request
+(``serving.schemas.PredictRequest``) and the MLflow signature (``register.logic``) derive
+from it."""
+
+REQUIRED_FIELDS = tuple(f.name for f in TRANSACTION_FIELDS if f.required)
+"""The seed brief's fields: required in every scoring request."""
+
 RAW_TRANSACTION = pa.schema(
-    [
-        pa.field("transaction_id", pa.string(), nullable=False),
-        pa.field("timestamp", TIMESTAMP, nullable=False),
-        pa.field("store_id", pa.string(), nullable=False),
-        pa.field("lane_id", pa.string(), nullable=False),
-        pa.field("lane_type", pa.string(), nullable=False),
-        pa.field("cashier_id", pa.string(), nullable=False),
-        pa.field("item_count", pa.int32(), nullable=False),
-        pa.field("total_amount", pa.float64(), nullable=False),
-        pa.field("void_count", pa.int32(), nullable=False),
-        pa.field("void_amount", pa.float64(), nullable=False),
-        pa.field("post_payment_void", pa.bool_(), nullable=False),
-        pa.field("no_sale_count", pa.int32(), nullable=False),
-        pa.field("refund_amount", pa.float64(), nullable=False),
-        pa.field("refund_no_receipt", pa.bool_(), nullable=False),
-        pa.field("discount_amount", pa.float64(), nullable=False),
-        pa.field("price_override_count", pa.int32(), nullable=False),
-        pa.field("payment_type", pa.string(), nullable=False),
-        pa.field("weight_variance", pa.float64(), nullable=False),
-        pa.field("basket_weight_kg", pa.float64(), nullable=False),
-        pa.field("scan_duration_s", pa.float64(), nullable=False),
-    ]
+    [pa.field(f.name, f.domain.arrow, nullable=False) for f in TRANSACTION_FIELDS]
 )
 """One POS transaction as logged (no labels)."""
 
@@ -78,22 +148,16 @@ LIVE_LABELS = pa.schema([pa.field("transaction_id", pa.string(), nullable=False)
 """Held-out labels of the live stream, joined by transaction_id for online evaluation."""
 
 NON_NEGATIVE_COLUMNS = (
-    "item_count",
-    "total_amount",
-    "void_count",
-    "void_amount",
-    "no_sale_count",
-    "refund_amount",
-    "discount_amount",
-    "price_override_count",
-    "basket_weight_kg",
-    "scan_duration_s",
+    *(f.name for f in TRANSACTION_FIELDS if f.domain.ge == 0),
     "n",
 )
 """Columns where a negative value is impossible (a data error, not an anomaly); ``n`` is
 the profile tables' transaction count."""
 
-ENUM_COLUMNS = {"lane_type": LANE_TYPES, "payment_type": PAYMENT_TYPES, "fraud_type": FRAUD_TYPES}
+ENUM_COLUMNS = {
+    **{f.name: f.domain.values for f in TRANSACTION_FIELDS if f.domain.values},
+    "fraud_type": FRAUD_TYPES,
+}
 
 
 class InputError(ValueError):

@@ -19,7 +19,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from components.contracts.schemas import RAW_TRANSACTION, InputError
+from components.contracts.schemas import (
+    TIMESTAMP,
+    TRANSACTION_FIELDS,
+    InputError,
+)
 
 GATED_METRICS = ("blend_pr_auc", "blend_recall_at_1pct_fpr")
 METRIC_TAG_PREFIX = "metric."
@@ -200,32 +204,30 @@ def check_digests(
                 )
 
 
-_MLFLOW_TYPES = {"string": "string", "int32": "long", "double": "double", "bool": "boolean"}
-REQUIRED_INPUTS = (
-    "transaction_id",
-    "cashier_id",
-    "item_count",
-    "total_amount",
-    "void_count",
-    "no_sale_count",
-    "weight_variance",
-)
+_MLFLOW_TYPES = {
+    "string": "string",
+    str(TIMESTAMP): "string",  # ISO-8601 text, what the API receives
+    "int32": "long",  # so JSON integers pass MLflow's schema enforcement
+    "double": "double",
+    "bool": "boolean",
+}
+"""MLflow column type of each Arrow type in ``TRANSACTION_FIELDS``."""
 
 
 def model_signature():
     """The pyfunc's ``ModelSignature``: raw transaction fields in, risk score/level out.
 
-    The seed brief's fields are required; every other ``RAW_TRANSACTION`` field is optional
-    (``required=False``). ``timestamp`` is an ISO-8601 string (what the API receives).
-    Counts are ``long`` so JSON integers pass MLflow's schema enforcement.
+    Derived from ``TRANSACTION_FIELDS``: the seed brief's fields are required, every other
+    field is optional (``required=False``). ``timestamp`` is an ISO-8601 string (what the
+    API receives); counts are ``long`` so JSON integers pass MLflow's schema enforcement.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = []
-    for f in RAW_TRANSACTION:
-        kind = "string" if f.name == "timestamp" else _MLFLOW_TYPES[str(f.type)]
-        inputs.append(ColSpec(kind, f.name, required=f.name in REQUIRED_INPUTS))
+    inputs = [
+        ColSpec(_MLFLOW_TYPES[str(f.domain.arrow)], f.name, required=f.required)
+        for f in TRANSACTION_FIELDS
+    ]
     outputs = Schema(
         [
             ColSpec("string", "transaction_id"),

@@ -12,18 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.contracts.schemas import FRAUD_TYPES, LABELLED_TRANSACTION, validate_table
-from components.datagen.logic import (
+from components.datagen.fraud import VOID_REVIEW_LIMIT, fill, fraud_probabilities
+from components.datagen.logic import generate, rechunk, summarize
+from components.datagen.population import (
     OPENING_HOURS,
-    VOID_REVIEW_LIMIT,
     DatagenParams,
     allocate,
     day_row_counts,
-    fraud_probabilities,
-    generate,
     make_world,
     parse_date,
-    rechunk,
-    summarize,
 )
 
 SMALL = DatagenParams(
@@ -290,10 +287,8 @@ def test_fraud_probabilities_are_probabilities_summing_to_the_target(
 def test_fill_terminates_when_the_target_sits_between_the_capped_sum_and_cap_times_n(n, cap):
     """0.7 * 20 rounds to 14.0 but twenty 0.7s sum to 13.999999999999996: a target between
     them is unreachable, and the search used to double its bound forever."""
-    from components.datagen.logic import _fill
-
     capped_sum = np.full(n, cap).sum()
     target = np.nextafter(cap * n, 0.0)
     assert capped_sum < target < cap * n
-    p = _fill(np.ones(n), target, cap)
+    p = fill(np.ones(n), target, cap)
     np.testing.assert_array_equal(p, np.full(n, cap))

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from components.contracts.layout import SUBSETS, TimeBoundaries, assign_subset, time_boundaries
 from components.contracts.schemas import (
     LABELLED_TRANSACTION,
     LIVE_LABELS,
@@ -17,16 +18,7 @@ from components.contracts.schemas import (
     validate_table,
 )
 from components.datagen.logic import DatagenParams, generate
-from components.split.logic import (
-    SUBSETS,
-    TimeBoundaries,
-    assign_subset,
-    live_labels,
-    live_stream,
-    split_by_time,
-    time_boundaries,
-    with_date_partition,
-)
+from components.split.logic import live_labels, live_stream, split_by_time, with_date_partition
 
 T0 = datetime(2026, 1, 5)
 

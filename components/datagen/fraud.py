@@ -1,0 +1,105 @@
+"""Fraud patterns of the generator: how much fraud, who commits it, and in which pattern.
+
+Fraud (``schemas.FRAUD_TYPES``) is injected mostly by a minority of dishonest cashiers
+(``DISHONEST_SHARE`` of staff; each favours one or two patterns, some start stealing part-way
+through the period), partly by otherwise honest cashiers (opportunistic), and at SCO by
+customers (``scan_avoidance``). ``fraud_probabilities`` spreads a day's expected number of
+frauds over its transactions; ``generate_day`` (``logic``) draws the labels and gives each
+pattern its signature in the basket.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from components.contracts.schemas import FRAUD_TYPES
+
+DISHONEST_SHARE = 0.08
+"""Fraction of cashiers who steal repeatedly."""
+DISHONEST_FRAUD_SHARE = 0.75
+"""Share of cashier fraud (all but scan avoidance) committed by dishonest cashiers."""
+SCAN_AVOIDANCE_SHARE = 0.2
+"""Share of all fraud that is customer scan avoidance at self-checkout."""
+CASHIER_PATTERNS = (
+    "sweethearting",
+    "void_abuse",
+    "no_sale_abuse",
+    "refund_fraud",
+    "discount_abuse",
+)
+OPPORTUNISTIC_MIX = (0.3, 0.22, 0.13, 0.15, 0.2)
+"""Pattern probabilities (in ``CASHIER_PATTERNS`` order) for fraud by otherwise honest cashiers."""
+VOID_REVIEW_LIMIT = 50.0
+"""Voids at or above this amount need a supervisor; abusers stay just under it."""
+SUBTLE_SHARE = 0.1
+"""Fraction of fraud done carefully enough to look almost legit."""
+
+FRAUD_CODE = {name: i for i, name in enumerate(FRAUD_TYPES)}
+"""Index of each fraud type in ``FRAUD_TYPES`` (the generator works on these codes)."""
+NONE = FRAUD_CODE["none"]
+SWEET = FRAUD_CODE["sweethearting"]
+VOID = FRAUD_CODE["void_abuse"]
+NOSALE = FRAUD_CODE["no_sale_abuse"]
+REFUND = FRAUD_CODE["refund_fraud"]
+DISC = FRAUD_CODE["discount_abuse"]
+SCAN = FRAUD_CODE["scan_avoidance"]
+PATTERN_CODES = np.array([FRAUD_CODE[p] for p in CASHIER_PATTERNS])
+"""Codes of ``CASHIER_PATTERNS``, in that order."""
+
+
+def fill(weights: np.ndarray, target: float, cap: float) -> np.ndarray:
+    """Probabilities ``min(cap, a * weights)`` whose sum is ``target`` (or as close as caps allow)."""
+    p = np.zeros_like(weights, dtype=np.float64)
+    total_w = float(weights.sum())
+    if target <= 0 or total_w <= 0:
+        return p
+    # Every weight capped, summed exactly as the search below sums: cap * count can round
+    # above this sum, and a target between the two would make the search double forever.
+    full = np.where(weights > 0, cap, 0.0)
+    if full.sum() <= target:
+        return full
+    lo, hi = 0.0, target / total_w
+    while np.minimum(cap, hi * weights).sum() < target:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if np.minimum(cap, mid * weights).sum() < target:
+            lo = mid
+        else:
+            hi = mid
+    return np.minimum(cap, hi * weights)
+
+
+def fraud_probabilities(
+    *,
+    staffed: np.ndarray,
+    dishonest_active: np.ndarray,
+    intensity: np.ndarray,
+    risky_hour: np.ndarray,
+    expected_frauds: float,
+) -> np.ndarray:
+    """Per-transaction fraud probability whose sum is ``expected_frauds``.
+
+    Fills, in order, dishonest cashiers' staffed transactions (``DISHONEST_FRAUD_SHARE`` of
+    cashier fraud), self-checkout scan avoidance (``SCAN_AVOIDANCE_SHARE`` of all fraud) and
+    honest cashiers' staffed transactions (the rest); a pool that hits its cap passes the
+    remainder on, so the total is met whenever it is reachable.
+    """
+    hour_w = np.where(risky_hour, 1.6, 1.0)
+    sco = ~staffed
+    cashier_target = (
+        expected_frauds * (1.0 - SCAN_AVOIDANCE_SHARE) if sco.any() else expected_frauds
+    )
+    p = np.zeros(staffed.shape, dtype=np.float64)
+    dis = staffed & dishonest_active
+    p[dis] = fill(intensity[dis] * hour_w[dis], cashier_target * DISHONEST_FRAUD_SHARE, 0.7)
+    remaining = expected_frauds - p.sum()
+    sco_target = min(remaining, expected_frauds * SCAN_AVOIDANCE_SHARE)
+    p[sco] = fill(np.ones(int(sco.sum())), sco_target, 0.7)
+    honest = staffed & ~dishonest_active
+    remaining = expected_frauds - p.sum()
+    p[honest] = fill(hour_w[honest], remaining, 0.6)
+    remaining = expected_frauds - p.sum()
+    if remaining > 1e-9:  # very high fraud rates: lift every cap
+        p = fill(np.where(p > 0, p, 1e-3), expected_frauds, 1.0)
+    return p
