@@ -25,15 +25,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-REQUIRED_FIELDS = (
-    "transaction_id",
-    "cashier_id",
-    "item_count",
-    "total_amount",
-    "void_count",
-    "no_sale_count",
-    "weight_variance",
-)
 OUTPUT_COLUMNS = ("transaction_id", "risk_score", "risk_level", "action")
 
 
@@ -70,6 +61,7 @@ class CashierRiskModel(mlflow.pyfunc.PythonModel):
         from components.contracts import blend
         from components.contracts import features as F
         from components.contracts.engine import score_features
+        from components.contracts.schemas import REQUIRED_FIELDS
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = [c for c in REQUIRED_FIELDS if c not in frame.columns]

@@ -24,7 +24,6 @@ from components.contracts.schemas import (
 )
 from components.datagen.logic import DatagenParams, generate
 from components.register import logic as register
-from components.register import pyfunc_model
 from serving.schemas import PredictRequest, openapi_components
 
 NAMES = [f.name for f in TRANSACTION_FIELDS]
@@ -60,7 +59,6 @@ def test_same_required_fields_everywhere():
     signature = register.model_signature().inputs
     assert REQUEST["required"] == list(REQUIRED_FIELDS)
     assert [c.name for c in signature.inputs if c.required] == list(REQUIRED_FIELDS)
-    assert pyfunc_model.REQUIRED_FIELDS == REQUIRED_FIELDS
     # The optional fields are the ones serving knows how to default.
     assert set(F.REQUEST_DEFAULTS) <= set(NAMES) - set(REQUIRED_FIELDS)
 
