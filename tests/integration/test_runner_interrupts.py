@@ -83,33 +83,55 @@ def _processes_of_run(run_id: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("recorded", [True, False], ids=["recorded-group", "unrecorded-group"])
-def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp_path, recorded):
-    """``unrecorded-group``: the runner died before it could save the task's group (the
-    record is edited to look so); the group is still found by the run id in its env."""
+CLI = [sys.executable, "-m", "pipelines", "run"]
+
+
+def _start_holding(local_env: Path, tmp_path: Path, stderr) -> tuple[subprocess.Popen, Path, dict]:
+    """A real runner process on the ``holding`` pipeline; returns it, the file its holder
+    task writes its pids to, and its environment."""
     path = tmp_path / "holding.yaml"
     compiler.Compiler().compile(holding, str(path))
     hold, pids_file = tmp_path / "hold", tmp_path / "pids"
     hold.write_text("claim me")
     env = {**os.environ, "VAR_DIR": str(local_env)}
-    cli = [sys.executable, "-m", "pipelines", "run"]
     runner = subprocess.Popen(
-        [*cli, str(path), f"--param=hold={hold}", f"--param=pids={pids_file}"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*CLI, str(path), f"--param=hold={hold}", f"--param=pids={pids_file}"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
     )  # fmt: skip
+    return runner, pids_file, env
+
+
+def _task_pids(runner: subprocess.Popen, pids_file: Path) -> list[int]:
+    """The holder task's pid and its child's, once the task hangs."""
+    deadline = time.monotonic() + 60
+    while not (pids_file.exists() and pids_file.read_text()):
+        assert time.monotonic() < deadline, "holder task never started"
+        assert runner.poll() is None
+        time.sleep(0.05)
+    return [int(p) for p in pids_file.read_text().split()]
+
+
+def _kill_all(runner: subprocess.Popen, task_pids: list[int]) -> None:
+    if runner.poll() is None:
+        runner.kill()
+    for pid in task_pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded-group", "unrecorded-group"])
+def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp_path, recorded):
+    """``unrecorded-group``: the runner died before it could save the task's group (the
+    record is edited to look so); the group is still found by the run id in its env."""
+    runner, pids_file, env = _start_holding(local_env, tmp_path, subprocess.DEVNULL)
     task_pids: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while not (pids_file.exists() and pids_file.read_text()):
-            assert time.monotonic() < deadline, "holder task never started"
-            assert runner.poll() is None
-            time.sleep(0.05)
-        task_pids = [int(p) for p in pids_file.read_text().split()]
+        task_pids = _task_pids(runner, pids_file)
         run_id = record.list_runs(local_env)[0].run_id
 
         # 1. The runner is alive: resume refuses, in one line naming its pid, and changes nothing.
-        busy = subprocess.run([*cli, "--resume", run_id], cwd=REPO, env=env,
+        busy = subprocess.run([*CLI, "--resume", run_id], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert busy.returncode == 2
         assert busy.stderr.strip().splitlines() == [
@@ -130,7 +152,7 @@ def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp
 
         # 3. Resume kills the old task group (the child ignores SIGTERM: SIGKILL follows),
         #    says what it found, and the run completes.
-        resumed = subprocess.run([*cli, "--resume", run_id], cwd=REPO, env=env,
+        resumed = subprocess.run([*CLI, "--resume", run_id], cwd=REPO, env=env,
                                  capture_output=True, text=True, timeout=180)  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
         group = "holder" if recorded else f"unrecorded group {task_pids[0]}"
@@ -148,33 +170,15 @@ def test_resume_after_sigkilled_runner_kills_its_task_group_first(local_env, tmp
         assert all(not t.process for t in rec.tasks.values())
         assert rec.runner["pid"] != runner.pid
     finally:
-        if runner.poll() is None:
-            runner.kill()
-        for pid in task_pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(runner, task_pids)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_sigterm_stops_the_runner_and_its_tasks_without_retrying(local_env, tmp_path):
-    path = tmp_path / "holding.yaml"
-    compiler.Compiler().compile(holding, str(path))
-    hold, pids_file = tmp_path / "hold", tmp_path / "pids"
-    hold.write_text("claim me")
-    env = {**os.environ, "VAR_DIR": str(local_env)}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "run", str(path), f"--param=hold={hold}",
-         f"--param=pids={pids_file}"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    runner, pids_file, _ = _start_holding(local_env, tmp_path, subprocess.PIPE)
     task_pids: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while not (pids_file.exists() and pids_file.read_text()):
-            assert time.monotonic() < deadline, "holder task never started"
-            assert runner.poll() is None
-            time.sleep(0.05)
-        task_pids = [int(p) for p in pids_file.read_text().split()]
+        task_pids = _task_pids(runner, pids_file)
         runner.terminate()
         _, err = runner.communicate(timeout=60)
         assert runner.returncode == 130, err
@@ -190,8 +194,4 @@ def test_sigterm_stops_the_runner_and_its_tasks_without_retrying(local_env, tmp_
         )
         assert _processes_of_run(rec.run_id) == []
     finally:
-        if runner.poll() is None:
-            runner.kill()
-        for pid in task_pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(runner, task_pids)
