@@ -74,12 +74,19 @@ def find_bundle_dir(root: Path) -> Path:
 
 
 def download_registry_bundle(uri: str, dst: str | Path) -> tuple[Path, dict[str, Any]]:
-    """Download ``uri`` with MLflow and return the bundle folder inside plus registry facts."""
+    """Download ``uri`` with MLflow and return the bundle folder inside plus registry facts.
+
+    MLflow's HTTP retries are bounded by ``SERVICE_TIMEOUT_S`` (``tracking.bound_retries``),
+    so an unreachable tracking server stops the start within about that many seconds instead
+    of MLflow's default of ~250 s.
+    """
     import mlflow
 
     from components.contracts.settings import Settings
+    from components.contracts.tracking import bound_retries
 
     cfg = Settings.from_env().mlflow
+    bound_retries(cfg.service_timeout_s)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
     facts: dict[str, Any] = {}

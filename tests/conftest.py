@@ -7,6 +7,7 @@ session. Nothing here talks to AWS or any other outside address.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -52,6 +53,43 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
             last = exc
             time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+BRIEF_REQUEST = {
+    "transaction_id": "T100",
+    "cashier_id": "C001",
+    "item_count": 12,
+    "total_amount": 150.0,
+    "void_count": 0,
+    "no_sale_count": 0,
+    "weight_variance": 0.1,
+}
+"""The product brief's ``POST /v1/predict`` request: its seven fields, nothing optional."""
+
+
+def post_json(
+    url: str, body: object, headers: dict | None = None, timeout: float = 30
+) -> tuple[int, object]:
+    """POST ``body`` (JSON-encoded, or raw ``bytes`` sent as they are) to ``url``; returns
+    the status and the decoded JSON reply, error statuses included."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    """GET ``url``; returns the status and the body (raises on an error status)."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.status, resp.read()
 
 
 @contextlib.contextmanager

@@ -48,6 +48,14 @@ def classification_metrics(
     return meta
 
 
+def input_parameters(executor_input: str | None) -> dict[str, Any]:
+    """The task's input parameter values (``inputs.parameterValues`` of ``{{$}}``); {}
+    without an executor input (a stand-alone run)."""
+    if not executor_input:
+        return {}
+    return dict(json.loads(executor_input).get("inputs", {}).get("parameterValues", {}))
+
+
 def executor_output_path(spec: dict[str, Any], override: str | None = None) -> str:
     """Where the executor output goes: ``override`` if given, else ``outputs.outputFile``.
 

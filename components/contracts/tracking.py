@@ -185,6 +185,28 @@ def stage_run(cfg: MlflowSettings, stage: str) -> Iterator[mlflow.ActiveRun]:
         yield run
 
 
+def log_params(params: Mapping[str, object], *, executor_input: str | None = None) -> dict:
+    """Log ``params`` into the active run, minus those Kubeflow logs there itself.
+
+    Under Kubeflow's MLflow plugin (``MLFLOW_RUN_ID``) the launcher logs the task's KFP input
+    parameters into the same run when the task ends (``OnTaskEnd``: one ``LogBatch`` of
+    ``metadata.FormatExecutionParameters``, values JSON-encoded, so ``"scan_avoidance"``
+    with its quotes and ``1`` for ``1.0``). MLflow refuses a param logged again with another
+    value, and that refusal drops the launcher's whole batch (its metrics and tags too). So
+    there the task's input parameters, read from the executor input ``{{$}}``
+    (``inputs.parameterValues``: the values the launcher logs), are left to Kubeflow.
+    Elsewhere every param is logged. Returns what was logged.
+    """
+    import mlflow
+
+    from components.contracts.kfp_io import input_parameters
+
+    kfp_logs = input_parameters(executor_input) if task_run_id(os.environ) else {}
+    mine = {k: v for k, v in params.items() if k not in kfp_logs}
+    mlflow.log_params(mine)
+    return mine
+
+
 # ---------------------------------------------------------------- failures and kills
 
 PROCESS_TAG = "process"

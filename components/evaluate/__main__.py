@@ -368,13 +368,14 @@ def main(argv: list[str] | None = None) -> None:
         with tracking.stage_run(settings.mlflow, "evaluate") as run:
             import mlflow
 
-            mlflow.log_params(
+            tracking.log_params(
                 {
                     "high_precision_target": args.high_precision_target,
                     "medium_recall_target": args.medium_recall_target,
                     "novel_fraud_type": (metrics["novelty"] or {}).get("fraud_type", "n/a"),
                     "in_features": args.in_features,
-                }
+                },
+                executor_input=args.executor_input,
             )
             mlflow.log_metrics(summary)
             mlflow.log_artifacts(str(folder), artifact_path="evaluation")

@@ -100,6 +100,7 @@ def log_to_mlflow(
     data: Any,
     meta: dict[str, Any],
     metrics: dict[str, float],
+    executor_input: str | None = None,
 ) -> str:
     """Log params, metrics, the arrays and the skops model to one MLflow run; returns its id.
 
@@ -118,13 +119,14 @@ def log_to_mlflow(
         mlflow_guard("logging of train-iforest", uri),
         tracking.stage_run(settings.mlflow, STAGE) as run,
     ):
-        mlflow.log_params(
+        tracking.log_params(
             {
                 **meta["params"],
                 "feature_version": FEATURE_VERSION,
                 "n_features": len(data.feature_names),
                 "max_samples_": meta["max_samples_"],
-            }
+            },
+            executor_input=executor_input,
         )
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_artifact(str(staging / FOREST_FILE), artifact_path="forest")
@@ -166,7 +168,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         staging = pub.local_folder(args.out_model)
         forest.arrays.save(staging / FOREST_FILE)
         skops.io.dump(forest.model, staging / SKOPS_FILE)
-        meta["mlflow_run_id"] = log_to_mlflow(settings, staging, forest, data, meta, metrics)
+        meta["mlflow_run_id"] = log_to_mlflow(
+            settings, staging, forest, data, meta, metrics, args.executor_input
+        )
         storage.write_json(meta, str(staging / META_FILE))
         publish_metrics(metrics, args, pub)
     print(

@@ -143,6 +143,7 @@ def log_to_mlflow(
     data: TrainingData,
     meta: dict[str, Any],
     metrics: dict[str, float],
+    executor_input: str | None = None,
 ) -> str:
     """Log params, metrics and the models to one MLflow run; returns the run id.
 
@@ -167,7 +168,7 @@ def log_to_mlflow(
             "feature_version": FEATURE_VERSION,
             "n_features": len(data.feature_names),
         }
-        mlflow.log_params(params)
+        tracking.log_params(params, executor_input=executor_input)
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         example = pd.DataFrame(data.valid.X[:5], columns=list(data.feature_names))
         booster = models.production.booster
@@ -208,7 +209,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         models.production.booster.save_model(str(staging / MODEL_FILE))
         if models.novelty is not None:
             models.novelty.booster.save_model(str(staging / NOVELTY_MODEL_FILE))
-        meta["mlflow_run_id"] = log_to_mlflow(settings, staging, models, data, meta, metrics)
+        meta["mlflow_run_id"] = log_to_mlflow(
+            settings, staging, models, data, meta, metrics, args.executor_input
+        )
         storage.write_json(meta, str(staging / META_FILE))
         publish_metrics(metrics, args, pub)
     p = models.production

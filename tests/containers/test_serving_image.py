@@ -20,18 +20,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import BRIEF_REQUEST, REPO, free_port, get, post_json
 from tests.containers.conftest import build
-
-BODY = {
-    "transaction_id": "T100",
-    "cashier_id": "C001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
-}
 
 
 @pytest.fixture(scope="module")
@@ -73,30 +63,19 @@ def _wait_ready(container, base: str, timeout: float = 180) -> None:
     raise AssertionError(f"{base}/readyz not ready:\n{container.logs().decode()[-3000:]}")
 
 
-def _post(url: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_server_image_answers_predict_readyz_and_metrics(docker_client, serving_image):
     image = docker_client.images.get(serving_image["ref"])
     assert image.attrs["Config"]["User"] == "10001:10001"
     container, base = _start(docker_client, serving_image["ref"])
     try:
         _wait_ready(container, base)
-        status, body = _post(f"{base}/v1/predict", BODY)
+        status, body = post_json(f"{base}/v1/predict", BRIEF_REQUEST)
         assert status == 200, body
         assert 0 <= body["risk_score"] <= 100
         assert body["risk_level"] in ("Low Risk", "Medium Risk", "High Risk")
-        status, bad = _post(f"{base}/v1/predict", {**BODY, "no_sale_count": -1})
+        status, bad = post_json(f"{base}/v1/predict", {**BRIEF_REQUEST, "no_sale_count": -1})
         assert status == 400, bad
-        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
-            metrics = resp.read().decode()
+        metrics = get(f"{base}/metrics")[1].decode()
         assert 'route="/v1/predict",status="200"} 1.0' in metrics
     finally:
         container.remove(force=True)

@@ -84,3 +84,18 @@ def the_error(stderr: str, stage: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith(f"{stage}: error:")]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def runs(var: Path, stage: str) -> dict[str, object]:
+    """The MLflow runs of ``stage`` in the embedded SQLite store under ``var`` (by id)."""
+    import mlflow
+
+    uri = f"sqlite:///{var.resolve() / 'mlflow' / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("cashier-integrity")
+    if experiment is None:
+        return {}
+    return {
+        r.info.run_id: r
+        for r in client.search_runs([experiment.experiment_id], f"tags.stage = '{stage}'")
+    }

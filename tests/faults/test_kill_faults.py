@@ -13,10 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from faultlib import REPO, clean_env
+from faultlib import REPO, clean_env, runs
 
 pytestmark = pytest.mark.integration
 
@@ -32,20 +31,6 @@ def main():
         time.sleep(600)
 sys.exit(cli.run(sys.argv[1], main))
 """
-
-
-def runs(var: Path, stage: str) -> dict[str, object]:
-    import mlflow
-
-    uri = f"sqlite:///{var.resolve() / 'mlflow' / 'mlflow.db'}"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("cashier-integrity")
-    if experiment is None:
-        return {}
-    return {
-        r.info.run_id: r
-        for r in client.search_runs([experiment.experiment_id], f"tags.stage = '{stage}'")
-    }
 
 
 def hold(env, stage: str, how: str) -> tuple[subprocess.Popen, str]:

@@ -80,6 +80,30 @@ def test_train_xgb_with_mlflow_down(trained, tmp_path, mlflow_down):
     assert not (tmp_path / "model").exists()
 
 
+def test_server_with_model_uri_and_mlflow_down(tmp_path, mlflow_down):
+    """uvicorn with ``MODEL_URI`` and MLflow down: the start fails within the knob (not
+    MLflow's ~250 s of retries) and the error is one line naming the URI and the URL."""
+    import subprocess
+    import sys
+
+    from faultlib import REPO
+
+    uri = "models:/cashier-integrity-risk@champion"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app",
+         "--host", "127.0.0.1", "--port", str(closed_port())],
+        cwd=REPO, env={**mlflow_down, "MODEL_URI": uri}, capture_output=True, text=True,
+        timeout=KNOB_S + SLACK_S + 60,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "ModelLoadError:" in line]
+    assert len(lines) == 1, proc.stderr
+    assert uri in lines[0] and mlflow_down["MLFLOW_TRACKING_URI"] in lines[0]
+    assert elapsed < KNOB_S + SLACK_S
+
+
 def test_split_with_s3_down(trained, tmp_path):
     env = clean_env(
         tmp_path / "var",

@@ -17,29 +17,18 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, running
+from tests.conftest import BRIEF_REQUEST, REPO, free_port, get, post_json, running
 from tools.demo import build_demo_bundle
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "10"))
 MIN_CASES = int(os.environ.get("SCHEMATHESIS_MIN_CASES", "200"))
-BODY = {
-    "transaction_id": "T100",
-    "cashier_id": "C0001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
-}
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +57,8 @@ def server(tmp_path_factory) -> str:
         yield base
 
 
-def _post(url: str, raw: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        url, data=raw, method="POST", headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def _requests_by_status(base: str, route: str) -> Counter:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+    text = get(f"{base}/metrics")[1].decode()
     counts: Counter = Counter()
     for line in text.splitlines():
         if line.startswith("pos_risk_requests_total{") and f'route="{route}"' in line:
@@ -93,7 +70,7 @@ def _requests_by_status(base: str, route: str) -> Counter:
 def test_client_hanging_up_mid_body_is_not_a_server_error(server):
     """Half a body, then close: recorded as 499 (client closed request), never 5xx."""
     before = _requests_by_status(server, "/v1/predict")
-    body = json.dumps(BODY).encode()
+    body = json.dumps(BRIEF_REQUEST).encode()
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
@@ -112,7 +89,7 @@ def test_client_hanging_up_mid_body_is_not_a_server_error(server):
     assert new == Counter({"499": 1.0}), new
     assert not any(status.startswith("5") for status in after), after
     # The server is fine afterwards.
-    assert _post(f"{server}/v1/predict", body)[0] == 200
+    assert post_json(f"{server}/v1/predict", body)[0] == 200
 
 
 @pytest.mark.parametrize(
@@ -120,14 +97,18 @@ def test_client_hanging_up_mid_body_is_not_a_server_error(server):
     [
         (b"[" * 50_000 + b"]" * 50_000, "body"),
         (
-            json.dumps(BODY).encode()[:-1] + b', "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+            json.dumps(BRIEF_REQUEST).encode()[:-1]
+            + b', "x": '
+            + b"[" * 50_000
+            + b"]" * 50_000
+            + b"}",
             "deep",
         ),
-        (json.dumps(BODY).encode()[:-1] + b', "item_count": 1}', "duplicate key"),
+        (json.dumps(BRIEF_REQUEST).encode()[:-1] + b', "item_count": 1}', "duplicate key"),
     ],
 )
 def test_pathological_json_is_400_over_http(server, raw, detail):
-    status, body = _post(f"{server}/v1/predict", raw)
+    status, body = post_json(f"{server}/v1/predict", raw)
     assert status == 400 and detail in body["detail"], body
     assert not any(s.startswith("5") for s in _requests_by_status(server, "/v1/predict"))
 

@@ -8,44 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from components.contracts import storage
-from tests.conftest import REPO, free_port, running
+from tests.conftest import BRIEF_REQUEST, REPO, free_port, get, post_json, running
 
 pytestmark = pytest.mark.integration
-
-BODY = {
-    "transaction_id": "T100",
-    "cashier_id": "C001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
-}
-
-
-def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"content-type": "application/json", **(headers or {})},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return resp.status, resp.read()
 
 
 def _uvicorn(port: int, workers: int = 1) -> list[str]:
@@ -98,7 +68,7 @@ def test_registry_champion_over_http(pipeline, tmp_path):
     with running(
         _uvicorn(port), f"{base}/healthz", env=env, log=tmp_path / "uvicorn.log", timeout=180
     ):
-        status, body = _post(f"{base}/v1/predict", BODY)
+        status, body = post_json(f"{base}/v1/predict", BRIEF_REQUEST)
         assert status == 200, body
         assert set(body) >= {
             "transaction_id",
@@ -110,13 +80,13 @@ def test_registry_champion_over_http(pipeline, tmp_path):
             "reasons",
         }
         assert body["model_version"] == pipeline["model_version"]
-        info = json.loads(_get(f"{base}/v1/model")[1])
+        info = json.loads(get(f"{base}/v1/model")[1])
         assert info["alias"] == ("champion" if pipeline["champion"] else None)
         assert info["run_id"] and info["source"] == pipeline["model_uri"]
-        status, bad = _post(f"{base}/v1/predict", {**BODY, "no_sale_count": -1})
+        status, bad = post_json(f"{base}/v1/predict", {**BRIEF_REQUEST, "no_sale_count": -1})
         assert status == 400 and "no_sale_count" in json.dumps(bad)
-        assert _get(f"{base}/readyz")[0] == 200
-        metrics = _get(f"{base}/metrics")[1].decode()
+        assert get(f"{base}/readyz")[0] == 200
+        metrics = get(f"{base}/metrics")[1].decode()
         assert (
             'pos_risk_requests_total{method="POST",route="/v1/predict",status="200"} 1.0' in metrics
         )
@@ -159,16 +129,18 @@ def test_bake_then_serve_with_two_workers(pipeline, tmp_path):
         log=tmp_path / "uvicorn.log",
         timeout=180,
     ):
-        assert _post(f"{base}/v1/predict", BODY)[0] == 401
+        assert post_json(f"{base}/v1/predict", BRIEF_REQUEST)[0] == 401
         for i in range(20):
-            status, body = _post(
-                f"{base}/v1/predict", {**BODY, "transaction_id": f"T{i}"}, {"X-API-Key": "k"}
+            status, body = post_json(
+                f"{base}/v1/predict",
+                {**BRIEF_REQUEST, "transaction_id": f"T{i}"},
+                {"X-API-Key": "k"},
             )
             assert status == 200 and body["transaction_id"] == f"T{i}"
-        batch = {"transactions": [BODY] * 50}
-        status, body = _post(f"{base}/v1/predict/batch", batch, {"X-API-Key": "k"})
+        batch = {"transactions": [BRIEF_REQUEST] * 50}
+        status, body = post_json(f"{base}/v1/predict/batch", batch, {"X-API-Key": "k"})
         assert status == 200 and body["count"] == 50
-        metrics = _get(f"{base}/metrics")[1].decode()
+        metrics = get(f"{base}/metrics")[1].decode()
         # Aggregated across both workers by the multiprocess collector.
         total = sum(
             float(m.rsplit(" ", 1)[1])
@@ -176,7 +148,7 @@ def test_bake_then_serve_with_two_workers(pipeline, tmp_path):
             if m.startswith("pos_risk_predictions_total{")
         )
         assert total == 70.0
-        assert _get(f"{base}/readyz")[0] == 200
+        assert get(f"{base}/readyz")[0] == 200
 
 
 def test_bake_refuses_a_tampered_registry_artifact(pipeline, tmp_path):

@@ -9,27 +9,19 @@ import pytest
 
 from serving.body import BodyError, decode_body
 from serving.schemas import ID_MAX_LENGTH, BatchRequest, PredictRequest
+from tests.conftest import BRIEF_REQUEST
 
 ONE = msgspec.json.Decoder(PredictRequest, strict=True)
 BATCH = msgspec.json.Decoder(BatchRequest, strict=True)
 JSON = "application/json"
-REQUEST = {
-    "transaction_id": "T100",
-    "cashier_id": "C001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
-}
 
 
 def _raw(**change) -> bytes:
-    return json.dumps({**REQUEST, **change}).encode()
+    return json.dumps({**BRIEF_REQUEST, **change}).encode()
 
 
 def _with(raw_member: bytes) -> bytes:
-    """REQUEST plus one raw JSON member (``b'"key": value'``) appended verbatim."""
+    """BRIEF_REQUEST plus one raw JSON member (``b'"key": value'``) appended verbatim."""
     return _raw()[:-1] + b", " + raw_member + b"}"
 
 
@@ -93,7 +85,9 @@ def test_json_numbers_are_numbers(field, value):
 
 
 def test_errors_inside_a_batch_name_the_item_and_field():
-    body = json.dumps({"transactions": [REQUEST, {**REQUEST, "no_sale_count": "1"}]}).encode()
+    body = json.dumps(
+        {"transactions": [BRIEF_REQUEST, {**BRIEF_REQUEST, "no_sale_count": "1"}]}
+    ).encode()
     error = _refused(body, BATCH)
     assert error.key == "transactions[1].no_sale_count"
 

@@ -15,17 +15,8 @@ from mangum import Mangum
 
 from serving.app import create_app
 from serving.settings import ServingSettings
+from tests.conftest import BRIEF_REQUEST
 from tools.demo import build_demo_bundle
-
-BODY = {
-    "transaction_id": "T100",
-    "cashier_id": "C001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
-}
 
 
 class Context:
@@ -149,18 +140,18 @@ def handler(bundle_dir):
 
 @pytest.mark.parametrize("b64", [False, True])
 def test_rest_api_v1_with_stage(handler, b64):
-    response = handler(rest_v1("/v1/predict", BODY, b64=b64), Context())
+    response = handler(rest_v1("/v1/predict", BRIEF_REQUEST, b64=b64), Context())
     assert response["statusCode"] == 200
     body = _json(response)
     assert body["transaction_id"] == "T100" and 0 <= body["risk_score"] <= 100
 
 
 def test_http_api_v2_and_function_url(handler):
-    response = handler(http_v2("/v1/predict", BODY), Context())
+    response = handler(http_v2("/v1/predict", BRIEF_REQUEST), Context())
     assert response["statusCode"] == 200 and _json(response)["risk_level"]
     url = http_v2(
         "/v1/predict/batch",
-        {"transactions": [BODY, BODY]},
+        {"transactions": [BRIEF_REQUEST, BRIEF_REQUEST]},
         domain="abcdefghij.lambda-url.us-east-1.on.aws",
     )
     response = handler(url, Context())
@@ -168,20 +159,20 @@ def test_http_api_v2_and_function_url(handler):
 
 
 def test_alb_event(handler):
-    response = handler(alb("/v1/predict", BODY), Context())
+    response = handler(alb("/v1/predict", BRIEF_REQUEST), Context())
     assert response["statusCode"] == 200 and _json(response)["action"]
     assert handler(alb("/healthz", method="GET"), Context())["statusCode"] == 200
 
 
 def test_bad_input_through_lambda_is_400(handler):
-    response = handler(rest_v1("/v1/predict", {**BODY, "item_count": -3}), Context())
+    response = handler(rest_v1("/v1/predict", {**BRIEF_REQUEST, "item_count": -3}), Context())
     assert response["statusCode"] == 400 and "item_count" in response["body"]
 
 
 def test_base_path_is_stripped(bundle_dir):
     app = create_app(ServingSettings(model_dir=str(bundle_dir)))
     handler = Mangum(app, lifespan="off", api_gateway_base_path="/risk")
-    response = handler(http_v2("/risk/v1/predict", BODY, stage="risk"), Context())
+    response = handler(http_v2("/risk/v1/predict", BRIEF_REQUEST, stage="risk"), Context())
     assert response["statusCode"] == 200 and _json(response)["transaction_id"] == "T100"
     assert handler(rest_v1("/risk/v1/model", method="GET"), Context())["statusCode"] == 200
 
@@ -197,9 +188,11 @@ def test_lambda_handler_module_loads_at_import_and_emits_emf(bundle_dir, monkeyp
     with capsys.disabled():
         module = importlib.import_module("serving.lambda_handler")
     capsys.readouterr()
-    denied = module.handler(rest_v1("/v1/predict", BODY), Context())
+    denied = module.handler(rest_v1("/v1/predict", BRIEF_REQUEST), Context())
     assert denied["statusCode"] == 401
-    response = module.handler(rest_v1("/v1/predict", BODY, headers={"X-API-Key": "k"}), Context())
+    response = module.handler(
+        rest_v1("/v1/predict", BRIEF_REQUEST, headers={"X-API-Key": "k"}), Context()
+    )
     assert response["statusCode"] == 200
     lines = [
         json.loads(line)
@@ -228,8 +221,9 @@ def test_image_dependencies_suffice(bundle_dir):
         "import sys, json\n"
         "for m in ('sklearn', 'mlflow'): sys.modules[m] = None\n"
         "from serving.lambda_handler import handler\n"
-        "from tests.unit.test_serving_lambda import BODY, Context, http_v2\n"
-        "r = handler(http_v2('/v1/predict', BODY), Context())\n"
+        "from tests.conftest import BRIEF_REQUEST\n"
+        "from tests.unit.test_serving_lambda import Context, http_v2\n"
+        "r = handler(http_v2('/v1/predict', BRIEF_REQUEST), Context())\n"
         "print(r['statusCode'], json.loads(r['body'])['risk_level'])\n"
     )
     env = {**os.environ, "MODEL_DIR": str(bundle_dir), "METRICS_MODE": "prometheus"}
