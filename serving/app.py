@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import sys
 import time
 from typing import Any
 
@@ -224,13 +225,23 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
 
     Raises:
         model_loader.ModelLoadError: No model configured, download failed, or the bundle
-            failed verification (sha256, versions) or its self-test.
+            failed verification (sha256, versions) or its self-test; given ``settings``.
+        SystemExit: The same failures when the settings come from the environment (the
+            ``uvicorn --factory`` / Lambda entry): one line on stderr, exit status 1, so an
+            operator reads the cause instead of a traceback.
     """
+    from_env = settings is None
     settings = settings or ServingSettings.from_env()
     if settings.max_batch > BATCH_LIMIT:
         raise ValueError(f"MAX_BATCH={settings.max_batch} exceeds the hard limit {BATCH_LIMIT}")
     prepare_numba_cache()  # seed the kernel cache before the model's self-test compiles
-    loaded = model_loader.get_model(settings)
+    try:
+        loaded = model_loader.get_model(settings)
+    except model_loader.ModelLoadError as exc:
+        if not from_env:
+            raise
+        print(f"serving: ModelLoadError: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     scorer = loaded.scorer
     version = loaded.version
     metrics = _build_metrics(settings, loaded)

@@ -101,6 +101,7 @@ def test_server_with_model_uri_and_mlflow_down(tmp_path, mlflow_down):
     lines = [line for line in proc.stderr.splitlines() if "ModelLoadError:" in line]
     assert len(lines) == 1, proc.stderr
     assert uri in lines[0] and mlflow_down["MLFLOW_TRACKING_URI"] in lines[0]
+    assert "Traceback" not in proc.stderr, proc.stderr
     assert elapsed < KNOB_S + SLACK_S
 
 
