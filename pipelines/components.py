@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.contracts.spec import StageSpec
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -63,6 +65,11 @@ def image_for(
     from pipelines.images import image_refs
 
     return image_refs(image_registry)[stage.name]
+
+
+def stage_spec(stage: Stage) -> StageSpec:
+    """The stage's declared interface (``components/<stage>/component.py``'s ``SPEC``)."""
+    return importlib.import_module(f"components.{stage.module}.component").SPEC
 
 
 def build_components(

@@ -33,6 +33,7 @@ from components.contracts.settings import Settings
 from components.contracts.storage import sha256_bytes
 from components.contracts.training import check_features_table
 from components.evaluate import logic, report
+from components.evaluate.component import SPEC
 
 log = logging.getLogger("evaluate")
 
@@ -51,65 +52,7 @@ FEATURE_COLUMNS = pa.schema(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        stage="evaluate",
-        prog="python -m components.evaluate",
-        description="Blend both models into one calibrated 0-100 risk score, choose risk-level "
-        "thresholds on the valid subset and report on the test subset.",
-    )
-    p.add_argument(
-        "--in-features",
-        required=True,
-        help="Feature table (Parquet file, local or s3://) from the features stage.",
-    )
-    p.add_argument(
-        "--in-xgb-model",
-        required=True,
-        help="train-xgb output folder: xgb.ubj, novelty_xgb.ubj, meta.json.",
-    )
-    p.add_argument(
-        "--in-iforest-model",
-        required=True,
-        help="train-iforest output folder: forest.npz (plain arrays), meta.json.",
-    )
-    p.add_argument(
-        "--out-evaluation",
-        required=True,
-        help="Output folder: blend.json, metrics.json, plots/*.png, report.md.",
-    )
-    p.add_argument("--out-metrics", help="Flat JSON of headline test metrics (KFP Metrics).")
-    p.add_argument(
-        "--out-classification-metrics",
-        help="JSON confusion matrix (Medium-or-High vs truth) and ROC points "
-        "(KFP ClassificationMetrics).",
-    )
-    p.add_argument("--out-report", help="Self-contained HTML report (plots embedded).")
-    p.add_argument(
-        "--high-precision-target",
-        type=float,
-        default=0.8,
-        help="High = lowest score whose precision on valid reaches this (default 0.8).",
-    )
-    p.add_argument(
-        "--medium-recall-target",
-        type=float,
-        default=0.95,
-        help="Medium = highest score at which recall on valid reaches this (default 0.95).",
-    )
-    p.add_argument(
-        "--novel-fraud-type",
-        default=None,
-        help="Fraud type withheld from novelty_xgb.ubj (default: from the xgb "
-        f"meta.json, else {DEFAULT_NOVEL_TYPE}).",
-    )
-    p.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional.")
-    p.add_argument(
-        "--executor-output",
-        help="executor output path for stand-alone use (default: outputs.outputFile of "
-        "--executor-input, where the KFP launcher reads it)",
-    )
-    tracking.add_pipeline_run_id_arg(p)
-    return p.parse_args(argv)
+    return cli.build_parser(SPEC).parse_args(argv)
 
 
 # ---------------------------------------------------------------- inputs

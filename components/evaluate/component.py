@@ -1,60 +1,78 @@
-"""KFP v2 container component for the ``evaluate`` stage (``python -m components.evaluate``)."""
+"""The ``evaluate`` stage's interface, declared once: the CLI, the KFP container component
+(``build(image)``), the pipeline defaults and the README table come from ``SPEC``."""
 
-from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from components.contracts.spec import Io, Param, StageSpec
+
+SPEC = StageSpec(
+    module="evaluate",
+    summary="Blend both models into one calibrated 0-100 risk score and evaluate it.",
+    inputs=(
+        Io(
+            "features",
+            "Dataset",
+            "Feature table from ``features`` (valid fits the blend, test is reported).",
+        ),
+        Io("xgb_model", "Model", "Model folder from ``train-xgb``."),
+        Io("iforest_model", "Model", "Model folder from ``train-iforest``."),
+    ),
+    outputs=(
+        Io(
+            "evaluation",
+            "Artifact",
+            "Folder: blend.json (weights, calibration, thresholds, reference score "
+            "histogram), metrics.json, plots/*.png, report.md.",
+        ),
+        Io("metrics", "Metrics", "Headline test metrics (KFP Metrics).", required=False),
+        Io(
+            "classification_metrics",
+            "ClassificationMetrics",
+            "Confusion matrix (Medium-or-High vs truth) and ROC curve (KFP ClassificationMetrics).",
+            required=False,
+        ),
+        Io(
+            "report",
+            "HTML",
+            "Evaluation report (self-contained HTML, rendered in the KFP UI).",
+            required=False,
+        ),
+    ),
+    params=(
+        Param(
+            "high_precision_target",
+            float,
+            0.8,
+            "High Risk = lowest score whose precision on valid reaches this.",
+        ),
+        Param(
+            "medium_recall_target",
+            float,
+            0.95,
+            "Medium Risk = highest score at which recall on valid reaches this.",
+        ),
+        Param(
+            "novel_fraud_type",
+            str,
+            None,
+            "Fraud type withheld from novelty_xgb.ubj; unset: from the xgb meta.json.",
+            kfp=False,
+        ),
+    ),
+    executor_input=True,
+    tracks=True,
+    headline=(
+        "blend_pr_auc",
+        "blend_roc_auc",
+        "blend_recall_at_1pct_fpr",
+        "novel_production_blend_recall_at_1pct_fpr",
+        "xgb_pr_auc",
+        "iforest_pr_auc",
+        "threshold_high",
+        "threshold_medium",
+        "test_rows",
+    ),
+)
 
 
 def build(image: str):
-    """Return the ``evaluate`` container component that runs in ``image``.
-
-    Args:
-        image: Full image reference, e.g. ``ghcr.io/cashier-integrity/evaluate:latest``.
-    """
-
-    @dsl.container_component
-    def evaluate(
-        features: Input[Dataset],
-        xgb_model: Input[Model],
-        iforest_model: Input[Model],
-        evaluation: Output[Artifact],
-        metrics: Output[Metrics],
-        classification_metrics: Output[ClassificationMetrics],
-        report: Output[HTML],
-        high_precision_target: float = 0.8,
-        medium_recall_target: float = 0.95,
-    ):
-        """Blend both models into one calibrated 0-100 risk score and evaluate it.
-
-        Args:
-            features: Feature table from ``features`` (its ``test`` subset is scored).
-            xgb_model: Model folder from ``train-xgb``.
-            iforest_model: Model folder from ``train-iforest``.
-            high_precision_target: Precision the "High Risk" threshold must reach.
-            medium_recall_target: Recall the "Medium Risk" threshold must reach.
-
-        Returns:
-            evaluation: Output folder: ``blend.json`` (weights, calibration, thresholds,
-                reference score histogram), ``metrics.json``, ``plots/*.png``, ``report.md``.
-            metrics: Output headline test metrics (KFP Metrics).
-            classification_metrics: Output confusion matrix and ROC curve (KFP
-                ClassificationMetrics).
-            report: Output evaluation report (HTML, rendered in the KFP UI).
-        """
-        return dsl.ContainerSpec(
-            image=image,
-            command=["python", "-m", "components.evaluate"],
-            args=[
-                "--in-features", features.path,
-                "--in-xgb-model", xgb_model.path,
-                "--in-iforest-model", iforest_model.path,
-                "--out-evaluation", evaluation.path,
-                "--out-metrics", metrics.path,
-                "--out-classification-metrics", classification_metrics.path,
-                "--out-report", report.path,
-                "--high-precision-target", high_precision_target,
-                "--medium-recall-target", medium_recall_target,
-                "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER,
-            ],
-        )  # fmt: skip
-
-    return evaluate
+    """The ``evaluate`` container component running in ``image`` (a full image reference)."""
+    return SPEC.component(image)

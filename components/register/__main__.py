@@ -52,6 +52,7 @@ from components.contracts.schemas import InputError, validate_table
 from components.contracts.settings import Settings
 from components.contracts.storage import sha256_bytes
 from components.register import logic
+from components.register.component import SPEC
 
 log = logging.getLogger("register")
 
@@ -61,71 +62,14 @@ MODEL_ARTIFACT = "model"
 PIP_PACKAGES = ("mlflow", "xgboost-cpu", "numpy", "pandas", "pyarrow", "numba", "scikit-learn")
 
 
+DESCRIPTION = (
+    "MLflow locations come from the environment (MLFLOW_TRACKING_URI, "
+    "MLFLOW_ARTIFACT_LOCATION, MODEL_NAME, CHAMPION_ALIAS)."
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        stage="register",
-        prog="python -m components.register",
-        description="Build the serving bundle, register it in the MLflow registry and move the "
-        "champion alias only if the quality gate passes. MLflow locations come from the "
-        "environment (MLFLOW_TRACKING_URI, MLFLOW_ARTIFACT_LOCATION, MODEL_NAME, CHAMPION_ALIAS).",
-    )
-    p.add_argument("--in-xgb-model", required=True, help="train-xgb output folder (xgb.ubj).")
-    p.add_argument(
-        "--in-iforest-model", required=True, help="train-iforest output folder (forest.npz)."
-    )
-    p.add_argument(
-        "--in-evaluation", required=True, help="evaluate output folder (blend.json, metrics.json)."
-    )
-    p.add_argument(
-        "--in-profiles", required=True, help="Profile table (Parquet) from the features stage."
-    )
-    p.add_argument(
-        "--out-bundle", required=True, help="Output serving bundle folder (local or s3://)."
-    )
-    p.add_argument(
-        "--out-decision",
-        required=True,
-        help="Output JSON: model version, gate checks, whether the alias moved.",
-    )
-    p.add_argument(
-        "--min-pr-auc",
-        type=float,
-        default=0.5,
-        help="Floor for the blend's test PR-AUC (default 0.5).",
-    )
-    p.add_argument(
-        "--min-recall-at-1pct-fpr",
-        type=float,
-        default=0.6,
-        help="Floor for the blend's test recall at 1%% FPR (default 0.6).",
-    )
-    p.add_argument(
-        "--max-regression",
-        type=float,
-        default=0.02,
-        help="Largest allowed drop of either gated metric vs the champion (default 0.02).",
-    )
-    p.add_argument(
-        "--fail-on-reject",
-        nargs="?",
-        const=True,
-        default=False,
-        type=_truthy,
-        metavar="true|false",
-        help="Exit 1 when the gate rejects the model (default: exit 0, see decision). "
-        "A bare flag means true; the pipeline passes its boolean parameter as a value.",
-    )
-    tracking.add_pipeline_run_id_arg(p)
-    return p.parse_args(argv)
-
-
-def _truthy(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return cli.build_parser(SPEC, DESCRIPTION).parse_args(argv)
 
 
 # ---------------------------------------------------------------- inputs

@@ -11,54 +11,35 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from components.contracts import cli, storage, tracking
+from components.contracts import cli, tracking
 from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
 from components.contracts.settings import Settings
 from components.contracts.training import (
-    MlflowLoggingError,
-    add_training_io_args,
+    META_FILE,
     mlflow_guard,
-    publish_metrics,
     training_data,
+    training_main,
 )
 from components.train_iforest import logic
+from components.train_iforest.component import SPEC
 
-STAGE = "train-iforest"
+STAGE = SPEC.name
 FOREST_FILE = "forest.npz"
 SKOPS_FILE = "iforest.skops"
-META_FILE = "meta.json"
 META_FORMAT_VERSION = 1
 
 logger = logging.getLogger(STAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = logic.IForestParams()
-    p = cli.ArgumentParser(
-        stage=STAGE,
-        prog="python -m components.train_iforest",
-        description="Fit the unsupervised isolation forest on the features table's train "
-        "subset; save it as plain arrays (forest.npz) and skops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_training_io_args(p, f"{FOREST_FILE}, {SKOPS_FILE}, {META_FILE}")
-    hp = p.add_argument_group("hyperparameters")
-    hp.add_argument("--n-estimators", type=int, default=d.n_estimators, help="number of trees")
-    hp.add_argument(
-        "--max-samples",
-        type=int,
-        default=d.max_samples,
-        help="rows sampled to grow each tree (capped at the training rows)",
-    )
-    hp.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    tracking.add_pipeline_run_id_arg(p)
-    return p
+    return cli.build_parser(SPEC)
 
 
 def build_meta(
@@ -148,43 +129,51 @@ def log_to_mlflow(
         return run.info.run_id
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
-    """Run the stage; returns the flat metrics."""
-    import skops.io
+@dataclass
+class FittedForest:
+    """The isolation forest, trained: what ``training.run_training`` publishes."""
 
-    settings = Settings.from_env()
+    forest: logic.TrainedForest
+    data: Any
+    metrics: dict[str, float]
+    meta: dict[str, Any]
+
+    def save(self, folder: Path) -> None:
+        import skops.io
+
+        self.forest.arrays.save(folder / FOREST_FILE)
+        skops.io.dump(self.forest.model, folder / SKOPS_FILE)
+
+    def log(self, settings: Settings, folder: Path) -> str:
+        return log_to_mlflow(settings, folder, self.forest, self.data, self.meta, self.metrics)
+
+    def summary(self) -> str:
+        f = self.forest
+        return (
+            f"{f.arrays.n_trees} trees, {f.arrays.n_nodes} nodes, valid PR-AUC "
+            f"{f.valid_metrics['pr_auc']:.4f}, recall@1%FPR "
+            f"{f.valid_metrics['recall_at_1pct_fpr']:.4f}"
+        )
+
+
+def fitter(args: argparse.Namespace):
+    """The function that fits the forest on a features table, for ``args``."""
     params = logic.IForestParams(
         n_estimators=args.n_estimators, max_samples=args.max_samples, seed=args.seed
     )
-    table = storage.read_table(args.in_features)
-    data = training_data(table, ANOMALY_FEATURES, source=args.in_features, require_positives=False)
-    logger.info("fitting on %d rows, %d features", data.train.n, len(data.feature_names))
-    forest = logic.train_forest(data, params, scoring_features=FEATURE_NAMES)
-    metrics = logic.flat_metrics(forest)
-    meta = build_meta(forest, params, data.feature_names)
-    with storage.publish(STAGE) as pub:  # model folder and metrics: one commit
-        staging = pub.local_folder(args.out_model)
-        forest.arrays.save(staging / FOREST_FILE)
-        skops.io.dump(forest.model, staging / SKOPS_FILE)
-        meta["mlflow_run_id"] = log_to_mlflow(settings, staging, forest, data, meta, metrics)
-        storage.write_json(meta, str(staging / META_FILE))
-        publish_metrics(metrics, args, pub)
-    print(
-        f"{STAGE}: {forest.arrays.n_trees} trees, {forest.arrays.n_nodes} nodes, valid PR-AUC "
-        f"{forest.valid_metrics['pr_auc']:.4f}, recall@1%FPR "
-        f"{forest.valid_metrics['recall_at_1pct_fpr']:.4f} -> {args.out_model}"
-    )
-    return metrics
+
+    def fit(table, source: str) -> FittedForest:
+        data = training_data(table, ANOMALY_FEATURES, source=source, require_positives=False)
+        logger.info("fitting on %d rows, %d features", data.train.n, len(data.feature_names))
+        forest = logic.train_forest(data, params, scoring_features=FEATURE_NAMES)
+        meta = build_meta(forest, params, data.feature_names)
+        return FittedForest(forest, data, logic.flat_metrics(forest), meta)
+
+    return fit
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    tracking.use_pipeline_run_id(args.pipeline_run_id)
-    try:
-        return cli.run(STAGE, lambda: run(args))
-    except MlflowLoggingError as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        return 1
+    return training_main(SPEC, fitter, argv)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,32 @@
-"""KFP v2 container component for ``train-iforest`` (``python -m components.train_iforest``)."""
+"""The ``train-iforest`` stage's interface, declared once: the CLI, the KFP container
+component (``build(image)``), the pipeline defaults and the README table come from ``SPEC``.
 
-from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+The hyperparameter defaults are ``IForestParams``' own (``components/train_iforest/logic.py``).
+"""
+
+from components.contracts.spec import Param, StageSpec
+from components.contracts.training import training_io
+from components.train_iforest.logic import IForestParams as _D
+
+SPEC = StageSpec(
+    module="train_iforest",
+    summary="Train the unsupervised isolation forest (novel, unlabelled patterns).",
+    **training_io("forest.npz (plain arrays, no pickle), iforest.skops and meta.json"),
+    params=(
+        Param("n_estimators", int, _D.n_estimators, "Number of isolation trees."),
+        Param(
+            "max_samples",
+            int,
+            _D.max_samples,
+            "Rows sampled to grow each tree (capped at the training rows).",
+        ),
+        Param("seed", int, _D.seed, "Random seed."),
+    ),
+    executor_input=True,
+    tracks=True,
+)
 
 
 def build(image: str):
-    """Return the ``train-iforest`` container component that runs in ``image``.
-
-    Args:
-        image: Full image reference, e.g. ``ghcr.io/cashier-integrity/train-iforest:latest``.
-    """
-
-    @dsl.container_component
-    def train_iforest(
-        features: Input[Dataset],
-        model: Output[Model],
-        metrics: Output[Metrics],
-        n_estimators: int = 200,
-        max_samples: int = 512,
-        seed: int = 42,
-    ):
-        """Train the unsupervised isolation forest (novel, unlabelled patterns).
-
-        Args:
-            features: Feature table from ``features``.
-            n_estimators: Number of isolation trees.
-            max_samples: Rows sampled to grow each tree.
-            seed: Random seed.
-
-        Returns:
-            model: Output model folder: ``forest.npz`` (plain arrays, no pickle),
-                ``iforest.skops`` and ``meta.json``.
-            metrics: Output validation metrics (KFP Metrics, shown in the run's UI).
-        """
-        return dsl.ContainerSpec(
-            image=image,
-            command=["python", "-m", "components.train_iforest"],
-            args=[
-                "--in-features", features.path,
-                "--out-model", model.path,
-                "--out-metrics", metrics.path,
-                "--n-estimators", n_estimators,
-                "--max-samples", max_samples,
-                "--seed", seed,
-                "--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER,
-            ],
-        )  # fmt: skip
-
-    return train_iforest
+    """The ``train-iforest`` container component running in ``image`` (a full image reference)."""
+    return SPEC.component(image)

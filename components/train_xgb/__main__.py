@@ -10,86 +10,36 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from components.contracts import cli, storage, tracking
+from components.contracts import cli, tracking
 from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
-from components.contracts.schemas import FRAUD_TYPES
 from components.contracts.settings import Settings
 from components.contracts.training import (
-    MlflowLoggingError,
+    META_FILE,
     TrainingData,
-    add_training_io_args,
     mlflow_guard,
     prefer_passive_openmp,
-    publish_metrics,
     training_data,
+    training_main,
 )
 from components.train_xgb import logic
+from components.train_xgb.component import SPEC
 
-STAGE = "train-xgb"
+STAGE = SPEC.name
 MODEL_FILE = "xgb.ubj"
 NOVELTY_MODEL_FILE = "novelty_xgb.ubj"
-META_FILE = "meta.json"
 META_FORMAT_VERSION = 1
 
 logger = logging.getLogger(STAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = logic.XgbParams()
-    p = cli.ArgumentParser(
-        stage=STAGE,
-        prog="python -m components.train_xgb",
-        description="Train the supervised XGBoost fraud classifier (production + novelty "
-        "boosters) on the features table's train subset, early stopping on its valid subset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_training_io_args(p, f"{MODEL_FILE}, {NOVELTY_MODEL_FILE}, {META_FILE}")
-    hp = p.add_argument_group("hyperparameters")
-    hp.add_argument("--n-estimators", type=int, default=d.n_estimators, help="max boosting rounds")
-    hp.add_argument("--max-depth", type=int, default=d.max_depth, help="max tree depth")
-    hp.add_argument("--learning-rate", type=float, default=d.learning_rate, help="eta")
-    hp.add_argument("--subsample", type=float, default=d.subsample, help="row subsample per tree")
-    hp.add_argument(
-        "--colsample-bytree",
-        type=float,
-        default=d.colsample_bytree,
-        help="feature subsample per tree",
-    )
-    hp.add_argument(
-        "--min-child-weight",
-        type=float,
-        default=d.min_child_weight,
-        help="min sum of instance weight in a child",
-    )
-    hp.add_argument(
-        "--early-stopping-rounds",
-        type=int,
-        default=d.early_stopping_rounds,
-        help="stop when valid PR-AUC has not improved for this many rounds (0 = never)",
-    )
-    hp.add_argument(
-        "--scale-pos-weight",
-        type=float,
-        default=None,
-        help="weight of fraud rows; default: negatives / positives of the training rows",
-    )
-    hp.add_argument(
-        "--novel-fraud-type",
-        default="scan_avoidance",
-        choices=FRAUD_TYPES,
-        help="fraud type withheld from the novelty booster; 'none' = no novelty booster",
-    )
-    hp.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    hp.add_argument(
-        "--nthread", type=int, default=0, help="XGBoost threads; 0 = every CPU available"
-    )
-    tracking.add_pipeline_run_id_arg(p)
-    return p
+    return cli.build_parser(SPEC)
 
 
 def params_from_args(args: argparse.Namespace) -> logic.XgbParams:
@@ -186,49 +136,55 @@ def log_to_mlflow(
         return run.info.run_id
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
-    """Run the stage; returns the flat metrics."""
-    settings = Settings.from_env()
+@dataclass
+class FittedXgb:
+    """Both boosters, trained: what ``training.run_training`` publishes."""
+
+    models: logic.XgbModels
+    data: TrainingData
+    metrics: dict[str, float]
+    meta: dict[str, Any]
+
+    def save(self, folder: Path) -> None:
+        self.models.production.booster.save_model(str(folder / MODEL_FILE))
+        if self.models.novelty is not None:
+            self.models.novelty.booster.save_model(str(folder / NOVELTY_MODEL_FILE))
+
+    def log(self, settings: Settings, folder: Path) -> str:
+        return log_to_mlflow(settings, folder, self.models, self.data, self.meta, self.metrics)
+
+    def summary(self) -> str:
+        p = self.models.production
+        return (
+            f"best iteration {p.best_iteration}, valid PR-AUC {p.valid_metrics['pr_auc']:.4f}, "
+            f"recall@1%FPR {p.valid_metrics['recall_at_1pct_fpr']:.4f}"
+        )
+
+
+def fitter(args: argparse.Namespace):
+    """The function that trains both boosters on a features table, for ``args``."""
     params = params_from_args(args)
-    table = storage.read_table(args.in_features)
-    data = training_data(table, FEATURE_NAMES, source=args.in_features)
-    logger.info(
-        "training on %d rows (%d fraud), validating on %d rows (%d fraud), %d features",
-        data.train.n,
-        data.train.positives,
-        data.valid.n,
-        data.valid.positives,
-        len(data.feature_names),
-    )
-    models = logic.train_models(data, params, args.novel_fraud_type)
-    metrics = logic.flat_metrics(models)
-    meta = build_meta(models, params, data.feature_names)
-    with storage.publish(STAGE) as pub:  # model folder and metrics: one commit
-        staging = pub.local_folder(args.out_model)
-        models.production.booster.save_model(str(staging / MODEL_FILE))
-        if models.novelty is not None:
-            models.novelty.booster.save_model(str(staging / NOVELTY_MODEL_FILE))
-        meta["mlflow_run_id"] = log_to_mlflow(settings, staging, models, data, meta, metrics)
-        storage.write_json(meta, str(staging / META_FILE))
-        publish_metrics(metrics, args, pub)
-    p = models.production
-    print(
-        f"{STAGE}: best iteration {p.best_iteration}, valid PR-AUC "
-        f"{p.valid_metrics['pr_auc']:.4f}, recall@1%FPR "
-        f"{p.valid_metrics['recall_at_1pct_fpr']:.4f} -> {args.out_model}"
-    )
-    return metrics
+
+    def fit(table, source: str) -> FittedXgb:
+        data = training_data(table, FEATURE_NAMES, source=source)
+        logger.info(
+            "training on %d rows (%d fraud), validating on %d rows (%d fraud), %d features",
+            data.train.n,
+            data.train.positives,
+            data.valid.n,
+            data.valid.positives,
+            len(data.feature_names),
+        )
+        models = logic.train_models(data, params, args.novel_fraud_type)
+        meta = build_meta(models, params, data.feature_names)
+        return FittedXgb(models, data, logic.flat_metrics(models), meta)
+
+    return fit
 
 
 def main(argv: list[str] | None = None) -> int:
     prefer_passive_openmp()
-    args = build_parser().parse_args(argv)
-    tracking.use_pipeline_run_id(args.pipeline_run_id)
-    try:
-        return cli.run(STAGE, lambda: run(args))
-    except MlflowLoggingError as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        return 1
+    return training_main(SPEC, fitter, argv)
 
 
 if __name__ == "__main__":
