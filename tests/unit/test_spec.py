@@ -197,5 +197,5 @@ def test_run_summary_headline_comes_from_the_evaluate_spec():
     from pipelines.runner import summary
 
     assert summary.HEADLINE_TASK == "evaluate"
-    assert summary.HEADLINE_KEYS == SPECS["evaluate"].headline
+    assert SPECS["evaluate"].headline == summary.HEADLINE_KEYS
     assert summary.DECISION_TASK == "register"
