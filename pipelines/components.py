@@ -1,7 +1,7 @@
 """The seven stage components, built for one image registry and tag.
 
 Each stage's KFP definition lives beside its code in ``components/<stage>/component.py``
-(``build(image)``); this module builds them all for the configured images and writes each
+(``build(image)``), built from the stage's spec (``spec.py``); this module builds them all for the configured images and writes each
 component's spec as ``components/<stage>/component.yaml`` (loadable with
 ``kfp.components.load_component_from_file``).
 """
@@ -68,8 +68,8 @@ def image_for(
 
 
 def stage_spec(stage: Stage) -> StageSpec:
-    """The stage's declared interface (``components/<stage>/component.py``'s ``SPEC``)."""
-    return importlib.import_module(f"components.{stage.module}.component").SPEC
+    """The stage's declared interface (``components/<stage>/spec.py``'s ``SPEC``)."""
+    return importlib.import_module(f"components.{stage.module}.spec").SPEC
 
 
 def build_components(

@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from components.contracts.schemas import InputError, ServiceError
@@ -98,8 +98,16 @@ def truthy(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def build_parser(spec: StageSpec, description: str = "") -> ArgumentParser:
-    """The stage CLI's parser, derived from its spec (flags, types, defaults, help)."""
+def build_parser(
+    spec: StageSpec,
+    description: str = "",
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> ArgumentParser:
+    """The stage CLI's parser, derived from its spec (flags, types, defaults, help).
+
+    ``extra`` adds flags the spec does not own (``tracking.add_pipeline_run_id_arg`` for the
+    stages that log to MLflow; passed in, so a stage that does not stays free of mlflow).
+    """
     p = ArgumentParser(
         stage=spec.name,
         prog=f"python -m components.{spec.module}",
@@ -125,10 +133,8 @@ def build_parser(spec: StageSpec, description: str = "") -> ArgumentParser:
             help="executor output path for stand-alone use (default: outputs.outputFile of "
             "--executor-input, where the KFP launcher reads it)",
         )
-    if spec.tracks:
-        from components.contracts import tracking
-
-        tracking.add_pipeline_run_id_arg(p)
+    if extra is not None:
+        extra(p)
     return p
 
 
@@ -197,17 +203,6 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def main(
-    spec: StageSpec,
-    work: Callable[[argparse.Namespace], object],
-    argv: Sequence[str] | None = None,
-    description: str = "",
-) -> int:
-    """The stage CLI: parse ``argv`` by the spec (a bad flag: one line, exit 2), then ``run``."""
-    args = build_parser(spec, description).parse_args(argv)
-    return run(spec.name, lambda: work(args))
 
 
 def run(stage: str, main: Callable[[], object]) -> int:

@@ -1,6 +1,6 @@
 """The typed spec of a stage: its parameters, inputs and outputs, declared once.
 
-Each stage declares one ``StageSpec`` (in ``components/<stage>/component.py``). Everything
+Each stage declares one ``StageSpec`` (in ``components/<stage>/spec.py``). Everything
 else is derived from it:
 
 * the stage CLI's flags (``cli.build_parser``): ``--in-<input>``, ``--out-<output>``,
@@ -89,8 +89,6 @@ class StageSpec:
     executor_input: bool = False
     """The stage writes KFP output metadata (Metrics...): it takes ``--executor-input {{$}}``
     and, for stand-alone use, ``--executor-output``."""
-    tracks: bool = False
-    """The stage logs to MLflow: it takes ``--pipeline-run-id``."""
     headline: tuple[str, ...] = ()
     """Names in the stage's ``metrics`` output that a run summary shows first."""
 

@@ -351,6 +351,13 @@ def run_training(
     return fitted.metrics
 
 
+def training_parser(spec: StageSpec) -> argparse.ArgumentParser:
+    """A training stage's CLI parser: its spec's flags plus ``--pipeline-run-id``."""
+    from components.contracts import cli, tracking
+
+    return cli.build_parser(spec, extra=tracking.add_pipeline_run_id_arg)
+
+
 def training_main(
     spec: StageSpec,
     fit: Callable[[argparse.Namespace], Callable[[pa.Table, str], Fitted]],
@@ -360,6 +367,6 @@ def training_main(
     CLI error contract. ``fit(args)`` returns the function that trains on a table."""
     from components.contracts import cli, tracking
 
-    args = cli.build_parser(spec).parse_args(argv)
+    args = training_parser(spec).parse_args(argv)
     tracking.use_pipeline_run_id(args.pipeline_run_id)
     return cli.run(spec.name, lambda: run_training(spec, args, fit(args)))

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 
 from components.contracts import cli, storage
 from components.contracts.schemas import InputError
-from components.datagen.component import SPEC
 from components.datagen.logic import DatagenParams, generate, parse_date, rechunk, summarize
+from components.datagen.spec import SPEC
 
 log = logging.getLogger("datagen")
 

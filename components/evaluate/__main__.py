@@ -33,7 +33,7 @@ from components.contracts.schemas import LABELS, InputError
 from components.contracts.settings import Settings
 from components.contracts.training import check_features_table
 from components.evaluate import logic, models, report
-from components.evaluate.component import SPEC
+from components.evaluate.spec import SPEC
 
 log = logging.getLogger("evaluate")
 
@@ -50,7 +50,7 @@ FEATURE_COLUMNS = pa.schema(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return cli.build_parser(SPEC).parse_args(argv)
+    return cli.build_parser(SPEC, extra=tracking.add_pipeline_run_id_arg).parse_args(argv)
 
 
 # ---------------------------------------------------------------- inputs

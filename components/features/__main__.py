@@ -26,8 +26,8 @@ from components.contracts.schemas import (
     InputError,
     raise_on_duplicates,
 )
-from components.features.component import SPEC
 from components.features.logic import FEATURE_TABLE_SCHEMA, TimeSplits, feature_chunk
+from components.features.spec import SPEC
 
 log = logging.getLogger("features")
 

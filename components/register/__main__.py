@@ -52,7 +52,7 @@ from components.contracts.schemas import InputError, validate_table
 from components.contracts.settings import Settings
 from components.contracts.storage import sha256_bytes
 from components.register import logic
-from components.register.component import SPEC
+from components.register.spec import SPEC
 
 log = logging.getLogger("register")
 
@@ -69,7 +69,8 @@ DESCRIPTION = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return cli.build_parser(SPEC, DESCRIPTION).parse_args(argv)
+    parser = cli.build_parser(SPEC, DESCRIPTION, tracking.add_pipeline_run_id_arg)
+    return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------- inputs

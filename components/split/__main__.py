@@ -32,7 +32,6 @@ from components.contracts.schemas import (
     raise_on_duplicates,
     validate_table,
 )
-from components.split.component import SPEC
 from components.split.logic import (
     DATE_COLUMN,
     SUBSETS,
@@ -44,6 +43,7 @@ from components.split.logic import (
     time_boundaries,
     with_date_partition,
 )
+from components.split.spec import SPEC
 
 log = logging.getLogger("split")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from components.contracts import cli, tracking
+from components.contracts import tracking
 from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
 from components.contracts.settings import Settings
@@ -26,9 +26,10 @@ from components.contracts.training import (
     mlflow_guard,
     training_data,
     training_main,
+    training_parser,
 )
 from components.train_iforest import logic
-from components.train_iforest.component import SPEC
+from components.train_iforest.spec import SPEC
 
 STAGE = SPEC.name
 FOREST_FILE = "forest.npz"
@@ -39,7 +40,7 @@ logger = logging.getLogger(STAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return cli.build_parser(SPEC)
+    return training_parser(SPEC)
 
 
 def build_meta(

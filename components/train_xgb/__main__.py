@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from components.contracts import cli, tracking
+from components.contracts import tracking
 from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.settings import Settings
 from components.contracts.training import (
@@ -26,9 +26,10 @@ from components.contracts.training import (
     prefer_passive_openmp,
     training_data,
     training_main,
+    training_parser,
 )
 from components.train_xgb import logic
-from components.train_xgb.component import SPEC
+from components.train_xgb.spec import SPEC
 
 STAGE = SPEC.name
 MODEL_FILE = "xgb.ubj"
@@ -39,7 +40,7 @@ logger = logging.getLogger(STAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return cli.build_parser(SPEC)
+    return training_parser(SPEC)
 
 
 def params_from_args(args: argparse.Namespace) -> logic.XgbParams:

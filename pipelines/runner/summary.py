@@ -7,8 +7,8 @@ from typing import Any
 
 from components.contracts import storage
 from components.contracts.settings import Settings
-from components.evaluate.component import SPEC as HEADLINE_STAGE
-from components.register.component import SPEC as DECISION_STAGE
+from components.evaluate.spec import SPEC as HEADLINE_STAGE
+from components.register.spec import SPEC as DECISION_STAGE
 from pipelines.runner.record import RunRecord
 
 HEADLINE_TASK = HEADLINE_STAGE.name

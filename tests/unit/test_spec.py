@@ -199,3 +199,21 @@ def test_run_summary_headline_comes_from_the_evaluate_spec():
     assert summary.HEADLINE_TASK == "evaluate"
     assert SPECS["evaluate"].headline == summary.HEADLINE_KEYS
     assert summary.DECISION_TASK == "register"
+
+
+@pytest.mark.parametrize("module", sorted(SPECS))
+def test_stage_code_never_imports_component_py(module):
+    """component.py is not in the stage image (.dockerignore: it would feed the content tag
+    that component.yaml names), so the CLI and the spec must not import it."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "components" / module
+    for path in folder.glob("*.py"):
+        if path.name == "component.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.endswith(f"{module}.component"), path
+            if isinstance(node, ast.Import):
+                assert all(not a.name.endswith(f"{module}.component") for a in node.names), path
