@@ -109,25 +109,17 @@ def check_fresh(
             (components_root / s.module / "component.yaml", tmp_path / s.module / "component.yaml")
             for s in STAGES
         ]
-        stale = []
-        for checked_in, fresh in pairs:
-            new = fresh.read_text()
-            old = checked_in.read_text() if checked_in.exists() else ""
-            if old != new:
-                diff = "".join(
-                    difflib.unified_diff(
-                        old.splitlines(True), new.splitlines(True),
-                        fromfile=f"{checked_in} (checked in)", tofile="fresh compile", n=1,
-                    )
-                )  # fmt: skip
-                stale.append(Stale(checked_in, diff or "(missing)"))
-    for path, old, new in fresh_readmes(components_root):
-        if old != new:
-            diff = "".join(
-                difflib.unified_diff(
-                    old.splitlines(True), new.splitlines(True),
-                    fromfile=f"{path} (checked in)", tofile="fresh parameter table", n=1,
-                )
-            )  # fmt: skip
-            stale.append(Stale(path, diff))
-    return stale
+        compared = [
+            (checked_in, checked_in.read_text() if checked_in.exists() else "", fresh.read_text())
+            for checked_in, fresh in pairs
+        ]
+    compared += fresh_readmes(components_root)
+    return [_stale(path, old, new) for path, old, new in compared if old != new]
+
+
+def _stale(path: Path, old: str, new: str) -> Stale:
+    diff = difflib.unified_diff(
+        old.splitlines(True), new.splitlines(True),
+        fromfile=f"{path} (checked in)", tofile="fresh compile", n=1,
+    )  # fmt: skip
+    return Stale(path, "".join(diff) or "(missing)")

@@ -138,6 +138,14 @@ def build_parser(
     return p
 
 
+def dataclass_kwargs(args: argparse.Namespace, cls: type) -> dict:
+    """The parsed values of ``args`` named like fields of the dataclass ``cls``: a stage's
+    logic parameters built from its CLI without naming every flag again."""
+    import dataclasses
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
 def _help(param) -> str:
     text = param.help.replace("%", "%%")
     return text if param.default is None else f"{text} (default {param.default})"

@@ -17,7 +17,11 @@ Nothing here imports kfp at module level: the stage CLIs import their spec.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import inspect
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +59,25 @@ class Param:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+def params_from(cls: type, helps: Mapping[str, str], **options: Any) -> tuple[Param, ...]:
+    """Parameters taken from the fields of a logic dataclass (name, type and default are the
+    dataclass's; ``helps`` gives each one's help, in order). A ``date`` field becomes an
+    ISO ``str``; ``X | None`` becomes ``X``. ``options``: more ``Param`` fields (``kfp``).
+    """
+    hints = typing.get_type_hints(cls)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    out = []
+    for name, text in helps.items():
+        kind, default = hints[name], defaults[name]
+        if default is dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{name} has no plain default")
+        kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+        if kind is datetime.date:
+            kind, default = str, default.isoformat()
+        out.append(Param(name, kind, default, text, **options))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

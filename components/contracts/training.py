@@ -324,14 +324,38 @@ class Fitted(Protocol):
     meta: dict[str, Any]
     """Content of ``meta.json`` (the MLflow run id is added before it is written)."""
 
+    def mlflow_params(self) -> dict[str, Any]:
+        """The params of the stage's MLflow run."""
+
     def save(self, folder: Path) -> None:
         """Write the model files into the staged model folder."""
 
-    def log(self, settings: Settings, folder: Path) -> str:
-        """Log params, metrics and models to the stage's MLflow run; return its id."""
+    def log_models(self, folder: Path) -> None:
+        """Log the models (from the staged folder) to the active MLflow run."""
 
     def summary(self) -> str:
         """One line for the person at the terminal."""
+
+
+def log_training_run(spec: StageSpec, settings: Settings, fitted: Fitted, folder: Path) -> str:
+    """One MLflow run for the stage: params, finite metrics, models, ``meta.json``; its id.
+
+    Raises:
+        MlflowLoggingError: Anything went wrong talking to MLflow.
+    """
+    import mlflow
+
+    from components.contracts import tracking
+
+    with (
+        mlflow_guard(f"logging of {spec.name}", settings.mlflow.tracking_uri),
+        tracking.stage_run(settings.mlflow, spec.name) as run,
+    ):
+        mlflow.log_params(fitted.mlflow_params())
+        mlflow.log_metrics({k: v for k, v in fitted.metrics.items() if np.isfinite(v)})
+        fitted.log_models(folder)
+        mlflow.log_dict(fitted.meta, META_FILE)
+        return run.info.run_id
 
 
 def run_training(
@@ -344,7 +368,7 @@ def run_training(
     with storage.publish(spec.name) as pub:  # model folder and metrics: one commit
         staging = pub.local_folder(args.out_model)
         fitted.save(staging)
-        fitted.meta["mlflow_run_id"] = fitted.log(settings, staging)
+        fitted.meta["mlflow_run_id"] = log_training_run(spec, settings, fitted, staging)
         storage.write_json(fitted.meta, str(staging / META_FILE))
         publish_metrics(fitted.metrics, args, pub)
     print(f"{spec.name}: {fitted.summary()} -> {args.out_model}")

@@ -34,13 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def params_from_args(args: argparse.Namespace) -> DatagenParams:
     """Validated generation parameters (``ValueError`` naming the bad flag)."""
     params = DatagenParams(
-        rows=args.rows,
-        days=args.days,
-        stores=args.stores,
-        cashiers_per_store=args.cashiers_per_store,
-        fraud_rate=args.fraud_rate,
-        seed=args.seed,
-        start_date=parse_date(args.start_date),
+        **{**cli.dataclass_kwargs(args, DatagenParams), "start_date": parse_date(args.start_date)}
     )
     params.validate()
     if args.chunk_rows <= 0:

@@ -1,11 +1,8 @@
-"""The ``datagen`` stage's interface, declared once: the CLI, the KFP container component
-(``component.py``), the pipeline defaults and the README table come from ``SPEC``.
+"""``datagen``'s parameters and output (``components.contracts.spec``): the generation
+knobs' names, types and defaults are ``DatagenParams``' own (``logic.py``)."""
 
-The generation defaults are ``DatagenParams``' own (``components/datagen/logic.py``).
-"""
-
-from components.contracts.spec import Io, Param, StageSpec
-from components.datagen.logic import DatagenParams as _D
+from components.contracts.spec import Io, Param, StageSpec, params_from
+from components.datagen.logic import DatagenParams
 
 SPEC = StageSpec(
     module="datagen",
@@ -19,27 +16,17 @@ SPEC = StageSpec(
         ),
     ),
     params=(
-        Param("rows", int, _D.rows, "Number of transactions to generate (> 0)."),
-        Param("days", int, _D.days, "Number of calendar days the transactions span."),
-        Param("stores", int, _D.stores, "Number of stores."),
-        Param(
-            "cashiers_per_store",
-            int,
-            _D.cashiers_per_store,
-            "Cashiers employed per store (each works in one home store).",
-        ),
-        Param(
-            "fraud_rate",
-            float,
-            _D.fraud_rate,
-            "Fraction of transactions that carry a fraud pattern, in [0, 0.5].",
-        ),
-        Param("seed", int, _D.seed, "Random seed; the same seed and sizes give identical data."),
-        Param(
-            "start_date",
-            str,
-            _D.start_date.isoformat(),
-            "First day of the generated period (YYYY-MM-DD).",
+        *params_from(
+            DatagenParams,
+            {
+                "rows": "Number of transactions to generate (> 0).",
+                "days": "Number of calendar days the transactions span.",
+                "stores": "Number of stores.",
+                "cashiers_per_store": "Cashiers employed per store (each works in one home store).",
+                "fraud_rate": "Fraction of transactions that carry a fraud pattern, in [0, 0.5].",
+                "seed": "Random seed; the same seed and sizes give identical data.",
+                "start_date": "First day of the generated period (YYYY-MM-DD).",
+            },
         ),
         Param(
             "chunk_rows",

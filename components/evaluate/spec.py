@@ -1,5 +1,4 @@
-"""The ``evaluate`` stage's interface, declared once: the CLI, the KFP container component
-(``component.py``), the pipeline defaults and the README table come from ``SPEC``."""
+"""``evaluate``'s inputs, outputs, blend targets and headline metrics (``components.contracts.spec``)."""
 
 from components.contracts.spec import Io, Param, StageSpec
 

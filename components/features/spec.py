@@ -1,5 +1,4 @@
-"""The ``features`` stage's interface, declared once: the CLI, the KFP container component
-(``component.py``) and the README table come from ``SPEC``."""
+"""``features``'s inputs and outputs (``components.contracts.spec``)."""
 
 from components.contracts.spec import Io, StageSpec
 

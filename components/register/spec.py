@@ -1,5 +1,4 @@
-"""The ``register`` stage's interface, declared once: the CLI, the KFP container component
-(``component.py``), the pipeline defaults and the README table come from ``SPEC``."""
+"""``register``'s inputs, outputs and quality-gate parameters (``components.contracts.spec``)."""
 
 from components.contracts.spec import Io, Param, StageSpec
 

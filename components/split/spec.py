@@ -1,5 +1,4 @@
-"""The ``split`` stage's interface, declared once: the CLI, the KFP container component
-(``component.py``), the pipeline defaults and the README table come from ``SPEC``."""
+"""``split``'s input, outputs and time-window parameters (``components.contracts.spec``)."""
 
 from components.contracts.spec import Io, Param, StageSpec
 

@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from components.contracts import tracking
+from components.contracts import cli
 from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
-from components.contracts.settings import Settings
 from components.contracts.training import (
-    META_FILE,
-    mlflow_guard,
     training_data,
     training_main,
     training_parser,
@@ -75,61 +70,6 @@ def build_meta(
     }
 
 
-def log_to_mlflow(
-    settings: Settings,
-    staging: Path,
-    forest: logic.TrainedForest,
-    data: Any,
-    meta: dict[str, Any],
-    metrics: dict[str, float],
-) -> str:
-    """Log params, metrics, the arrays and the skops model to one MLflow run; returns its id.
-
-    Raises:
-        MlflowLoggingError: Anything went wrong talking to MLflow.
-    """
-    import mlflow
-    import mlflow.sklearn
-    import pandas as pd
-    import sklearn
-    import skops
-    from mlflow.models import infer_signature
-
-    uri = settings.mlflow.tracking_uri
-    with (
-        mlflow_guard("logging of train-iforest", uri),
-        tracking.stage_run(settings.mlflow, STAGE) as run,
-    ):
-        mlflow.log_params(
-            {
-                **meta["params"],
-                "feature_version": FEATURE_VERSION,
-                "n_features": len(data.feature_names),
-                "max_samples_": meta["max_samples_"],
-            }
-        )
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.log_artifact(str(staging / FOREST_FILE), artifact_path="forest")
-        mlflow.log_artifact(str(staging / SKOPS_FILE), artifact_path="forest")
-        mlflow.log_dict(meta, META_FILE)
-        example = data.valid.X[:5]
-        mlflow.sklearn.log_model(
-            forest.model,
-            name="iforest",
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=list(logic.SKOPS_TRUSTED_TYPES),
-            signature=infer_signature(
-                pd.DataFrame(example, columns=list(data.feature_names)),
-                forest.model.predict(example),
-            ),
-            pip_requirements=[
-                f"scikit-learn=={sklearn.__version__}",
-                f"skops=={skops.__version__}",
-            ],
-        )
-        return run.info.run_id
-
-
 @dataclass
 class FittedForest:
     """The isolation forest, trained: what ``training.run_training`` publishes."""
@@ -139,14 +79,46 @@ class FittedForest:
     metrics: dict[str, float]
     meta: dict[str, Any]
 
+    def mlflow_params(self) -> dict[str, Any]:
+        return {
+            **self.meta["params"],
+            "feature_version": FEATURE_VERSION,
+            "n_features": len(self.data.feature_names),
+            "max_samples_": self.meta["max_samples_"],
+        }
+
     def save(self, folder: Path) -> None:
         import skops.io
 
         self.forest.arrays.save(folder / FOREST_FILE)
         skops.io.dump(self.forest.model, folder / SKOPS_FILE)
 
-    def log(self, settings: Settings, folder: Path) -> str:
-        return log_to_mlflow(settings, folder, self.forest, self.data, self.meta, self.metrics)
+    def log_models(self, folder: Path) -> None:
+        """Both files as artifacts, and the sklearn model as an MLflow model (skops)."""
+        import mlflow
+        import mlflow.sklearn
+        import pandas as pd
+        import sklearn
+        import skops
+        from mlflow.models import infer_signature
+
+        for name in (FOREST_FILE, SKOPS_FILE):
+            mlflow.log_artifact(str(folder / name), artifact_path="forest")
+        example = self.data.valid.X[:5]
+        mlflow.sklearn.log_model(
+            self.forest.model,
+            name="iforest",
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=list(logic.SKOPS_TRUSTED_TYPES),
+            signature=infer_signature(
+                pd.DataFrame(example, columns=list(self.data.feature_names)),
+                self.forest.model.predict(example),
+            ),
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"skops=={skops.__version__}",
+            ],
+        )
 
     def summary(self) -> str:
         f = self.forest
@@ -159,9 +131,7 @@ class FittedForest:
 
 def fitter(args: argparse.Namespace):
     """The function that fits the forest on a features table, for ``args``."""
-    params = logic.IForestParams(
-        n_estimators=args.n_estimators, max_samples=args.max_samples, seed=args.seed
-    )
+    params = logic.IForestParams(**cli.dataclass_kwargs(args, logic.IForestParams))
 
     def fit(table, source: str) -> FittedForest:
         data = training_data(table, ANOMALY_FEATURES, source=source, require_positives=False)

@@ -1,26 +1,21 @@
-"""The ``train-iforest`` stage's interface, declared once: the CLI, the KFP container
-component (``component.py``), the pipeline defaults and the README table come from ``SPEC``.
+"""``train-iforest``'s parameters, input and outputs (``components.contracts.spec``): the
+hyperparameters' names, types and defaults are ``IForestParams``' own (``logic.py``)."""
 
-The hyperparameter defaults are ``IForestParams``' own (``components/train_iforest/logic.py``).
-"""
-
-from components.contracts.spec import Param, StageSpec
+from components.contracts.spec import StageSpec, params_from
 from components.contracts.training import training_io
-from components.train_iforest.logic import IForestParams as _D
+from components.train_iforest.logic import IForestParams
 
 SPEC = StageSpec(
     module="train_iforest",
     summary="Train the unsupervised isolation forest (novel, unlabelled patterns).",
     **training_io("forest.npz (plain arrays, no pickle), iforest.skops and meta.json"),
-    params=(
-        Param("n_estimators", int, _D.n_estimators, "Number of isolation trees."),
-        Param(
-            "max_samples",
-            int,
-            _D.max_samples,
-            "Rows sampled to grow each tree (capped at the training rows).",
-        ),
-        Param("seed", int, _D.seed, "Random seed."),
+    params=params_from(
+        IForestParams,
+        {
+            "n_estimators": "Number of isolation trees.",
+            "max_samples": "Rows sampled to grow each tree (capped at the training rows).",
+            "seed": "Random seed.",
+        },
     ),
     executor_input=True,
 )

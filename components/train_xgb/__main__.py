@@ -14,15 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from components.contracts import tracking
+from components.contracts import cli
 from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
-from components.contracts.settings import Settings
 from components.contracts.training import (
-    META_FILE,
     TrainingData,
-    mlflow_guard,
     prefer_passive_openmp,
     training_data,
     training_main,
@@ -44,18 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def params_from_args(args: argparse.Namespace) -> logic.XgbParams:
-    return logic.XgbParams(
-        n_estimators=args.n_estimators,
-        max_depth=args.max_depth,
-        learning_rate=args.learning_rate,
-        subsample=args.subsample,
-        colsample_bytree=args.colsample_bytree,
-        min_child_weight=args.min_child_weight,
-        early_stopping_rounds=args.early_stopping_rounds,
-        seed=args.seed,
-        scale_pos_weight=args.scale_pos_weight,
-        **({"nthread": args.nthread} if args.nthread > 0 else {}),
-    )
+    kwargs = cli.dataclass_kwargs(args, logic.XgbParams)
+    if kwargs["nthread"] <= 0:  # 0: XgbParams' own default, every CPU available
+        del kwargs["nthread"]
+    return logic.XgbParams(**kwargs)
 
 
 def build_meta(
@@ -87,56 +74,6 @@ def build_meta(
     return meta
 
 
-def log_to_mlflow(
-    settings: Settings,
-    staging: Path,
-    models: logic.XgbModels,
-    data: TrainingData,
-    meta: dict[str, Any],
-    metrics: dict[str, float],
-) -> str:
-    """Log params, metrics and the models to one MLflow run; returns the run id.
-
-    Raises:
-        MlflowLoggingError: Anything went wrong talking to MLflow.
-    """
-    import mlflow
-    import mlflow.xgboost
-    import pandas as pd
-    import xgboost
-    from mlflow.models import infer_signature
-
-    uri = settings.mlflow.tracking_uri
-    with (
-        mlflow_guard("logging of train-xgb", uri),
-        tracking.stage_run(settings.mlflow, STAGE) as run,
-    ):
-        params = {
-            **meta["params"],
-            "novel_fraud_type": models.novel_fraud_type,
-            "effective_scale_pos_weight": models.production.scale_pos_weight,
-            "feature_version": FEATURE_VERSION,
-            "n_features": len(data.feature_names),
-        }
-        mlflow.log_params(params)
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        example = pd.DataFrame(data.valid.X[:5], columns=list(data.feature_names))
-        booster = models.production.booster
-        prediction = booster.predict(xgboost.DMatrix(example))
-        mlflow.xgboost.log_model(
-            booster,
-            name="xgb",
-            model_format="ubj",
-            signature=infer_signature(example, prediction),
-            input_example=example,
-            pip_requirements=[f"xgboost-cpu=={xgboost.__version__}"],
-        )
-        if models.novelty is not None:
-            mlflow.log_artifact(str(staging / NOVELTY_MODEL_FILE), artifact_path="novelty")
-        mlflow.log_dict(meta, META_FILE)
-        return run.info.run_id
-
-
 @dataclass
 class FittedXgb:
     """Both boosters, trained: what ``training.run_training`` publishes."""
@@ -146,13 +83,40 @@ class FittedXgb:
     metrics: dict[str, float]
     meta: dict[str, Any]
 
+    def mlflow_params(self) -> dict[str, Any]:
+        return {
+            **self.meta["params"],
+            "novel_fraud_type": self.models.novel_fraud_type,
+            "effective_scale_pos_weight": self.models.production.scale_pos_weight,
+            "feature_version": FEATURE_VERSION,
+            "n_features": len(self.data.feature_names),
+        }
+
     def save(self, folder: Path) -> None:
         self.models.production.booster.save_model(str(folder / MODEL_FILE))
         if self.models.novelty is not None:
             self.models.novelty.booster.save_model(str(folder / NOVELTY_MODEL_FILE))
 
-    def log(self, settings: Settings, folder: Path) -> str:
-        return log_to_mlflow(settings, folder, self.models, self.data, self.meta, self.metrics)
+    def log_models(self, folder: Path) -> None:
+        """The production booster as an MLflow xgboost model; the novelty booster as a file."""
+        import mlflow
+        import mlflow.xgboost
+        import pandas as pd
+        import xgboost
+        from mlflow.models import infer_signature
+
+        example = pd.DataFrame(self.data.valid.X[:5], columns=list(self.data.feature_names))
+        booster = self.models.production.booster
+        mlflow.xgboost.log_model(
+            booster,
+            name="xgb",
+            model_format="ubj",
+            signature=infer_signature(example, booster.predict(xgboost.DMatrix(example))),
+            input_example=example,
+            pip_requirements=[f"xgboost-cpu=={xgboost.__version__}"],
+        )
+        if self.models.novelty is not None:
+            mlflow.log_artifact(str(folder / NOVELTY_MODEL_FILE), artifact_path="novelty")
 
     def summary(self) -> str:
         p = self.models.production

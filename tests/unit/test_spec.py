@@ -4,6 +4,8 @@ the pipeline's parameters and the README tables (and a fresh check that fails on
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import importlib
 
 import pytest
@@ -217,3 +219,23 @@ def test_stage_code_never_imports_component_py(module):
                 assert not node.module.endswith(f"{module}.component"), path
             if isinstance(node, ast.Import):
                 assert all(not a.name.endswith(f"{module}.component") for a in node.names), path
+
+
+@dataclasses.dataclass
+class Knobs:
+    size: int = 3
+    start: datetime.date = datetime.date(2026, 2, 1)
+    weight: float | None = None
+    threads: int = dataclasses.field(default_factory=lambda: 2)
+
+
+def test_params_from_takes_name_type_and_default_from_the_logic_dataclass():
+    from components.contracts.spec import params_from
+
+    size, start = params_from(Knobs, {"size": "How many.", "start": "First day."})
+    assert (size.name, size.type, size.default, size.help) == ("size", int, 3, "How many.")
+    assert (start.type, start.default) == (str, "2026-02-01")
+    (weight,) = params_from(Knobs, {"weight": "Optional."}, kfp=False)
+    assert (weight.type, weight.default, weight.kfp) == (float, None, False)
+    with pytest.raises(TypeError, match="threads"):
+        params_from(Knobs, {"threads": "No plain default."})
