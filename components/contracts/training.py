@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -316,25 +316,38 @@ META_FILE = "meta.json"
 """The model folder's metadata file, written by every training stage."""
 
 
-class Fitted(Protocol):
-    """What a training stage's ``fit`` returns: the trained model(s), ready to publish."""
+@dataclass
+class Fitted:
+    """What a training stage's fit returns: the trained model(s), ready to publish. A stage
+    subclasses it with its models and implements ``save``, ``log_models`` and ``summary``."""
 
+    data: TrainingData
+    """The matrices it was trained and validated on."""
     metrics: dict[str, float]
     """Flat validation metrics (``--out-metrics``, KFP Metrics, MLflow)."""
     meta: dict[str, Any]
-    """Content of ``meta.json`` (the MLflow run id is added before it is written)."""
+    """Content of ``meta.json`` (``params``, ``feature_version``; the MLflow run id is added
+    before it is written)."""
 
     def mlflow_params(self) -> dict[str, Any]:
-        """The params of the stage's MLflow run."""
+        """The params of the stage's MLflow run: the hyperparameters and the feature set."""
+        return {
+            **self.meta["params"],
+            "feature_version": self.meta["feature_version"],
+            "n_features": len(self.data.feature_names),
+        }
 
     def save(self, folder: Path) -> None:
         """Write the model files into the staged model folder."""
+        raise NotImplementedError
 
     def log_models(self, folder: Path) -> None:
         """Log the models (from the staged folder) to the active MLflow run."""
+        raise NotImplementedError
 
     def summary(self) -> str:
         """One line for the person at the terminal."""
+        raise NotImplementedError
 
 
 def log_training_run(spec: StageSpec, settings: Settings, fitted: Fitted, folder: Path) -> str:

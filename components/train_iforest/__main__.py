@@ -19,6 +19,7 @@ from components.contracts import cli
 from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
 from components.contracts.training import (
+    Fitted,
     training_data,
     training_main,
     training_parser,
@@ -71,21 +72,13 @@ def build_meta(
 
 
 @dataclass
-class FittedForest:
+class FittedForest(Fitted):
     """The isolation forest, trained: what ``training.run_training`` publishes."""
 
     forest: logic.TrainedForest
-    data: Any
-    metrics: dict[str, float]
-    meta: dict[str, Any]
 
     def mlflow_params(self) -> dict[str, Any]:
-        return {
-            **self.meta["params"],
-            "feature_version": FEATURE_VERSION,
-            "n_features": len(self.data.feature_names),
-            "max_samples_": self.meta["max_samples_"],
-        }
+        return {**super().mlflow_params(), "max_samples_": self.meta["max_samples_"]}
 
     def save(self, folder: Path) -> None:
         import skops.io
@@ -138,7 +131,7 @@ def fitter(args: argparse.Namespace):
         logger.info("fitting on %d rows, %d features", data.train.n, len(data.feature_names))
         forest = logic.train_forest(data, params, scoring_features=FEATURE_NAMES)
         meta = build_meta(forest, params, data.feature_names)
-        return FittedForest(forest, data, logic.flat_metrics(forest), meta)
+        return FittedForest(data, logic.flat_metrics(forest), meta, forest)
 
     return fit
 

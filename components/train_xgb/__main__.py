@@ -17,7 +17,7 @@ from typing import Any
 from components.contracts import cli
 from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
 from components.contracts.training import (
-    TrainingData,
+    Fitted,
     prefer_passive_openmp,
     training_data,
     training_main,
@@ -75,21 +75,16 @@ def build_meta(
 
 
 @dataclass
-class FittedXgb:
+class FittedXgb(Fitted):
     """Both boosters, trained: what ``training.run_training`` publishes."""
 
     models: logic.XgbModels
-    data: TrainingData
-    metrics: dict[str, float]
-    meta: dict[str, Any]
 
     def mlflow_params(self) -> dict[str, Any]:
         return {
-            **self.meta["params"],
+            **super().mlflow_params(),
             "novel_fraud_type": self.models.novel_fraud_type,
             "effective_scale_pos_weight": self.models.production.scale_pos_weight,
-            "feature_version": FEATURE_VERSION,
-            "n_features": len(self.data.feature_names),
         }
 
     def save(self, folder: Path) -> None:
@@ -142,7 +137,7 @@ def fitter(args: argparse.Namespace):
         )
         models = logic.train_models(data, params, args.novel_fraud_type)
         meta = build_meta(models, params, data.feature_names)
-        return FittedXgb(models, data, logic.flat_metrics(models), meta)
+        return FittedXgb(data, logic.flat_metrics(models), meta, models)
 
     return fit
 
