@@ -34,13 +34,17 @@ class Stale:
 def fresh_readmes(components_root: Path | None = None) -> list[tuple[Path, str, str]]:
     """``(path, checked-in text, text with a fresh parameter table)`` for every stage README
     (the table comes from the stage spec; see ``components.contracts.spec``)."""
+    from pipelines.pipeline import pipeline_params
+
     root = components_root or REPO / "components"
+    feeds = [(name, module, p.name) for name, t in pipeline_params().items() for module, p in t]
     out = []
     for stage in STAGES:
         path = root / stage.module / "README.md"
         old = path.read_text() if path.exists() else ""
+        names = {param: name for name, module, param in feeds if module == stage.module}
         try:
-            new = with_table(old, stage_spec(stage).readme_table())
+            new = with_table(old, stage_spec(stage).readme_table(names))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
         out.append((path, old, new))

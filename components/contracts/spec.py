@@ -194,16 +194,21 @@ class StageSpec:
 
     # ------------------------------------------------------------------ README
 
-    def readme_table(self) -> str:
-        """Markdown table of the stage's parameters (the README's "Parameters" section)."""
+    def readme_table(self, pipeline_names: Mapping[str, str] | None = None) -> str:
+        """Markdown table of the stage's parameters (the README's "Parameters" section).
+
+        Args:
+            pipeline_names: Stage parameter -> the pipeline parameter that feeds it.
+        """
         if not self.params:
             return "This stage has no parameters."
-        rows = ["| flag | default | meaning |", "|---|---|---|"]
+        names = pipeline_names or {}
+        rows = ["| flag | pipeline parameter | default | meaning |", "|---|---|---|---|"]
         for p in self.params:
             default = "unset" if p.default is None else f"`{_show(p.default)}`"
             choices = f" One of: {', '.join(f'`{c}`' for c in p.choices)}." if p.choices else ""
-            extra = " CLI only (no pipeline parameter)." if not p.kfp else ""
-            rows.append(f"| `{p.flag}` | {default} | {_cell(p.help)}{choices}{extra} |")
+            knob = f"`{names[p.name]}`" if p.name in names else "- (CLI only)"
+            rows.append(f"| `{p.flag}` | {knob} | {default} | {_cell(p.help)}{choices} |")
         return "\n".join(rows)
 
 

@@ -24,7 +24,7 @@ from components.contracts.schemas import InputError
 from components.datagen.logic import DatagenParams, generate, parse_date, rechunk, summarize
 from components.datagen.spec import SPEC
 
-log = logging.getLogger("datagen")
+log = logging.getLogger(SPEC.name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,4 +64,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("datagen", main))
+    sys.exit(cli.run(SPEC.name, main))

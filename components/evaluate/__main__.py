@@ -35,7 +35,7 @@ from components.contracts.training import check_features_table
 from components.evaluate import logic, models, report
 from components.evaluate.spec import SPEC
 
-log = logging.getLogger("evaluate")
+log = logging.getLogger(SPEC.name)
 
 DEFAULT_NOVEL_TYPE = "scan_avoidance"
 FEATURE_COLUMNS = pa.schema(
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
 
     # evaluation folder, metrics and classification metrics: one commit, or none
-    with storage.publish("evaluate") as pub:
+    with storage.publish(SPEC.name) as pub:
         folder = pub.local_folder(args.out_evaluation)
         plots = report.write_plots(test, metrics, folder / "plots")
         (folder / "blend.json").write_text(json.dumps(params.to_dict(), indent=2, sort_keys=True))
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         (folder / "report.md").write_text(report.render_markdown(metrics))
         html = report.render_html(metrics, folder / "plots")
-        with tracking.stage_run(settings.mlflow, "evaluate") as run:
+        with tracking.stage_run(settings.mlflow, SPEC.name) as run:
             import mlflow
 
             mlflow.log_params(
@@ -225,4 +225,4 @@ def _print_summary(metrics: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("evaluate", main))
+    sys.exit(cli.run(SPEC.name, main))

@@ -29,7 +29,7 @@ from components.contracts.schemas import (
 from components.features.logic import FEATURE_TABLE_SCHEMA, TimeSplits, feature_chunk
 from components.features.spec import SPEC
 
-log = logging.getLogger("features")
+log = logging.getLogger(SPEC.name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = dict.fromkeys(F.SUBSETS, 0)
     ids = DuplicateIds()
     with (
-        storage.publish("features") as pub,  # features and profiles: one commit, or none
+        storage.publish(SPEC.name) as pub,  # features and profiles: one commit, or none
         storage.ParquetStreamWriter(pub.file(args.out_features), FEATURE_TABLE_SCHEMA) as writer,
     ):
         for date in dates:
@@ -89,4 +89,4 @@ def _value_counts(column):
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("features", main))
+    sys.exit(cli.run(SPEC.name, main))

@@ -54,7 +54,7 @@ from components.contracts.storage import sha256_bytes
 from components.register import logic
 from components.register.spec import SPEC
 
-log = logging.getLogger("register")
+log = logging.getLogger(SPEC.name)
 
 COMPONENTS_DIR = Path(__file__).resolve().parents[1]
 PYFUNC_FILE = Path(__file__).resolve().with_name("pyfunc_model.py")
@@ -277,14 +277,14 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
     cfg = settings.mlflow
     name, alias = cfg.model_name, cfg.champion_alias
     work = Path(tempfile.mkdtemp(prefix="register-"))
-    pub = storage.Publication("register")  # bundle and decision: one commit, or none
+    pub = storage.Publication(SPEC.name)  # bundle and decision: one commit, or none
     try:
         bundle = build_local_bundle(args, work, name)
         self_test = serving_self_test(bundle, args)
         log.info("serving self-test passed: %s", self_test)
         candidate = bundle.metrics
         pipeline_run_id = tracking.pipeline_run_id(os.environ)
-        with tracking.stage_run(cfg, "register") as run:
+        with tracking.stage_run(cfg, SPEC.name) as run:
             client = mlflow.MlflowClient()
             abort_stale_versions(client, run.info.experiment_id, name, alias)
             champion_version, champion = champion_metrics(client, name, alias)
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def run(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 ok, 2 bad input, 1 rejected with ``--fail-on-reject``."""
     outcome: dict[str, Any] = {}
-    code = cli.run("register", lambda: outcome.update(main(argv)))
+    code = cli.run(SPEC.name, lambda: outcome.update(main(argv)))
     if code == 0 and outcome.get("fail_on_reject") and not outcome.get("passed", True):
         print(
             f"register: error: model rejected by the quality gate ({outcome['reason']})",

@@ -45,7 +45,7 @@ from components.split.logic import (
 )
 from components.split.spec import SPEC
 
-log = logging.getLogger("split")
+log = logging.getLogger(SPEC.name)
 
 BUFFER_ROWS = 1_000_000
 """Historic rows gathered before one write (one Parquet file per date per write)."""
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     pending_rows = 0
     ids = DuplicateIds()
     with (
-        storage.publish("split") as pub,  # all four outputs in one commit, or none
+        storage.publish(SPEC.name) as pub,  # all four outputs in one commit, or none
         storage.DatasetWriter(
             args.out_historic, partition_cols=[DATE_COLUMN], publication=pub
         ) as writer,
@@ -127,4 +127,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("split", main))
+    sys.exit(cli.run(SPEC.name, main))

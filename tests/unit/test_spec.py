@@ -11,7 +11,7 @@ import importlib
 import pytest
 
 from components.contracts import cli
-from components.contracts.spec import TABLE_BEGIN, TABLE_END, Io, Param, StageSpec, with_table
+from components.contracts.spec import Io, Param, StageSpec, with_table
 from pipelines import pipeline as P
 from pipelines.components import STAGES, stage_spec
 
@@ -139,12 +139,10 @@ def test_readme_tables_are_fresh():
 def test_stale_readme_table_is_detected(tmp_path):
     from pipelines.compile import fresh_readmes
 
-    for stage in STAGES:
-        (tmp_path / stage.module).mkdir()
-        text = (stage_spec(stage).readme_table()).replace("200000", "100")
-        (tmp_path / stage.module / "README.md").write_text(
-            f"# x\n{TABLE_BEGIN}\n{text}\n{TABLE_END}\n"
-        )
+    for path, _, fresh in fresh_readmes():
+        (tmp_path / path.parent.name).mkdir()
+        stale = fresh.replace("| `200000` |", "| `100` |")
+        (tmp_path / path.parent.name / "README.md").write_text(stale)
     stale = [p.parent.name for p, old, new in fresh_readmes(tmp_path) if old != new]
     assert stale == ["datagen"]
 
@@ -154,12 +152,21 @@ def test_readme_without_markers_is_an_error():
         with_table("# stage\nno table here\n", "| t |")
 
 
-def test_readme_table_lists_every_parameter():
-    table = SPECS["train_xgb"].readme_table()
+def test_readme_table_lists_every_parameter_and_its_pipeline_name():
+    table = SPECS["train_xgb"].readme_table({"n_estimators": "xgb_n_estimators"})
     for p in SPECS["train_xgb"].params:
         assert f"`{p.flag}`" in table
-    assert "CLI only" in table  # --nthread, --scale-pos-weight
+    assert "| `--n-estimators` | `xgb_n_estimators` | `400` |" in table
+    assert "| `--nthread` | - (CLI only) | `0` |" in table
     assert SPECS["features"].readme_table() == "This stage has no parameters."
+
+
+def test_readmes_name_the_pipeline_parameters():
+    from pipelines.compile import fresh_readmes
+
+    text = {path.parent.name: new for path, _, new in fresh_readmes()}
+    assert "| `--n-estimators` | `iforest_n_estimators` | `200` |" in text["train_iforest"]
+    assert "| `--seed` | `seed` | `42` |" in text["train_xgb"]
 
 
 def test_bool_parameter_parses_like_kfp_renders_it(capsys):
