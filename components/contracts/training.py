@@ -314,6 +314,21 @@ def publish_metrics(
 
 META_FILE = "meta.json"
 """The model folder's metadata file, written by every training stage."""
+META_FORMAT_VERSION = 1
+
+
+def meta_header(spec: StageSpec, params: Any, feature_names: Sequence[str]) -> dict[str, Any]:
+    """The keys every training stage's ``meta.json`` starts with: format, stage, features
+    and the hyperparameters (``params.as_dict()``)."""
+    from components.contracts.features import FEATURE_VERSION
+
+    return {
+        "format_version": META_FORMAT_VERSION,
+        "stage": spec.name,
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(feature_names),
+        "params": params.as_dict(),
+    }
 
 
 @dataclass

@@ -9,6 +9,7 @@ run to MLflow, then publishes the model folder atomically and writes the metrics
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from components.contracts import cli
-from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
+from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
 from components.contracts.training import (
     Fitted,
+    meta_header,
     training_data,
     training_main,
     training_parser,
@@ -27,16 +29,11 @@ from components.contracts.training import (
 from components.train_iforest import logic
 from components.train_iforest.spec import SPEC
 
-STAGE = SPEC.name
 FOREST_FILE = "forest.npz"
 SKOPS_FILE = "iforest.skops"
-META_FORMAT_VERSION = 1
 
-logger = logging.getLogger(STAGE)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return training_parser(SPEC)
+logger = logging.getLogger(SPEC.name)
+build_parser = functools.partial(training_parser, SPEC)
 
 
 def build_meta(
@@ -46,18 +43,14 @@ def build_meta(
     import sklearn
 
     return {
-        "format_version": META_FORMAT_VERSION,
-        "stage": STAGE,
+        **meta_header(SPEC, params, feature_names),
         "forest_file": FOREST_FILE,
         "forest_format_version": FOREST_FORMAT_VERSION,
         "skops_file": SKOPS_FILE,
         "skops_trusted_types": list(logic.SKOPS_TRUSTED_TYPES),
         "sklearn_version": sklearn.__version__,
-        "feature_version": FEATURE_VERSION,
-        "feature_names": list(feature_names),
         "forest_input": "forest.npz scores the full FEATURE_NAMES vector; the sklearn model "
         "(iforest.skops) takes feature_names only",
-        "params": params.as_dict(),
         "max_samples_": int(forest.model.max_samples_),
         "offset_": float(forest.model.offset_),
         "n_trees": forest.arrays.n_trees,

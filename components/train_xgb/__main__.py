@@ -8,6 +8,7 @@ and writes the metrics JSON and (under KFP) the executor output.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from components.contracts import cli
-from components.contracts.features import FEATURE_NAMES, FEATURE_VERSION
+from components.contracts.features import FEATURE_NAMES
 from components.contracts.training import (
     Fitted,
+    meta_header,
     prefer_passive_openmp,
     training_data,
     training_main,
@@ -26,16 +28,11 @@ from components.contracts.training import (
 from components.train_xgb import logic
 from components.train_xgb.spec import SPEC
 
-STAGE = SPEC.name
 MODEL_FILE = "xgb.ubj"
 NOVELTY_MODEL_FILE = "novelty_xgb.ubj"
-META_FORMAT_VERSION = 1
 
-logger = logging.getLogger(STAGE)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return training_parser(SPEC)
+logger = logging.getLogger(SPEC.name)
+build_parser = functools.partial(training_parser, SPEC)
 
 
 def params_from_args(args: argparse.Namespace) -> logic.XgbParams:
@@ -52,13 +49,9 @@ def build_meta(
     import xgboost
 
     meta: dict[str, Any] = {
-        "format_version": META_FORMAT_VERSION,
-        "stage": STAGE,
+        **meta_header(SPEC, params, feature_names),
         "model_file": MODEL_FILE,
         "xgboost_version": xgboost.__version__,
-        "feature_version": FEATURE_VERSION,
-        "feature_names": list(feature_names),
-        "params": params.as_dict(),
         "booster_params": logic.booster_params(params, models.production.scale_pos_weight),
         "best_iteration": models.production.best_iteration,
         **{k: v for k, v in models.production.summary().items() if k != "best_iteration"},
