@@ -168,6 +168,7 @@ def _cmd_compile(args, settings: Settings) -> int:
 
 def _cmd_compile_check(args, settings: Settings) -> int:
     from pipelines.compile import check_fresh
+    from pipelines.components import STAGES
     from pipelines.placeholders import PlaceholderError, check_file
 
     registry, tag = _images(args, settings)
@@ -178,7 +179,10 @@ def _cmd_compile_check(args, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if not stale:
-        print(f"compiled YAML is up to date ({args.output} and {7} component.yaml files)")
+        print(
+            f"compiled YAML and README parameter tables are up to date ({args.output}, "
+            f"{len(STAGES)} component.yaml files and {len(STAGES)} stage READMEs)"
+        )
         return 0
     for item in stale:
         print(item.diff[:4000], file=sys.stderr)

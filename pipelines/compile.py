@@ -1,4 +1,5 @@
-"""Compile the pipeline and every component to YAML, and check the checked-in YAML is fresh."""
+"""Compile the pipeline and every component to YAML, regenerate the stage READMEs'
+parameter tables, and check that the checked-in files are fresh."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.components import REPO, STAGES, build_components, write_component_yamls
+from components.contracts.spec import with_table
+from pipelines.components import (
+    REPO,
+    STAGES,
+    build_components,
+    stage_spec,
+    write_component_yamls,
+)
 from pipelines.pipeline import compile_pipeline
 from pipelines.placeholders import check_file
 
@@ -21,6 +29,36 @@ class Stale:
 
     path: Path
     diff: str
+
+
+def fresh_readmes(components_root: Path | None = None) -> list[tuple[Path, str, str]]:
+    """``(path, checked-in text, text with a fresh parameter table)`` for every stage README
+    (the table comes from the stage spec; see ``components.contracts.spec``)."""
+    from pipelines.pipeline import pipeline_params
+
+    root = components_root or REPO / "components"
+    feeds = [(name, module, p.name) for name, t in pipeline_params().items() for module, p in t]
+    out = []
+    for stage in STAGES:
+        path = root / stage.module / "README.md"
+        old = path.read_text() if path.exists() else ""
+        names = {param: name for name, module, param in feeds if module == stage.module}
+        try:
+            new = with_table(old, stage_spec(stage).readme_table(names))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        out.append((path, old, new))
+    return out
+
+
+def write_readmes(components_root: Path | None = None) -> list[Path]:
+    """Rewrite the parameter table of every stage README that is stale; returns those."""
+    written = []
+    for path, old, new in fresh_readmes(components_root):
+        if new != old:
+            path.write_text(new)
+            written.append(path)
+    return written
 
 
 def compile_all(
@@ -47,6 +85,8 @@ def compile_all(
     )
     for path in written:
         check_file(path)
+    if components_root is None:  # the repo's own components: their READMEs too
+        written += write_readmes()
     return written
 
 
@@ -73,16 +113,17 @@ def check_fresh(
             (components_root / s.module / "component.yaml", tmp_path / s.module / "component.yaml")
             for s in STAGES
         ]
-        stale = []
-        for checked_in, fresh in pairs:
-            new = fresh.read_text()
-            old = checked_in.read_text() if checked_in.exists() else ""
-            if old != new:
-                diff = "".join(
-                    difflib.unified_diff(
-                        old.splitlines(True), new.splitlines(True),
-                        fromfile=f"{checked_in} (checked in)", tofile="fresh compile", n=1,
-                    )
-                )  # fmt: skip
-                stale.append(Stale(checked_in, diff or "(missing)"))
-        return stale
+        compared = [
+            (checked_in, checked_in.read_text() if checked_in.exists() else "", fresh.read_text())
+            for checked_in, fresh in pairs
+        ]
+    compared += fresh_readmes(components_root)
+    return [_stale(path, old, new) for path, old, new in compared if old != new]
+
+
+def _stale(path: Path, old: str, new: str) -> Stale:
+    diff = difflib.unified_diff(
+        old.splitlines(True), new.splitlines(True),
+        fromfile=f"{path} (checked in)", tofile="fresh compile", n=1,
+    )  # fmt: skip
+    return Stale(path, "".join(diff) or "(missing)")

@@ -1,7 +1,7 @@
 """The seven stage components, built for one image registry and tag.
 
 Each stage's KFP definition lives beside its code in ``components/<stage>/component.py``
-(``build(image)``); this module builds them all for the configured images and writes each
+(``build(image)``), built from the stage's spec (``spec.py``); this module builds them all for the configured images and writes each
 component's spec as ``components/<stage>/component.yaml`` (loadable with
 ``kfp.components.load_component_from_file``).
 """
@@ -12,6 +12,8 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from components.contracts.spec import StageSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,6 +65,11 @@ def image_for(
     from pipelines.images import image_refs
 
     return image_refs(image_registry)[stage.name]
+
+
+def stage_spec(stage: Stage) -> StageSpec:
+    """The stage's declared interface (``components/<stage>/spec.py``'s ``SPEC``)."""
+    return importlib.import_module(f"components.{stage.module}.spec").SPEC
 
 
 def build_components(

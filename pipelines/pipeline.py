@@ -6,17 +6,47 @@ locations) comes from settings at compile time. ``build_pipeline`` returns the p
 function; ``compile_pipeline`` writes the KFP YAML that Kubeflow and the local runner run.
 """
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.components import build_components
+from components.contracts.spec import Param
+from pipelines.components import STAGES, build_components, stage_spec
 
 PIPELINE_NAME = "cashier-integrity"
 PIPELINE_DESCRIPTION = (
     "Retail cashier-integrity (POS fraud) training: synthetic data, time split, point-in-time "
     "features, XGBoost + isolation forest, blended 0-100 risk score, gated MLflow registration."
 )
+PIPELINE_SUMMARY = "Train, evaluate and register the cashier-integrity risk model."
+# A stage's parameter becomes the pipeline parameter <prefix><name>: the training stages'
+# knobs are prefixed (both have n_estimators); the seed is one knob for every stage.
+PARAM_PREFIX = {"train_xgb": "xgb_", "train_iforest": "iforest_"}
+UNPREFIXED = frozenset({"seed", "novel_fraud_type"})
+SHARED_HELP = {"seed": "Seed of the data generator and both models."}
+
+
+def pipeline_params() -> dict[str, list[tuple[str, Param]]]:
+    """Pipeline parameter name -> the (stage module, stage parameter) pairs it feeds, in
+    pipeline order.
+
+    Derived from the stage specs (the defaults are theirs). A parameter several stages
+    declare (``seed``) must have one type and default everywhere (``ValueError`` otherwise).
+    """
+    params: dict[str, list[tuple[str, Param]]] = {}
+    for stage in STAGES:
+        for p in stage_spec(stage).kfp_params:
+            name = p.name if p.name in UNPREFIXED else PARAM_PREFIX.get(stage.module, "") + p.name
+            first = params.setdefault(name, [(stage.module, p)])[0][1]
+            if first is p:
+                continue
+            if (first.type, first.default) != (p.type, p.default):
+                raise ValueError(f"pipeline parameter {name}: stages disagree on its default")
+            params[name].append((stage.module, p))
+    return params
+
+
 # Transient failures (S3 hiccups, a busy MLflow server) deserve a retry; a deterministic bug
 # fails twice fast. Register talks to the tracking server, so it gets one more attempt.
 RETRIES = {
@@ -126,143 +156,54 @@ def build_pipeline(
         kubernetes.use_secret_as_env(task, s3_secret, S3_SECRET_ENV, optional=True)
         return task
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
-    def cashier_integrity(
-        rows: int = 200_000,
-        days: int = 28,
-        stores: int = 8,
-        cashiers_per_store: int = 12,
-        fraud_rate: float = 0.02,
-        seed: int = 42,
-        start_date: str = "2026-01-05",
-        chunk_rows: int = 1_000_000,
-        live_days: int = 3,
-        valid_days: int = 4,
-        test_days: int = 5,
-        xgb_n_estimators: int = 400,
-        xgb_max_depth: int = 6,
-        xgb_learning_rate: float = 0.08,
-        xgb_subsample: float = 0.9,
-        xgb_colsample_bytree: float = 0.8,
-        xgb_min_child_weight: float = 1.0,
-        xgb_early_stopping_rounds: int = 30,
-        novel_fraud_type: str = "scan_avoidance",
-        iforest_n_estimators: int = 200,
-        iforest_max_samples: int = 512,
-        high_precision_target: float = 0.8,
-        medium_recall_target: float = 0.95,
-        min_pr_auc: float = 0.5,
-        min_recall_at_1pct_fpr: float = 0.6,
-        max_regression: float = 0.02,
-        fail_on_reject: bool = False,
-    ):
-        """Train, evaluate and register the cashier-integrity risk model.
+    params = pipeline_params()
+    names = list(params)
 
-        Args:
-            rows: Number of synthetic transactions.
-            days: Days the transactions span.
-            stores: Number of stores.
-            cashiers_per_store: Cashiers per store.
-            fraud_rate: Fraction of fraudulent transactions.
-            seed: Seed of the data generator and both models.
-            start_date: First day of the generated period (YYYY-MM-DD).
-            chunk_rows: Rows generated per chunk (bounds datagen memory).
-            live_days: Final days held out as the live stream.
-            valid_days: Validation days.
-            test_days: Offline test days.
-            xgb_n_estimators: XGBoost maximum boosting rounds.
-            xgb_max_depth: XGBoost maximum tree depth.
-            xgb_learning_rate: XGBoost learning rate.
-            xgb_subsample: XGBoost row subsample ratio.
-            xgb_colsample_bytree: XGBoost feature subsample ratio.
-            xgb_min_child_weight: XGBoost minimum child weight.
-            xgb_early_stopping_rounds: XGBoost early-stopping patience.
-            novel_fraud_type: Fraud type withheld from the novelty booster.
-            iforest_n_estimators: Isolation forest tree count.
-            iforest_max_samples: Isolation forest rows per tree.
-            high_precision_target: Precision target of the High Risk threshold.
-            medium_recall_target: Recall target of the Medium Risk threshold.
-            min_pr_auc: Gate: minimum test PR-AUC to become champion.
-            min_recall_at_1pct_fpr: Gate: minimum recall at 1% FPR.
-            max_regression: Gate: largest PR-AUC drop allowed against the champion.
-            fail_on_reject: Fail the run when the quality gate rejects the new model.
-        """
-        data = configure(
-            comps["datagen"](
-                rows=rows,
-                days=days,
-                stores=stores,
-                cashiers_per_store=cashiers_per_store,
-                fraud_rate=fraud_rate,
-                seed=seed,
-                start_date=start_date,
-                chunk_rows=chunk_rows,
-            ),
-            "datagen",
+    def cashier_integrity(*values):
+        given = dict(zip(names, values, strict=True))
+
+        def task(stage: str, **artifacts):
+            knobs = {
+                p.name: given[name]
+                for name, targets in params.items()
+                for module, p in targets
+                if module == stage
+            }
+            return configure(comps[stage](**artifacts, **knobs), stage)
+
+        data = task("datagen")
+        cut = task("split", transactions=data.outputs["transactions"])
+        feats = task(
+            "features", historic=cut.outputs["historic"], time_splits=cut.outputs["time_splits"]
         )
-        cut = configure(
-            comps["split"](
-                transactions=data.outputs["transactions"],
-                live_days=live_days,
-                valid_days=valid_days,
-                test_days=test_days,
-            ),
-            "split",
-        )
-        feats = configure(
-            comps["features"](
-                historic=cut.outputs["historic"], time_splits=cut.outputs["time_splits"]
-            ),
-            "features",
-        )
-        xgb = configure(
-            comps["train_xgb"](
-                features=feats.outputs["features"],
-                n_estimators=xgb_n_estimators,
-                max_depth=xgb_max_depth,
-                learning_rate=xgb_learning_rate,
-                subsample=xgb_subsample,
-                colsample_bytree=xgb_colsample_bytree,
-                min_child_weight=xgb_min_child_weight,
-                early_stopping_rounds=xgb_early_stopping_rounds,
-                novel_fraud_type=novel_fraud_type,
-                seed=seed,
-            ),
-            "train_xgb",
-        )
-        forest = configure(
-            comps["train_iforest"](
-                features=feats.outputs["features"],
-                n_estimators=iforest_n_estimators,
-                max_samples=iforest_max_samples,
-                seed=seed,
-            ),
-            "train_iforest",
-        )
-        evaluation = configure(
-            comps["evaluate"](
-                features=feats.outputs["features"],
-                xgb_model=xgb.outputs["model"],
-                iforest_model=forest.outputs["model"],
-                high_precision_target=high_precision_target,
-                medium_recall_target=medium_recall_target,
-            ),
+        xgb = task("train_xgb", features=feats.outputs["features"])
+        forest = task("train_iforest", features=feats.outputs["features"])
+        evaluation = task(
             "evaluate",
+            features=feats.outputs["features"],
+            xgb_model=xgb.outputs["model"],
+            iforest_model=forest.outputs["model"],
         )
-        configure(
-            comps["register"](
-                xgb_model=xgb.outputs["model"],
-                iforest_model=forest.outputs["model"],
-                evaluation=evaluation.outputs["evaluation"],
-                profiles=feats.outputs["profiles"],
-                min_pr_auc=min_pr_auc,
-                min_recall_at_1pct_fpr=min_recall_at_1pct_fpr,
-                max_regression=max_regression,
-                fail_on_reject=fail_on_reject,
-            ),
+        task(
             "register",
+            xgb_model=xgb.outputs["model"],
+            iforest_model=forest.outputs["model"],
+            evaluation=evaluation.outputs["evaluation"],
+            profiles=feats.outputs["profiles"],
         )
 
+    kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    first = {name: targets[0][1] for name, targets in params.items()}
+    cashier_integrity.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, kw, annotation=p.type, default=p.default) for n, p in first.items()]
+    )
+    cashier_integrity.__doc__ = "\n".join(
+        [PIPELINE_SUMMARY, "", "Args:"]
+        + [f"    {n}: {SHARED_HELP.get(n, p.help)}" for n, p in first.items()]
+    )
+    cashier_integrity = dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(
+        cashier_integrity
+    )
     return cashier_integrity
 
 

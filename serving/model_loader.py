@@ -32,9 +32,9 @@ from components.contracts import bundle as bundle_mod
 from components.contracts import features as feats
 from components.contracts import storage
 from components.contracts.bundle import Bundle, BundleError
+from components.contracts.engine import IForestTrees, XGBTrees
 from serving.scorer import Models, Scorer
 from serving.settings import ServingSettings
-from components.contracts.engine import IForestTrees, XGBTrees
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from components.contracts.schemas import InputError, ServiceError
 from components.contracts.storage import StorageError
+
+if TYPE_CHECKING:
+    from components.contracts.spec import StageSpec
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     # SchemaError, BundleError, BlendError, ForestFormatError, TrainingDataError and every
@@ -82,6 +86,69 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"{self.stage}: error: {' '.join(message.split())}", file=sys.stderr)
         raise SystemExit(EXIT_USER)
+
+
+def truthy(value: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no; any case) as KFP renders a boolean parameter."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def build_parser(
+    spec: StageSpec,
+    description: str = "",
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> ArgumentParser:
+    """The stage CLI's parser, derived from its spec (flags, types, defaults, help).
+
+    ``extra`` adds flags the spec does not own (``tracking.add_pipeline_run_id_arg`` for the
+    stages that log to MLflow; passed in, so a stage that does not stays free of mlflow).
+    """
+    p = ArgumentParser(
+        stage=spec.name,
+        prog=f"python -m components.{spec.module}",
+        description=" ".join(filter(None, (spec.summary, description))),
+    )
+    io = p.add_argument_group("inputs and outputs (local paths or s3:// URIs)")
+    for direction, items in (("in", spec.inputs), ("out", spec.outputs)):
+        for item in items:
+            flag = f"--{direction}-{item.name.replace('_', '-')}"
+            io.add_argument(flag, required=item.required, help=f"{item.kind}: {item.help}")
+    params = p.add_argument_group("parameters")
+    for param in spec.params:
+        kwargs: dict = {"default": param.default, "help": _help(param)}
+        if param.type is bool:
+            kwargs.update(nargs="?", const=True, type=truthy, metavar="true|false")
+        else:
+            kwargs.update(type=param.type, choices=param.choices)
+        params.add_argument(param.flag, **kwargs)
+    if spec.executor_input:
+        io.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional")
+        io.add_argument(
+            "--executor-output",
+            help="executor output path for stand-alone use (default: outputs.outputFile of "
+            "--executor-input, where the KFP launcher reads it)",
+        )
+    if extra is not None:
+        extra(p)
+    return p
+
+
+def dataclass_kwargs(args: argparse.Namespace, cls: type) -> dict:
+    """The parsed values of ``args`` named like fields of the dataclass ``cls``: a stage's
+    logic parameters built from its CLI without naming every flag again."""
+    import dataclasses
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
+def _help(param) -> str:
+    text = param.help.replace("%", "%%")
+    return text if param.default is None else f"{text} (default {param.default})"
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

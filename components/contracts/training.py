@@ -17,8 +17,10 @@ import argparse
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +29,11 @@ import pyarrow.compute as pc
 from components.contracts import storage
 from components.contracts.features import LABEL_COLUMNS, SIGNED_FEATURES, SUBSET_COLUMN, SUBSETS
 from components.contracts.schemas import FRAUD_TYPES, InputError, ServiceError, check_unique
+from components.contracts.settings import Settings
+from components.contracts.spec import Io
+
+if TYPE_CHECKING:
+    from components.contracts.spec import StageSpec
 
 logger = logging.getLogger(__name__)
 
@@ -266,19 +273,21 @@ def mlflow_guard(what: str, tracking_uri: str) -> Iterator[None]:
         ) from exc
 
 
-def add_training_io_args(parser: argparse.ArgumentParser, model_files: str) -> None:
-    """The inputs/outputs every training stage CLI takes (features in, model folder and
-    metrics out, optional KFP executor input/output)."""
-    io = parser.add_argument_group("inputs and outputs (local paths or s3:// URIs)")
-    io.add_argument("--in-features", required=True, help="features table (Parquet file)")
-    io.add_argument("--out-model", required=True, help=f"model folder to write: {model_files}")
-    io.add_argument("--out-metrics", help="metrics JSON to write (flat name -> number)")
-    io.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional")
-    io.add_argument(
-        "--executor-output",
-        help="executor output path for stand-alone use (default: outputs.outputFile of "
-        "--executor-input, where the KFP launcher reads it)",
-    )
+def training_io(model_files: str) -> dict[str, tuple[Io, ...]]:
+    """The inputs and outputs every training stage declares (``StageSpec(**training_io(...))``):
+    the features table in, the model folder and its metrics out."""
+    return {
+        "inputs": (Io("features", "Dataset", "Feature table from ``features``."),),
+        "outputs": (
+            Io("model", "Model", f"Model folder: {model_files}."),
+            Io(
+                "metrics",
+                "Metrics",
+                "Validation metrics, flat name -> number (KFP Metrics, shown in the run's UI).",
+                required=False,
+            ),
+        ),
+    }
 
 
 def publish_metrics(
@@ -299,3 +308,128 @@ def publish_metrics(
         storage.write_json(finite, target)
     kfp_io.write_executor_output(args.executor_input, args.executor_output, {"metrics": finite})
     return finite
+
+
+# ---------------------------------------------------------------------- the stage CLI
+
+META_FILE = "meta.json"
+"""The model folder's metadata file, written by every training stage."""
+META_FORMAT_VERSION = 1
+
+
+def meta_header(spec: StageSpec, params: Any, feature_names: Sequence[str]) -> dict[str, Any]:
+    """The keys every training stage's ``meta.json`` starts with: format, stage, features
+    and the hyperparameters (``params.as_dict()``)."""
+    from components.contracts.features import FEATURE_VERSION
+
+    return {
+        "format_version": META_FORMAT_VERSION,
+        "stage": spec.name,
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(feature_names),
+        "params": params.as_dict(),
+    }
+
+
+@dataclass
+class Fitted:
+    """What a training stage's fit returns: the trained model(s), ready to publish. A stage
+    subclasses it with its models and implements ``save``, ``log_models`` and ``summary``."""
+
+    data: TrainingData
+    """The matrices it was trained and validated on."""
+    metrics: dict[str, float]
+    """Flat validation metrics (``--out-metrics``, KFP Metrics, MLflow)."""
+    meta: dict[str, Any]
+    """Content of ``meta.json`` (``params``, ``feature_version``; the MLflow run id is added
+    before it is written)."""
+
+    def mlflow_params(self) -> dict[str, Any]:
+        """The params of the stage's MLflow run: the hyperparameters and the feature set."""
+        return {
+            **self.meta["params"],
+            "feature_version": self.meta["feature_version"],
+            "n_features": len(self.data.feature_names),
+        }
+
+    def save(self, folder: Path) -> None:
+        """Write the model files into the staged model folder."""
+        raise NotImplementedError
+
+    def log_models(self, folder: Path) -> None:
+        """Log the models (from the staged folder) to the active MLflow run."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """One line for the person at the terminal."""
+        raise NotImplementedError
+
+
+def log_training_run(
+    spec: StageSpec,
+    settings: Settings,
+    fitted: Fitted,
+    folder: Path,
+    executor_input: str | None = None,
+) -> str:
+    """One MLflow run for the stage: params, finite metrics, models, ``meta.json``; its id.
+
+    Under Kubeflow's MLflow integration the task's KFP input parameters (read from
+    ``executor_input``) are left to the launcher, which logs them with its own spelling.
+
+    Raises:
+        MlflowLoggingError: Anything went wrong talking to MLflow.
+    """
+    import mlflow
+
+    from components.contracts import tracking
+
+    with (
+        mlflow_guard(f"logging of {spec.name}", settings.mlflow.tracking_uri),
+        tracking.stage_run(settings.mlflow, spec.name) as run,
+    ):
+        tracking.log_params(fitted.mlflow_params(), executor_input=executor_input)
+        mlflow.log_metrics({k: v for k, v in fitted.metrics.items() if np.isfinite(v)})
+        fitted.log_models(folder)
+        mlflow.log_dict(fitted.meta, META_FILE)
+        return run.info.run_id
+
+
+def run_training(
+    spec: StageSpec, args: argparse.Namespace, fit: Callable[[pa.Table, str], Fitted]
+) -> dict[str, float]:
+    """Read the features table, ``fit``, then publish the model folder (model files, MLflow
+    run id in ``meta.json``) and the metrics JSON in one commit; returns the metrics."""
+    settings = Settings.from_env()
+    fitted = fit(storage.read_table(args.in_features), args.in_features)
+    with storage.publish(spec.name) as pub:  # model folder and metrics: one commit
+        staging = pub.local_folder(args.out_model)
+        fitted.save(staging)
+        fitted.meta["mlflow_run_id"] = log_training_run(
+            spec, settings, fitted, staging, args.executor_input
+        )
+        storage.write_json(fitted.meta, str(staging / META_FILE))
+        publish_metrics(fitted.metrics, args, pub)
+    print(f"{spec.name}: {fitted.summary()} -> {args.out_model}")
+    return fitted.metrics
+
+
+def training_parser(spec: StageSpec) -> argparse.ArgumentParser:
+    """A training stage's CLI parser: its spec's flags plus ``--pipeline-run-id``."""
+    from components.contracts import cli, tracking
+
+    return cli.build_parser(spec, extra=tracking.add_pipeline_run_id_arg)
+
+
+def training_main(
+    spec: StageSpec,
+    fit: Callable[[argparse.Namespace], Callable[[pa.Table, str], Fitted]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The training stage CLI: parse ``argv`` by ``spec``, then ``run_training`` under the
+    CLI error contract. ``fit(args)`` returns the function that trains on a table."""
+    from components.contracts import cli, tracking
+
+    args = training_parser(spec).parse_args(argv)
+    tracking.use_pipeline_run_id(args.pipeline_run_id)
+    return cli.run(spec.name, lambda: run_training(spec, args, fit(args)))

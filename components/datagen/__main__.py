@@ -22,59 +22,19 @@ import pyarrow.compute as pc
 from components.contracts import cli, storage
 from components.contracts.schemas import InputError
 from components.datagen.logic import DatagenParams, generate, parse_date, rechunk, summarize
+from components.datagen.spec import SPEC
 
-log = logging.getLogger("datagen")
+log = logging.getLogger(SPEC.name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        stage="datagen",
-        prog="python -m components.datagen",
-        description="Generate synthetic labelled POS transactions with injected fraud patterns.",
-    )
-    p.add_argument(
-        "--out-transactions",
-        required=True,
-        help="Output dataset folder (local path or s3:// URI): Parquet, LABELLED_TRANSACTION.",
-    )
-    p.add_argument("--rows", type=int, default=200_000, help="Total transactions (default 200000).")
-    p.add_argument("--days", type=int, default=28, help="Calendar days covered (default 28).")
-    p.add_argument("--stores", type=int, default=8, help="Number of stores (default 8).")
-    p.add_argument(
-        "--cashiers-per-store", type=int, default=12, help="Cashiers per store (default 12)."
-    )
-    p.add_argument(
-        "--fraud-rate",
-        type=float,
-        default=0.02,
-        help="Overall fraction of fraudulent transactions, 0..0.5 (default 0.02).",
-    )
-    p.add_argument(
-        "--seed", type=int, default=42, help="Random seed; same seed, same data (default 42)."
-    )
-    p.add_argument(
-        "--start-date", default="2026-01-05", help="First day, YYYY-MM-DD (default 2026-01-05)."
-    )
-    p.add_argument(
-        "--chunk-rows",
-        type=int,
-        default=1_000_000,
-        help="Rows per written Parquet file; bounds memory, does not change the data "
-        "(default 1000000).",
-    )
-    return p.parse_args(argv)
+    return cli.build_parser(SPEC).parse_args(argv)
 
 
 def params_from_args(args: argparse.Namespace) -> DatagenParams:
     """Validated generation parameters (``ValueError`` naming the bad flag)."""
     params = DatagenParams(
-        rows=args.rows,
-        days=args.days,
-        stores=args.stores,
-        cashiers_per_store=args.cashiers_per_store,
-        fraud_rate=args.fraud_rate,
-        seed=args.seed,
-        start_date=parse_date(args.start_date),
+        **{**cli.dataclass_kwargs(args, DatagenParams), "start_date": parse_date(args.start_date)}
     )
     params.validate()
     if args.chunk_rows <= 0:
@@ -104,4 +64,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("datagen", main))
+    sys.exit(cli.run(SPEC.name, main))

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -26,18 +27,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from components.contracts import blend, cli, kfp_io, storage, tracking
+from components.contracts import cli, kfp_io, storage, tracking
 from components.contracts import features as F
 from components.contracts.schemas import LABELS, InputError
 from components.contracts.settings import Settings
-from components.contracts.storage import sha256_bytes
 from components.contracts.training import check_features_table
-from components.evaluate import logic, report
+from components.evaluate import logic, models, report
+from components.evaluate.spec import SPEC
 
-log = logging.getLogger("evaluate")
+log = logging.getLogger(SPEC.name)
 
-TRAIN_SCORE_SAMPLE = 50_000
-"""Train rows (seeded sample) scored by the forest to fix the blend's center/scale."""
 DEFAULT_NOVEL_TYPE = "scan_avoidance"
 FEATURE_COLUMNS = pa.schema(
     [
@@ -51,146 +50,10 @@ FEATURE_COLUMNS = pa.schema(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        stage="evaluate",
-        prog="python -m components.evaluate",
-        description="Blend both models into one calibrated 0-100 risk score, choose risk-level "
-        "thresholds on the valid subset and report on the test subset.",
-    )
-    p.add_argument(
-        "--in-features",
-        required=True,
-        help="Feature table (Parquet file, local or s3://) from the features stage.",
-    )
-    p.add_argument(
-        "--in-xgb-model",
-        required=True,
-        help="train-xgb output folder: xgb.ubj, novelty_xgb.ubj, meta.json.",
-    )
-    p.add_argument(
-        "--in-iforest-model",
-        required=True,
-        help="train-iforest output folder: forest.npz (plain arrays), meta.json.",
-    )
-    p.add_argument(
-        "--out-evaluation",
-        required=True,
-        help="Output folder: blend.json, metrics.json, plots/*.png, report.md.",
-    )
-    p.add_argument("--out-metrics", help="Flat JSON of headline test metrics (KFP Metrics).")
-    p.add_argument(
-        "--out-classification-metrics",
-        help="JSON confusion matrix (Medium-or-High vs truth) and ROC points "
-        "(KFP ClassificationMetrics).",
-    )
-    p.add_argument("--out-report", help="Self-contained HTML report (plots embedded).")
-    p.add_argument(
-        "--high-precision-target",
-        type=float,
-        default=0.8,
-        help="High = lowest score whose precision on valid reaches this (default 0.8).",
-    )
-    p.add_argument(
-        "--medium-recall-target",
-        type=float,
-        default=0.95,
-        help="Medium = highest score at which recall on valid reaches this (default 0.95).",
-    )
-    p.add_argument(
-        "--novel-fraud-type",
-        default=None,
-        help="Fraud type withheld from novelty_xgb.ubj (default: from the xgb "
-        f"meta.json, else {DEFAULT_NOVEL_TYPE}).",
-    )
-    p.add_argument("--executor-input", help="KFP executor input JSON ({{$}}); optional.")
-    p.add_argument(
-        "--executor-output",
-        help="executor output path for stand-alone use (default: outputs.outputFile of "
-        "--executor-input, where the KFP launcher reads it)",
-    )
-    tracking.add_pipeline_run_id_arg(p)
-    return p.parse_args(argv)
+    return cli.build_parser(SPEC, extra=tracking.add_pipeline_run_id_arg).parse_args(argv)
 
 
 # ---------------------------------------------------------------- inputs
-
-
-class ModelFiles:
-    """Reads model files once and records the sha256 of the exact bytes that were scored.
-
-    ``digests`` ({"xgb_model": {"xgb.ubj": sha256, ...}, "iforest_model": {...}}) goes into
-    ``metrics.json`` (``inputs.model_digests``); ``register`` refuses a model whose files do
-    not have these digests, so an evaluation is bound to the models it measured.
-    """
-
-    def __init__(self) -> None:
-        self.digests: dict[str, dict[str, str]] = {}
-        self._outputs: dict[str, storage.Output] = {}
-
-    def _open(self, folder: str) -> storage.Output:
-        # A published model folder: refused without its marker or with a modified file.
-        if folder not in self._outputs:
-            self._outputs[folder] = storage.open_output(folder)
-        return self._outputs[folder]
-
-    def read(self, role: str, folder: str, name: str) -> bytes:
-        data = self._open(folder).read_bytes(name)  # checked against the marker's sha256
-        self.digests.setdefault(role, {})[name] = sha256_bytes(data)
-        return data
-
-    def read_optional(self, role: str, folder: str, name: str) -> bytes | None:
-        return self.read(role, folder, name) if self._open(folder).has(name) else None
-
-
-def load_booster(uri: str, data: bytes | None = None):
-    """An XGBoost booster from native UBJSON bytes (read from ``uri`` if not given)."""
-    import xgboost
-
-    booster = xgboost.Booster()
-    try:
-        booster.load_model(bytearray(storage.read_bytes(uri) if data is None else data))
-    except xgboost.core.XGBoostError as exc:
-        raise InputError(
-            f"{uri}: not a readable XGBoost model ({str(exc).splitlines()[0]})"
-        ) from exc
-    names = booster.feature_names
-    if names is not None and list(names) != list(F.FEATURE_NAMES):
-        raise InputError(f"{uri}: model feature names differ from features.FEATURE_NAMES")
-    if booster.num_features() != len(F.FEATURE_NAMES):
-        raise InputError(
-            f"{uri}: model expects {booster.num_features()} features, "
-            f"FEATURE_NAMES has {len(F.FEATURE_NAMES)}"
-        )
-    return booster
-
-
-def xgb_margin(booster, X: np.ndarray) -> np.ndarray:
-    import xgboost
-
-    dm = xgboost.DMatrix(X, feature_names=list(F.FEATURE_NAMES))
-    return booster.predict(dm, output_margin=True).astype(np.float64)
-
-
-def load_forest(uri: str, data: bytes | None = None):
-    """The forest from ``forest.npz`` bytes (read from ``uri`` if not given), pickle-free."""
-    import zipfile
-
-    from components.contracts.forest import ForestArrays, ForestFormatError
-
-    try:
-        forest = ForestArrays.from_npz_bytes(
-            storage.read_bytes(uri) if data is None else data, source=uri
-        )
-    except ForestFormatError as exc:
-        raise InputError(str(exc)) from exc
-    except zipfile.BadZipFile as exc:  # a damaged .npz (zip) archive
-        raise InputError(f"{uri}: not a readable .npz file ({exc})") from exc
-    if forest.n_features != len(F.FEATURE_NAMES):
-        raise InputError(
-            f"{uri}: forest expects {forest.n_features} features, "
-            f"FEATURE_NAMES has {len(F.FEATURE_NAMES)}"
-        )
-    return forest
 
 
 def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -225,128 +88,60 @@ def _parse_json(data: bytes | None, uri: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- main
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Score, blend, choose thresholds and compute the report dict (no output written)."""
+def evaluate(args: argparse.Namespace) -> logic.Evaluation:
+    """Read the models and the feature table, then ``logic.evaluate_models`` (no output
+    written); the metrics record the inputs and the sha256 of every model file scored."""
     xgb_dir, forest_dir = args.in_xgb_model, args.in_iforest_model
-    files = ModelFiles()
+    files = models.ModelFiles()
     meta_bytes = files.read_optional("xgb_model", xgb_dir, "meta.json")
     xgb_meta = _parse_json(meta_bytes, storage.join(xgb_dir, "meta.json"))
-    booster = load_booster(
+    booster = models.load_booster(
         storage.join(xgb_dir, "xgb.ubj"), files.read("xgb_model", xgb_dir, "xgb.ubj")
     )
     novelty_uri = storage.join(xgb_dir, "novelty_xgb.ubj")
     novelty_bytes = files.read_optional("xgb_model", xgb_dir, "novelty_xgb.ubj")
-    novelty_booster = None if novelty_bytes is None else load_booster(novelty_uri, novelty_bytes)
-    forest = load_forest(
+    novelty = None if novelty_bytes is None else models.load_booster(novelty_uri, novelty_bytes)
+    forest = models.load_forest(
         storage.join(forest_dir, "forest.npz"),
         files.read("iforest_model", forest_dir, "forest.npz"),
     )
     files.read_optional("iforest_model", forest_dir, "meta.json")
     novel_type = args.novel_fraud_type or xgb_meta.get("novel_fraud_type") or DEFAULT_NOVEL_TYPE
+    if novelty is None:
+        log.warning("%s missing", novelty_uri)
 
     X, subset, labels, fraud_type = read_features(args.in_features)
-    idx = {name: np.flatnonzero(subset == name) for name in F.SUBSETS}
-    rng = np.random.default_rng(0)
-    train_idx = idx["train"]
-    if train_idx.size > TRAIN_SCORE_SAMPLE:
-        train_idx = np.sort(rng.choice(train_idx, TRAIN_SCORE_SAMPLE, replace=False))
-    log.info(
-        "scoring: %d train (sample), %d valid, %d test rows",
-        train_idx.size,
-        idx["valid"].size,
-        idx["test"].size,
-    )
-    train_forest = forest.score_samples(X[train_idx])
-    forest_score = {s: forest.score_samples(X[idx[s]]) for s in ("valid", "test")}
-    margin = {s: xgb_margin(booster, X[idx[s]]) for s in ("valid", "test")}
-
-    params = blend.fit_blend(
-        valid_margin=margin["valid"],
-        valid_iforest_score=forest_score["valid"],
-        valid_labels=labels[idx["valid"]],
-        train_iforest_score=train_forest,
-    )
-    valid_risk = blend.risk_score(margin["valid"], forest_score["valid"], params)
-    thresholds, threshold_info = logic.choose_thresholds(
-        valid_risk,
-        labels[idx["valid"]],
+    result = logic.evaluate_models(
+        X,
+        subset,
+        labels,
+        fraud_type,
+        logic.Scorers(
+            xgb_margin=functools.partial(models.xgb_margin, booster),
+            forest_score=forest.score_samples,
+            novelty_margin=None
+            if novelty is None
+            else functools.partial(models.xgb_margin, novelty),
+        ),
         high_precision_target=args.high_precision_target,
         medium_recall_target=args.medium_recall_target,
+        novel_type=novel_type,
     )
-    test_risk = blend.risk_score(margin["test"], forest_score["test"], params)
-    params = params.with_(
-        thresholds=thresholds,
-        reference_histogram=blend.score_histogram(test_risk),
-        extra={
-            **params.extra,
-            "high_precision_target": args.high_precision_target,
-            "medium_recall_target": args.medium_recall_target,
-            "reference": "test-subset risk scores",
-        },
-    )
-    test = logic.Scored(
-        labels=labels[idx["test"]],
-        fraud_type=fraud_type[idx["test"]],
-        xgb=margin["test"],
-        iforest=-forest_score["test"],
-        blend=test_risk,
-    )
-
-    novelty = None
-    if novelty_booster is None:
-        log.warning("%s missing: skipping the novel-pattern check", novelty_uri)
-    elif not np.any(test.fraud_type == novel_type):
-        log.warning("no %r rows in the test subset: skipping the novel-pattern check", novel_type)
-    else:
-        nov_margin = {s: xgb_margin(novelty_booster, X[idx[s]]) for s in ("valid", "test")}
-        nov_params = blend.fit_blend(
-            valid_margin=nov_margin["valid"],
-            valid_iforest_score=forest_score["valid"],
-            valid_labels=labels[idx["valid"]],
-            train_iforest_score=train_forest,
-        )
-        novelty = logic.novelty_check(
-            novel_type=novel_type,
-            test=test,
-            novelty_xgb_test=nov_margin["test"],
-            novelty_blend_test=blend.risk_score(
-                nov_margin["test"], forest_score["test"], nov_params
-            ),
-        )
-        novelty["novelty_blend_weights"] = {
-            "xgb_weight": nov_params.xgb_weight,
-            "iforest_weight": nov_params.iforest_weight,
-        }
-
-    metrics = logic.summarize(
-        test=test, params=params, threshold_info=threshold_info, novelty=novelty
-    )
-    metrics["inputs"] = {
+    result.metrics["inputs"] = {
         "features": args.in_features,
         "xgb_model": xgb_dir,
         "iforest_model": forest_dir,
         "feature_version": F.FEATURE_VERSION,
         "model_digests": files.digests,
     }
-    return {"params": params, "metrics": metrics, "test": test}
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> None so the JSON is standard (json.dumps would write NaN)."""
-    if isinstance(obj, float):
-        return None if obj != obj else obj
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     tracking.use_pipeline_run_id(args.pipeline_run_id)
     result = evaluate(args)
-    params, metrics, test = result["params"], result["metrics"], result["test"]
+    params, metrics, test = result.params, result.metrics, result.test
     summary = metrics["summary"]
     classification = kfp_io.classification_metrics(
         ["legitimate", "fraud"],
@@ -356,16 +151,16 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
 
     # evaluation folder, metrics and classification metrics: one commit, or none
-    with storage.publish("evaluate") as pub:
+    with storage.publish(SPEC.name) as pub:
         folder = pub.local_folder(args.out_evaluation)
         plots = report.write_plots(test, metrics, folder / "plots")
         (folder / "blend.json").write_text(json.dumps(params.to_dict(), indent=2, sort_keys=True))
         (folder / "metrics.json").write_text(
-            json.dumps(_json_safe(metrics), indent=2, sort_keys=True)
+            json.dumps(logic.json_safe(metrics), indent=2, sort_keys=True)
         )
         (folder / "report.md").write_text(report.render_markdown(metrics))
         html = report.render_html(metrics, folder / "plots")
-        with tracking.stage_run(settings.mlflow, "evaluate") as run:
+        with tracking.stage_run(settings.mlflow, SPEC.name) as run:
             import mlflow
 
             tracking.log_params(
@@ -431,4 +226,4 @@ def _print_summary(metrics: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("evaluate", main))
+    sys.exit(cli.run(SPEC.name, main))

@@ -1,7 +1,7 @@
 """Evaluate logic: metrics, threshold rules, the novel-pattern check. Pure numpy, no I/O.
 
-The CLI (``__main__``) scores the feature table with both models and calls these functions;
-plots and reports are built in ``report.py`` from the dicts returned here.
+``evaluate_models`` scores the feature table with both models (given as functions), fits the
+blend and calls the rest; plots and reports are built in ``report.py`` from the dicts returned here.
 
 Threshold rules (on the 0-100 blended score, chosen on the VALID subset, reported on TEST):
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
+from components.contracts.features import SUBSETS
 from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS, InputError
 
 log = logging.getLogger(__name__)
@@ -338,3 +340,144 @@ def summarize(
         "level_confusion": level_confusion(test.blend, test.fraud_type, params.thresholds),
         "novelty": novelty,
     }
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+TRAIN_SCORE_SAMPLE = 50_000
+"""Train rows (seeded sample) scored by the forest to fix the blend's center/scale."""
+
+
+@dataclass(frozen=True)
+class Scorers:
+    """The models to evaluate, as functions of a feature matrix (rows x ``FEATURE_NAMES``)."""
+
+    xgb_margin: Callable[[np.ndarray], np.ndarray]
+    """Production booster: raw margin (log-odds)."""
+    forest_score: Callable[[np.ndarray], np.ndarray]
+    """Isolation forest: sklearn's ``score_samples`` (lower = more anomalous)."""
+    novelty_margin: Callable[[np.ndarray], np.ndarray] | None = None
+    """The booster trained without ``novel_type``; None skips the novel-pattern check."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``evaluate_models`` found: the blend to ship, the report dict, the test scores."""
+
+    params: BlendParams
+    metrics: dict[str, Any]
+    test: Scored
+
+
+def evaluate_models(
+    X: np.ndarray,
+    subset: np.ndarray,
+    labels: np.ndarray,
+    fraud_type: np.ndarray,
+    scorers: Scorers,
+    *,
+    high_precision_target: float,
+    medium_recall_target: float,
+    novel_type: str,
+    train_sample: int = TRAIN_SCORE_SAMPLE,
+) -> Evaluation:
+    """Score every subset, fit the blend on valid, choose thresholds on valid, report on test.
+
+    Args:
+        X: Feature matrix, rows x ``FEATURE_NAMES``.
+        subset: Each row's subset name (train / valid / test).
+        labels: Each row's ``is_fraud``.
+        fraud_type: Each row's fraud type (``"none"`` for legitimate rows).
+        scorers: The models to evaluate.
+        high_precision_target: Precision the High threshold must reach on valid.
+        medium_recall_target: Recall the Medium threshold must reach on valid.
+        novel_type: Fraud type the novelty booster never saw.
+        train_sample: Train rows (seeded sample) that fix the forest score's center/scale.
+    """
+    idx = {name: np.flatnonzero(subset == name) for name in SUBSETS}
+    train_idx = idx["train"]
+    if train_idx.size > train_sample:
+        rng = np.random.default_rng(0)
+        train_idx = np.sort(rng.choice(train_idx, train_sample, replace=False))
+    log.info(
+        "scoring: %d train (sample), %d valid, %d test rows",
+        train_idx.size,
+        idx["valid"].size,
+        idx["test"].size,
+    )
+    train_forest = scorers.forest_score(X[train_idx])
+    forest_score = {s: scorers.forest_score(X[idx[s]]) for s in ("valid", "test")}
+    margin = {s: scorers.xgb_margin(X[idx[s]]) for s in ("valid", "test")}
+    valid_labels = labels[idx["valid"]]
+
+    params = blend.fit_blend(
+        valid_margin=margin["valid"],
+        valid_iforest_score=forest_score["valid"],
+        valid_labels=valid_labels,
+        train_iforest_score=train_forest,
+    )
+    thresholds, threshold_info = choose_thresholds(
+        blend.risk_score(margin["valid"], forest_score["valid"], params),
+        valid_labels,
+        high_precision_target=high_precision_target,
+        medium_recall_target=medium_recall_target,
+    )
+    test_risk = blend.risk_score(margin["test"], forest_score["test"], params)
+    params = params.with_(
+        thresholds=thresholds,
+        reference_histogram=blend.score_histogram(test_risk),
+        extra={
+            **params.extra,
+            "high_precision_target": high_precision_target,
+            "medium_recall_target": medium_recall_target,
+            "reference": "test-subset risk scores",
+        },
+    )
+    test = Scored(
+        labels=labels[idx["test"]],
+        fraud_type=fraud_type[idx["test"]],
+        xgb=margin["test"],
+        iforest=-forest_score["test"],
+        blend=test_risk,
+    )
+
+    novelty = None
+    if scorers.novelty_margin is None:
+        log.warning("no novelty booster: skipping the novel-pattern check")
+    elif not np.any(test.fraud_type == novel_type):
+        log.warning("no %r rows in the test subset: skipping the novel-pattern check", novel_type)
+    else:
+        nov_margin = {s: scorers.novelty_margin(X[idx[s]]) for s in ("valid", "test")}
+        nov_params = blend.fit_blend(
+            valid_margin=nov_margin["valid"],
+            valid_iforest_score=forest_score["valid"],
+            valid_labels=valid_labels,
+            train_iforest_score=train_forest,
+        )
+        novelty = novelty_check(
+            novel_type=novel_type,
+            test=test,
+            novelty_xgb_test=nov_margin["test"],
+            novelty_blend_test=blend.risk_score(
+                nov_margin["test"], forest_score["test"], nov_params
+            ),
+        )
+        novelty["novelty_blend_weights"] = {
+            "xgb_weight": nov_params.xgb_weight,
+            "iforest_weight": nov_params.iforest_weight,
+        }
+
+    metrics = summarize(test=test, params=params, threshold_info=threshold_info, novelty=novelty)
+    return Evaluation(params, metrics, test)
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN -> None so the JSON is standard (json.dumps would write NaN)."""
+    if isinstance(obj, float):
+        return None if obj != obj else obj
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -27,37 +27,13 @@ from components.contracts.schemas import (
     raise_on_duplicates,
 )
 from components.features.logic import FEATURE_TABLE_SCHEMA, TimeSplits, feature_chunk
+from components.features.spec import SPEC
 
-log = logging.getLogger("features")
+log = logging.getLogger(SPEC.name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        stage="features",
-        prog="python -m components.features",
-        description="Build point-in-time features and cashier profiles from the historic lake.",
-    )
-    p.add_argument(
-        "--in-historic",
-        required=True,
-        help="Historic lake: Hive-partitioned (date=YYYY-MM-DD) Parquet folder or s3:// URI.",
-    )
-    p.add_argument(
-        "--in-time-splits",
-        required=True,
-        help="Time boundaries JSON written by split (train_end, valid_end, historic_end).",
-    )
-    p.add_argument(
-        "--out-features",
-        required=True,
-        help="Feature table to write (one Parquet file): ids, subset, labels, features.",
-    )
-    p.add_argument(
-        "--out-profiles",
-        required=True,
-        help="Cashier/store/global profile table to write (Parquet) for serving.",
-    )
-    return p.parse_args(argv)
+    return cli.build_parser(SPEC).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = dict.fromkeys(F.SUBSETS, 0)
     ids = DuplicateIds()
     with (
-        storage.publish("features") as pub,  # features and profiles: one commit, or none
+        storage.publish(SPEC.name) as pub,  # features and profiles: one commit, or none
         storage.ParquetStreamWriter(pub.file(args.out_features), FEATURE_TABLE_SCHEMA) as writer,
     ):
         for date in dates:
@@ -113,4 +89,4 @@ def _value_counts(column):
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("features", main))
+    sys.exit(cli.run(SPEC.name, main))

@@ -52,8 +52,9 @@ from components.contracts.schemas import InputError, validate_table
 from components.contracts.settings import Settings
 from components.contracts.storage import sha256_bytes
 from components.register import logic
+from components.register.spec import SPEC
 
-log = logging.getLogger("register")
+log = logging.getLogger(SPEC.name)
 
 COMPONENTS_DIR = Path(__file__).resolve().parents[1]
 PYFUNC_FILE = Path(__file__).resolve().with_name("pyfunc_model.py")
@@ -61,71 +62,15 @@ MODEL_ARTIFACT = "model"
 PIP_PACKAGES = ("mlflow", "xgboost-cpu", "numpy", "pandas", "pyarrow", "numba", "scikit-learn")
 
 
+DESCRIPTION = (
+    "MLflow locations come from the environment (MLFLOW_TRACKING_URI, "
+    "MLFLOW_ARTIFACT_LOCATION, MODEL_NAME, CHAMPION_ALIAS)."
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        stage="register",
-        prog="python -m components.register",
-        description="Build the serving bundle, register it in the MLflow registry and move the "
-        "champion alias only if the quality gate passes. MLflow locations come from the "
-        "environment (MLFLOW_TRACKING_URI, MLFLOW_ARTIFACT_LOCATION, MODEL_NAME, CHAMPION_ALIAS).",
-    )
-    p.add_argument("--in-xgb-model", required=True, help="train-xgb output folder (xgb.ubj).")
-    p.add_argument(
-        "--in-iforest-model", required=True, help="train-iforest output folder (forest.npz)."
-    )
-    p.add_argument(
-        "--in-evaluation", required=True, help="evaluate output folder (blend.json, metrics.json)."
-    )
-    p.add_argument(
-        "--in-profiles", required=True, help="Profile table (Parquet) from the features stage."
-    )
-    p.add_argument(
-        "--out-bundle", required=True, help="Output serving bundle folder (local or s3://)."
-    )
-    p.add_argument(
-        "--out-decision",
-        required=True,
-        help="Output JSON: model version, gate checks, whether the alias moved.",
-    )
-    p.add_argument(
-        "--min-pr-auc",
-        type=float,
-        default=0.5,
-        help="Floor for the blend's test PR-AUC (default 0.5).",
-    )
-    p.add_argument(
-        "--min-recall-at-1pct-fpr",
-        type=float,
-        default=0.6,
-        help="Floor for the blend's test recall at 1%% FPR (default 0.6).",
-    )
-    p.add_argument(
-        "--max-regression",
-        type=float,
-        default=0.02,
-        help="Largest allowed drop of either gated metric vs the champion (default 0.02).",
-    )
-    p.add_argument(
-        "--fail-on-reject",
-        nargs="?",
-        const=True,
-        default=False,
-        type=_truthy,
-        metavar="true|false",
-        help="Exit 1 when the gate rejects the model (default: exit 0, see decision). "
-        "A bare flag means true; the pipeline passes its boolean parameter as a value.",
-    )
-    tracking.add_pipeline_run_id_arg(p)
-    return p.parse_args(argv)
-
-
-def _truthy(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    parser = cli.build_parser(SPEC, DESCRIPTION, tracking.add_pipeline_run_id_arg)
+    return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------- inputs
@@ -332,14 +277,14 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
     cfg = settings.mlflow
     name, alias = cfg.model_name, cfg.champion_alias
     work = Path(tempfile.mkdtemp(prefix="register-"))
-    pub = storage.Publication("register")  # bundle and decision: one commit, or none
+    pub = storage.Publication(SPEC.name)  # bundle and decision: one commit, or none
     try:
         bundle = build_local_bundle(args, work, name)
         self_test = serving_self_test(bundle, args)
         log.info("serving self-test passed: %s", self_test)
         candidate = bundle.metrics
         pipeline_run_id = tracking.pipeline_run_id(os.environ)
-        with tracking.stage_run(cfg, "register") as run:
+        with tracking.stage_run(cfg, SPEC.name) as run:
             client = mlflow.MlflowClient()
             abort_stale_versions(client, run.info.experiment_id, name, alias)
             champion_version, champion = champion_metrics(client, name, alias)
@@ -503,7 +448,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def run(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 ok, 2 bad input, 1 rejected with ``--fail-on-reject``."""
     outcome: dict[str, Any] = {}
-    code = cli.run("register", lambda: outcome.update(main(argv)))
+    code = cli.run(SPEC.name, lambda: outcome.update(main(argv)))
     if code == 0 and outcome.get("fail_on_reject") and not outcome.get("passed", True):
         print(
             f"register: error: model rejected by the quality gate ({outcome['reason']})",

@@ -43,61 +43,16 @@ from components.split.logic import (
     time_boundaries,
     with_date_partition,
 )
+from components.split.spec import SPEC
 
-log = logging.getLogger("split")
+log = logging.getLogger(SPEC.name)
 
 BUFFER_ROWS = 1_000_000
 """Historic rows gathered before one write (one Parquet file per date per write)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        stage="split",
-        prog="python -m components.split",
-        description="Split transactions by time into a historic lake (train/valid/test "
-        "boundaries) and a live stream with its labels held out.",
-    )
-    p.add_argument(
-        "--in-transactions",
-        required=True,
-        help="Labelled transactions: dataset folder or Parquet file (local or s3://).",
-    )
-    p.add_argument(
-        "--out-historic",
-        required=True,
-        help="Historic lake to write: Parquet dataset folder, Hive-partitioned by date=YYYY-MM-DD.",
-    )
-    p.add_argument(
-        "--out-live-stream",
-        required=True,
-        help="Live stream to write: JSON Lines of raw transactions (no labels), time-ordered.",
-    )
-    p.add_argument(
-        "--out-live-labels",
-        required=True,
-        help="Live labels to write: Parquet (transaction_id, is_fraud, fraud_type).",
-    )
-    p.add_argument(
-        "--out-time-splits",
-        required=True,
-        help="Boundaries JSON to write: train_end, valid_end, historic_end, live_end.",
-    )
-    p.add_argument(
-        "--live-days", type=int, default=3, help="Final days held out as live (default 3)."
-    )
-    p.add_argument(
-        "--valid-days",
-        type=int,
-        default=4,
-        help="Days before the test window used for validation (default 4).",
-    )
-    p.add_argument(
-        "--test-days",
-        type=int,
-        default=5,
-        help="Days before the live window used for the offline test (default 5).",
-    )
-    return p.parse_args(argv)
+    return cli.build_parser(SPEC).parse_args(argv)
 
 
 def read_boundaries(uri: str, args: argparse.Namespace) -> TimeBoundaries:
@@ -131,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     pending_rows = 0
     ids = DuplicateIds()
     with (
-        storage.publish("split") as pub,  # all four outputs in one commit, or none
+        storage.publish(SPEC.name) as pub,  # all four outputs in one commit, or none
         storage.DatasetWriter(
             args.out_historic, partition_cols=[DATE_COLUMN], publication=pub
         ) as writer,
@@ -172,4 +127,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("split", main))
+    sys.exit(cli.run(SPEC.name, main))

@@ -9,56 +9,31 @@ run to MLflow, then publishes the model folder atomically and writes the metrics
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from components.contracts import cli, storage, tracking
-from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES, FEATURE_VERSION
+from components.contracts import cli
+from components.contracts.features import ANOMALY_FEATURES, FEATURE_NAMES
 from components.contracts.forest import FORMAT_VERSION as FOREST_FORMAT_VERSION
-from components.contracts.settings import Settings
 from components.contracts.training import (
-    MlflowLoggingError,
-    add_training_io_args,
-    mlflow_guard,
-    publish_metrics,
+    Fitted,
+    meta_header,
     training_data,
+    training_main,
+    training_parser,
 )
 from components.train_iforest import logic
+from components.train_iforest.spec import SPEC
 
-STAGE = "train-iforest"
 FOREST_FILE = "forest.npz"
 SKOPS_FILE = "iforest.skops"
-META_FILE = "meta.json"
-META_FORMAT_VERSION = 1
 
-logger = logging.getLogger(STAGE)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = logic.IForestParams()
-    p = cli.ArgumentParser(
-        stage=STAGE,
-        prog="python -m components.train_iforest",
-        description="Fit the unsupervised isolation forest on the features table's train "
-        "subset; save it as plain arrays (forest.npz) and skops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_training_io_args(p, f"{FOREST_FILE}, {SKOPS_FILE}, {META_FILE}")
-    hp = p.add_argument_group("hyperparameters")
-    hp.add_argument("--n-estimators", type=int, default=d.n_estimators, help="number of trees")
-    hp.add_argument(
-        "--max-samples",
-        type=int,
-        default=d.max_samples,
-        help="rows sampled to grow each tree (capped at the training rows)",
-    )
-    hp.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    tracking.add_pipeline_run_id_arg(p)
-    return p
+logger = logging.getLogger(SPEC.name)
+build_parser = functools.partial(training_parser, SPEC)
 
 
 def build_meta(
@@ -68,18 +43,14 @@ def build_meta(
     import sklearn
 
     return {
-        "format_version": META_FORMAT_VERSION,
-        "stage": STAGE,
+        **meta_header(SPEC, params, feature_names),
         "forest_file": FOREST_FILE,
         "forest_format_version": FOREST_FORMAT_VERSION,
         "skops_file": SKOPS_FILE,
         "skops_trusted_types": list(logic.SKOPS_TRUSTED_TYPES),
         "sklearn_version": sklearn.__version__,
-        "feature_version": FEATURE_VERSION,
-        "feature_names": list(feature_names),
         "forest_input": "forest.npz scores the full FEATURE_NAMES vector; the sklearn model "
         "(iforest.skops) takes feature_names only",
-        "params": params.as_dict(),
         "max_samples_": int(forest.model.max_samples_),
         "offset_": float(forest.model.offset_),
         "n_trees": forest.arrays.n_trees,
@@ -93,102 +64,73 @@ def build_meta(
     }
 
 
-def log_to_mlflow(
-    settings: Settings,
-    staging: Path,
-    forest: logic.TrainedForest,
-    data: Any,
-    meta: dict[str, Any],
-    metrics: dict[str, float],
-    executor_input: str | None = None,
-) -> str:
-    """Log params, metrics, the arrays and the skops model to one MLflow run; returns its id.
+@dataclass
+class FittedForest(Fitted):
+    """The isolation forest, trained: what ``training.run_training`` publishes."""
 
-    Raises:
-        MlflowLoggingError: Anything went wrong talking to MLflow.
-    """
-    import mlflow
-    import mlflow.sklearn
-    import pandas as pd
-    import sklearn
-    import skops
-    from mlflow.models import infer_signature
+    forest: logic.TrainedForest
 
-    uri = settings.mlflow.tracking_uri
-    with (
-        mlflow_guard("logging of train-iforest", uri),
-        tracking.stage_run(settings.mlflow, STAGE) as run,
-    ):
-        tracking.log_params(
-            {
-                **meta["params"],
-                "feature_version": FEATURE_VERSION,
-                "n_features": len(data.feature_names),
-                "max_samples_": meta["max_samples_"],
-            },
-            executor_input=executor_input,
-        )
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.log_artifact(str(staging / FOREST_FILE), artifact_path="forest")
-        mlflow.log_artifact(str(staging / SKOPS_FILE), artifact_path="forest")
-        mlflow.log_dict(meta, META_FILE)
-        example = data.valid.X[:5]
+    def mlflow_params(self) -> dict[str, Any]:
+        return {**super().mlflow_params(), "max_samples_": self.meta["max_samples_"]}
+
+    def save(self, folder: Path) -> None:
+        import skops.io
+
+        self.forest.arrays.save(folder / FOREST_FILE)
+        skops.io.dump(self.forest.model, folder / SKOPS_FILE)
+
+    def log_models(self, folder: Path) -> None:
+        """Both files as artifacts, and the sklearn model as an MLflow model (skops)."""
+        import mlflow
+        import mlflow.sklearn
+        import pandas as pd
+        import sklearn
+        import skops
+        from mlflow.models import infer_signature
+
+        for name in (FOREST_FILE, SKOPS_FILE):
+            mlflow.log_artifact(str(folder / name), artifact_path="forest")
+        example = self.data.valid.X[:5]
         mlflow.sklearn.log_model(
-            forest.model,
+            self.forest.model,
             name="iforest",
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=list(logic.SKOPS_TRUSTED_TYPES),
             signature=infer_signature(
-                pd.DataFrame(example, columns=list(data.feature_names)),
-                forest.model.predict(example),
+                pd.DataFrame(example, columns=list(self.data.feature_names)),
+                self.forest.model.predict(example),
             ),
             pip_requirements=[
                 f"scikit-learn=={sklearn.__version__}",
                 f"skops=={skops.__version__}",
             ],
         )
-        return run.info.run_id
 
-
-def run(args: argparse.Namespace) -> dict[str, float]:
-    """Run the stage; returns the flat metrics."""
-    import skops.io
-
-    settings = Settings.from_env()
-    params = logic.IForestParams(
-        n_estimators=args.n_estimators, max_samples=args.max_samples, seed=args.seed
-    )
-    table = storage.read_table(args.in_features)
-    data = training_data(table, ANOMALY_FEATURES, source=args.in_features, require_positives=False)
-    logger.info("fitting on %d rows, %d features", data.train.n, len(data.feature_names))
-    forest = logic.train_forest(data, params, scoring_features=FEATURE_NAMES)
-    metrics = logic.flat_metrics(forest)
-    meta = build_meta(forest, params, data.feature_names)
-    with storage.publish(STAGE) as pub:  # model folder and metrics: one commit
-        staging = pub.local_folder(args.out_model)
-        forest.arrays.save(staging / FOREST_FILE)
-        skops.io.dump(forest.model, staging / SKOPS_FILE)
-        meta["mlflow_run_id"] = log_to_mlflow(
-            settings, staging, forest, data, meta, metrics, args.executor_input
+    def summary(self) -> str:
+        f = self.forest
+        return (
+            f"{f.arrays.n_trees} trees, {f.arrays.n_nodes} nodes, valid PR-AUC "
+            f"{f.valid_metrics['pr_auc']:.4f}, recall@1%FPR "
+            f"{f.valid_metrics['recall_at_1pct_fpr']:.4f}"
         )
-        storage.write_json(meta, str(staging / META_FILE))
-        publish_metrics(metrics, args, pub)
-    print(
-        f"{STAGE}: {forest.arrays.n_trees} trees, {forest.arrays.n_nodes} nodes, valid PR-AUC "
-        f"{forest.valid_metrics['pr_auc']:.4f}, recall@1%FPR "
-        f"{forest.valid_metrics['recall_at_1pct_fpr']:.4f} -> {args.out_model}"
-    )
-    return metrics
+
+
+def fitter(args: argparse.Namespace):
+    """The function that fits the forest on a features table, for ``args``."""
+    params = logic.IForestParams(**cli.dataclass_kwargs(args, logic.IForestParams))
+
+    def fit(table, source: str) -> FittedForest:
+        data = training_data(table, ANOMALY_FEATURES, source=source, require_positives=False)
+        logger.info("fitting on %d rows, %d features", data.train.n, len(data.feature_names))
+        forest = logic.train_forest(data, params, scoring_features=FEATURE_NAMES)
+        meta = build_meta(forest, params, data.feature_names)
+        return FittedForest(data, logic.flat_metrics(forest), meta, forest)
+
+    return fit
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    tracking.use_pipeline_run_id(args.pipeline_run_id)
-    try:
-        return cli.run(STAGE, lambda: run(args))
-    except MlflowLoggingError as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        return 1
+    return training_main(SPEC, fitter, argv)
 
 
 if __name__ == "__main__":

@@ -7,22 +7,14 @@ from typing import Any
 
 from components.contracts import storage
 from components.contracts.settings import Settings
+from components.evaluate.spec import SPEC as HEADLINE_STAGE
+from components.register.spec import SPEC as DECISION_STAGE
 from pipelines.runner.record import RunRecord
 
-HEADLINE_TASK = "evaluate"
-DECISION_TASK = "register"
-# Shown first when present (evaluate's Metrics names); other scalars fill up to the limit.
-HEADLINE_KEYS = (
-    "blend_pr_auc",
-    "blend_roc_auc",
-    "blend_recall_at_1pct_fpr",
-    "novel_production_blend_recall_at_1pct_fpr",
-    "xgb_pr_auc",
-    "iforest_pr_auc",
-    "threshold_high",
-    "threshold_medium",
-    "test_rows",
-)
+HEADLINE_TASK = HEADLINE_STAGE.name
+DECISION_TASK = DECISION_STAGE.name
+# Shown first when present (the stage spec's headline); other scalars fill up to the limit.
+HEADLINE_KEYS = HEADLINE_STAGE.headline
 
 
 def _number(value: Any) -> str:

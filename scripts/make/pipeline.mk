@@ -1,17 +1,17 @@
 # Pipeline: compile the KFP YAML, run it locally, inspect runs, submit to Kubeflow.
 PIPELINE_YAML := pipelines/cashier_integrity.yaml
-PIPELINE_SOURCES := $(wildcard pipelines/*.py components/*/component.py)
+PIPELINE_SOURCES := $(wildcard pipelines/*.py components/*/component.py components/*/spec.py components/contracts/spec.py)
 RUN_ARGS ?=
 
 $(PIPELINE_YAML): $(PIPELINE_SOURCES) | $(STAMP)
 	$(PY) -m pipelines compile
 
 .PHONY: compile
-compile: $(STAMP) ## compile the pipeline and component YAML (pipelines/cashier_integrity.yaml, components/*/component.yaml)
+compile: $(STAMP) ## compile the pipeline and component YAML (pipelines/cashier_integrity.yaml, components/*/component.yaml) and the README parameter tables
 	$(PY) -m pipelines compile
 
 .PHONY: compile-check
-compile-check: $(STAMP) ## fail when the checked-in compiled YAML is stale
+compile-check: $(STAMP) ## fail when the checked-in compiled YAML or a README parameter table is stale
 	$(PY) -m pipelines compile-check
 
 .PHONY: run

@@ -24,6 +24,70 @@ KNOWN = ("sweethearting", "void_abuse", "refund_fraud")
 # ---------------------------------------------------------------- pure logic
 
 
+def _tiny_table(n: int = 900, seed: int = 3):
+    """Two features; fraud rows are high on feature 0 (and 'novel' ones on feature 1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2))
+    subset = np.array(["train", "valid", "test"] * (n // 3), dtype=object)
+    labels = rng.random(n) < 0.1
+    fraud_type = np.where(labels, "void_abuse", "none").astype(object)
+    fraud_type[labels & (np.arange(n) % 2 == 0)] = NOVEL
+    X[labels, 0] += 3.0
+    X[fraud_type == NOVEL, 1] += 3.0
+    return X, subset, labels, fraud_type
+
+
+def test_evaluate_models_is_pure_and_uses_the_given_scorers():
+    """The algorithm runs on arrays and functions: no files, no models on disk."""
+    X, subset, labels, fraud_type = _tiny_table()
+    scored_rows = []
+
+    def margin(rows):
+        scored_rows.append(len(rows))
+        return rows[:, 0] * 2.0
+
+    result = logic.evaluate_models(
+        X,
+        subset,
+        labels,
+        fraud_type,
+        logic.Scorers(
+            xgb_margin=margin,
+            forest_score=lambda rows: -np.abs(rows[:, 1]),
+            novelty_margin=lambda rows: rows[:, 0],
+        ),
+        high_precision_target=0.8,
+        medium_recall_target=0.95,
+        novel_type=NOVEL,
+    )
+    assert scored_rows == [300, 300]  # valid and test, never train
+    test = result.test
+    assert test.labels.sum() == labels[subset == "test"].sum()
+    assert result.params.thresholds.medium < result.params.thresholds.high
+    assert result.metrics["novelty"]["fraud_type"] == NOVEL
+    assert result.metrics["summary"]["blend_pr_auc"] > 0.5
+
+
+def test_evaluate_models_skips_the_novelty_check_without_a_novelty_booster():
+    X, subset, labels, fraud_type = _tiny_table()
+    result = logic.evaluate_models(
+        X,
+        subset,
+        labels,
+        fraud_type,
+        logic.Scorers(xgb_margin=lambda r: r[:, 0], forest_score=lambda r: -np.abs(r[:, 1])),
+        high_precision_target=0.8,
+        medium_recall_target=0.95,
+        novel_type=NOVEL,
+        train_sample=10,
+    )
+    assert result.metrics["novelty"] is None
+
+
+def test_json_safe_turns_nan_into_null():
+    assert logic.json_safe({"a": [float("nan"), 1.0], "b": (2,)}) == {"a": [None, 1.0], "b": [2]}
+
+
 def test_threshold_at_fpr_respects_ties_and_rate():
     neg = np.r_[np.arange(100, dtype=float), [99.0, 99.0]]  # 102 negatives, a tie at the top
     pos = np.array([99.0, 100.0, 50.0])

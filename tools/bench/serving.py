@@ -46,10 +46,10 @@ def bench_inprocess(model_dir: str, iterations: int) -> dict:
     import numpy as np
 
     from components.contracts import features as feats
+    from components.contracts.engine import score_pair_row
     from serving.model_loader import load
     from serving.schemas import PredictRequest
     from serving.settings import ServingSettings
-    from components.contracts.engine import score_pair_row
 
     loaded = load(ServingSettings(model_dir=model_dir))
     scorer = loaded.scorer
@@ -93,9 +93,9 @@ def bench_batch(model_dir: str, rows: int, threads: int, repeats: int = 3) -> di
 
     from components.contracts import blend as blend_mod
     from components.contracts import features as feats
+    from components.contracts.engine.kernels import top_positive_batch
     from serving.model_loader import load
     from serving.settings import ServingSettings
-    from components.contracts.engine.kernels import top_positive_batch
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     scorer = load(ServingSettings(model_dir=model_dir)).scorer

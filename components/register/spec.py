@@ -1,0 +1,55 @@
+"""``register``'s inputs, outputs and quality-gate parameters (``components.contracts.spec``)."""
+
+from components.contracts.spec import Io, Param, StageSpec
+
+SPEC = StageSpec(
+    module="register",
+    summary="Build the serving bundle, register it in MLflow and gate the ``champion`` alias.",
+    inputs=(
+        Io("xgb_model", "Model", "Model folder from ``train-xgb`` (xgb.ubj)."),
+        Io("iforest_model", "Model", "Model folder from ``train-iforest`` (forest.npz)."),
+        Io(
+            "evaluation",
+            "Artifact",
+            "Evaluation folder from ``evaluate`` (blend, thresholds, metrics).",
+        ),
+        Io("profiles", "Dataset", "Cashier profile table (Parquet) from ``features``."),
+    ),
+    outputs=(
+        Io("bundle", "Model", "Serving bundle folder (manifest with sha256 of every file)."),
+        Io(
+            "decision",
+            "Artifact",
+            "JSON: registered model version, gate results and whether the ``champion`` "
+            "alias moved.",
+        ),
+    ),
+    params=(
+        Param(
+            "min_pr_auc",
+            float,
+            0.5,
+            "Gate: minimum blend test PR-AUC for the new model to become champion.",
+        ),
+        Param(
+            "min_recall_at_1pct_fpr",
+            float,
+            0.6,
+            "Gate: minimum blend test recall at 1% false-positive rate.",
+        ),
+        Param(
+            "max_regression",
+            float,
+            0.02,
+            "Gate: largest drop allowed, for each of PR-AUC and recall at 1% FPR, below the "
+            "current champion's value.",
+        ),
+        Param(
+            "fail_on_reject",
+            bool,
+            False,
+            "Fail the task (exit 1) when the gate rejects the model; default: exit 0, see "
+            "the decision.",
+        ),
+    ),
+)
