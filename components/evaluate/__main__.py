@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import sys
@@ -117,11 +116,9 @@ def evaluate(args: argparse.Namespace) -> logic.Evaluation:
         labels,
         fraud_type,
         logic.Scorers(
-            xgb_margin=functools.partial(models.xgb_margin, booster),
+            xgb_margin=models.xgb_scorer(booster),
             forest_score=forest.score_samples,
-            novelty_margin=None
-            if novelty is None
-            else functools.partial(models.xgb_margin, novelty),
+            novelty_margin=None if novelty is None else models.xgb_scorer(novelty),
         ),
         high_precision_target=args.high_precision_target,
         medium_recall_target=args.medium_recall_target,

@@ -2,10 +2,12 @@
 
 ``ModelFiles`` reads each file once and records the digest of the exact bytes scored;
 ``load_booster`` / ``load_forest`` turn those bytes into models (pickle-free), refusing
-models whose feature count differs from ``FEATURE_NAMES``; ``xgb_margin`` scores a matrix.
+models whose feature count differs from ``FEATURE_NAMES``; ``xgb_scorer`` scores a matrix with the serving engine.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -64,11 +66,14 @@ def load_booster(uri: str, data: bytes | None = None):
     return booster
 
 
-def xgb_margin(booster, X: np.ndarray) -> np.ndarray:
-    import xgboost
+def xgb_scorer(booster) -> Callable[[np.ndarray], np.ndarray]:
+    """The booster's raw margins (float64) through the serving engine's tree kernels: the
+    numbers the gate checks are produced by the code that serves (exact to XGBoost's own
+    ``predict(output_margin=True)``, ``tests/unit/test_engine_parity.py``)."""
+    from components.contracts.engine import XGBTrees
 
-    dm = xgboost.DMatrix(X, feature_names=list(F.FEATURE_NAMES))
-    return booster.predict(dm, output_margin=True).astype(np.float64)
+    trees = XGBTrees.from_booster(booster)
+    return lambda X: trees.margins(X).astype(np.float64)
 
 
 def load_forest(uri: str, data: bytes | None = None):
