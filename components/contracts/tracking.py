@@ -13,8 +13,9 @@ Run identity (``stage_run``, ``pipeline_run_id``), read from the environment:
 
 Every stage run is tagged ``stage`` and ``pipeline_run_id``, so a pipeline run's stages can be
 compared side by side (filter ``tags.pipeline_run_id = '...'``). ``pipeline_run_id`` is, in
-order: ``PIPELINE_RUN_ID`` (the local runner sets it to its run id; ``--pipeline-run-id``
-sets it by hand), the Argo workflow name read from ``KFP_POD_NAME`` (the backend sets that on
+order: the stage's ``--pipeline-run-id`` flag (passed to ``stage_run``, never written into
+the environment), ``PIPELINE_RUN_ID`` (the local runner sets it in each task's environment
+to its run id), the Argo workflow name read from ``KFP_POD_NAME`` (the backend sets that on
 every executor pod, ``backend/src/v2/compiler/argocompiler/common.go`` ``commonEnvs``), else
 ``standalone``. KFP's run-level placeholders (``{{$.pipeline_job_uuid}}``) are not used: the
 backend leaves them literal in container args.
@@ -115,10 +116,12 @@ def _given(value: str | None) -> str | None:
     return value if value and not value.startswith("{{") else None
 
 
-def pipeline_run_id(env: Mapping[str, str]) -> str:
-    """The id a stage's MLflow runs are tagged with (see the module docstring for the order)."""
+def pipeline_run_id(env: Mapping[str, str], given: str | None = None) -> str:
+    """The id a stage's MLflow runs are tagged with: ``given`` (the ``--pipeline-run-id``
+    flag) when set and not an unresolved placeholder, else as the module docstring says."""
     return (
-        _given(env.get("PIPELINE_RUN_ID"))
+        _given(given)
+        or _given(env.get("PIPELINE_RUN_ID"))
         or workflow_name(env.get("KFP_POD_NAME", ""))
         or STANDALONE
     )
@@ -129,9 +132,9 @@ def task_run_id(env: Mapping[str, str]) -> str | None:
     return _given(env.get("MLFLOW_RUN_ID"))
 
 
-def run_tags(stage: str, env: Mapping[str, str]) -> dict[str, str]:
+def run_tags(stage: str, env: Mapping[str, str], given: str | None = None) -> dict[str, str]:
     """Tags of a stage's MLflow run: the stage, the pipeline run, and the pod when on KFP."""
-    tags = {"stage": stage, "pipeline_run_id": pipeline_run_id(env)}
+    tags = {"stage": stage, "pipeline_run_id": pipeline_run_id(env, given)}
     if pod := env.get("KFP_POD_NAME"):
         tags["kfp_pod_name"] = pod
     return tags
@@ -147,18 +150,13 @@ def add_pipeline_run_id_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def use_pipeline_run_id(value: str | None) -> None:
-    """Make ``value`` the id this process's stage runs are tagged with, when one was given.
-
-    An unresolved KFP placeholder (``{{$...}}``) is ignored.
-    """
-    if _given(value):
-        os.environ["PIPELINE_RUN_ID"] = value
-
-
 @contextlib.contextmanager
-def stage_run(cfg: MlflowSettings, stage: str) -> Iterator[mlflow.ActiveRun]:
+def stage_run(
+    cfg: MlflowSettings, stage: str, *, pipeline_run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """The MLflow run one stage logs into, tagged ``run_tags`` and this process.
+
+    ``pipeline_run_id`` is the stage's ``--pipeline-run-id`` flag (None: from the environment).
 
     Under Kubeflow's MLflow plugin that is the task's nested run (``MLFLOW_RUN_ID``): it is
     entered by id, without ``set_experiment`` (MLflow refuses a run outside the active
@@ -170,7 +168,7 @@ def stage_run(cfg: MlflowSettings, stage: str) -> Iterator[mlflow.ActiveRun]:
     """
     import mlflow
 
-    tags = {**run_tags(stage, os.environ), PROCESS_TAG: process_id()}
+    tags = {**run_tags(stage, os.environ, pipeline_run_id), PROCESS_TAG: process_id()}
     run_id = task_run_id(os.environ)
     if run_id:
         bound_retries(cfg.service_timeout_s)

@@ -371,6 +371,7 @@ def log_training_run(
     fitted: Fitted,
     folder: Path,
     executor_input: str | None = None,
+    pipeline_run_id: str | None = None,
 ) -> str:
     """One MLflow run for the stage: params, finite metrics, models, ``meta.json``; its id.
 
@@ -386,7 +387,7 @@ def log_training_run(
 
     with (
         mlflow_guard(f"logging of {spec.name}", settings.mlflow.tracking_uri),
-        tracking.stage_run(settings.mlflow, spec.name) as run,
+        tracking.stage_run(settings.mlflow, spec.name, pipeline_run_id=pipeline_run_id) as run,
     ):
         tracking.log_params(fitted.mlflow_params(), executor_input=executor_input)
         mlflow.log_metrics({k: v for k, v in fitted.metrics.items() if np.isfinite(v)})
@@ -406,7 +407,7 @@ def run_training(
         staging = pub.local_folder(args.out_model)
         fitted.save(staging)
         fitted.meta["mlflow_run_id"] = log_training_run(
-            spec, settings, fitted, staging, args.executor_input
+            spec, settings, fitted, staging, args.executor_input, args.pipeline_run_id
         )
         storage.write_json(fitted.meta, str(staging / META_FILE))
         publish_metrics(fitted.metrics, args, pub)
@@ -428,8 +429,7 @@ def training_main(
 ) -> int:
     """The training stage CLI: parse ``argv`` by ``spec``, then ``run_training`` under the
     CLI error contract. ``fit(args)`` returns the function that trains on a table."""
-    from components.contracts import cli, tracking
+    from components.contracts import cli
 
     args = training_parser(spec).parse_args(argv)
-    tracking.use_pipeline_run_id(args.pipeline_run_id)
     return cli.run(spec.name, lambda: run_training(spec, args, fit(args)))

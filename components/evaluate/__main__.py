@@ -136,7 +136,6 @@ def evaluate(args: argparse.Namespace) -> logic.Evaluation:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    tracking.use_pipeline_run_id(args.pipeline_run_id)
     result = evaluate(args)
     params, metrics, test = result.params, result.metrics, result.test
     summary = metrics["summary"]
@@ -157,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         (folder / "report.md").write_text(report.render_markdown(metrics))
         html = report.render_html(metrics, folder / "plots")
-        with tracking.stage_run(settings.mlflow, SPEC.name) as run:
+        with tracking.stage_run(
+            settings.mlflow, SPEC.name, pipeline_run_id=args.pipeline_run_id
+        ) as run:
             import mlflow
 
             tracking.log_params(

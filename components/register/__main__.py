@@ -283,8 +283,8 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
         self_test = serving_self_test(bundle, args)
         log.info("serving self-test passed: %s", self_test)
         candidate = bundle.metrics
-        pipeline_run_id = tracking.pipeline_run_id(os.environ)
-        with tracking.stage_run(cfg, SPEC.name) as run:
+        pipeline_run_id = tracking.pipeline_run_id(os.environ, args.pipeline_run_id)
+        with tracking.stage_run(cfg, SPEC.name, pipeline_run_id=args.pipeline_run_id) as run:
             client = mlflow.MlflowClient()
             abort_stale_versions(client, run.info.experiment_id, name, alias)
             champion_version, champion = champion_metrics(client, name, alias)
@@ -425,7 +425,6 @@ def publish_bundle(bundle: B.Bundle, tmp: Path, record: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    tracking.use_pipeline_run_id(args.pipeline_run_id)
     record = register(args)
     verdict = "ACCEPTED" if record["passed"] else "REJECTED"
     print(

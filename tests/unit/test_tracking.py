@@ -10,13 +10,14 @@ import pytest
 from components.contracts import tracking
 
 
-def test_pipeline_run_id_flag_sets_the_tag_and_ignores_unresolved_placeholders(monkeypatch):
-    monkeypatch.setenv("PIPELINE_RUN_ID", "from-env")
+def test_pipeline_run_id_flag_wins_and_unresolved_placeholders_are_ignored():
+    env = {"PIPELINE_RUN_ID": "from-env"}
     for ignored in ("", None, "{{$.pipeline_job_uuid}}"):
-        tracking.use_pipeline_run_id(ignored)
-        assert os.environ["PIPELINE_RUN_ID"] == "from-env"
-    tracking.use_pipeline_run_id("kfp-job-uuid")
-    assert os.environ["PIPELINE_RUN_ID"] == "kfp-job-uuid"
+        assert tracking.pipeline_run_id(env, ignored) == "from-env"
+        assert tracking.run_tags("split", env, ignored)["pipeline_run_id"] == "from-env"
+    assert tracking.pipeline_run_id(env, "kfp-job-uuid") == "kfp-job-uuid"
+    assert tracking.run_tags("split", env, "kfp-job-uuid")["pipeline_run_id"] == "kfp-job-uuid"
+    assert env == {"PIPELINE_RUN_ID": "from-env"}  # read, never written
 
 
 @pytest.mark.parametrize(
