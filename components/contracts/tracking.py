@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from components.contracts.process import alive, start_time
@@ -183,7 +183,12 @@ def stage_run(
         yield run
 
 
-def log_params(params: Mapping[str, object], *, executor_input: str | None = None) -> dict:
+def log_params(
+    params: Mapping[str, object],
+    *,
+    executor_input: str | None = None,
+    kfp_inputs: Iterable[str] = (),
+) -> dict:
     """Log ``params`` into the active run, minus those Kubeflow logs there itself.
 
     Under Kubeflow's MLflow plugin (``MLFLOW_RUN_ID``) the launcher logs the task's KFP input
@@ -192,14 +197,17 @@ def log_params(params: Mapping[str, object], *, executor_input: str | None = Non
     with its quotes and ``1`` for ``1.0``). MLflow refuses a param logged again with another
     value, and that refusal drops the launcher's whole batch (its metrics and tags too). So
     there the task's input parameters, read from the executor input ``{{$}}``
-    (``inputs.parameterValues``: the values the launcher logs), are left to Kubeflow.
-    Elsewhere every param is logged. Returns what was logged.
+    (``inputs.parameterValues``: the values the launcher logs), or named by ``kfp_inputs``
+    (the component's input parameters, for a stage without ``{{$}}``), are left to
+    Kubeflow. Elsewhere every param is logged. Returns what was logged.
     """
     import mlflow
 
     from components.contracts.kfp_io import input_parameters
 
-    kfp_logs = input_parameters(executor_input) if task_run_id(os.environ) else {}
+    kfp_logs = (
+        {*input_parameters(executor_input), *kfp_inputs} if task_run_id(os.environ) else set()
+    )
     mine = {k: v for k, v in params.items() if k not in kfp_logs}
     mlflow.log_params(mine)
     return mine

@@ -296,13 +296,14 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
                 max_regression=args.max_regression,
             )
             verdict = "accepted" if decision.passed else "rejected"
-            mlflow.log_params(
+            tracking.log_params(
                 {
                     "min_pr_auc": args.min_pr_auc,
                     "min_recall_at_1pct_fpr": args.min_recall_at_1pct_fpr,
                     "max_regression": args.max_regression,
                     "bundle_sha256": bundle.sha256,
-                }
+                },
+                kfp_inputs=[p.name for p in SPEC.kfp_params],
             )
             mlflow.log_metrics({k: float(v) for k, v in candidate.items()})
             info = mlflow.pyfunc.log_model(

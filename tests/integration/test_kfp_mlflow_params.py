@@ -112,3 +112,29 @@ def test_stand_alone_run_logs_every_param(tmp_path, monkeypatch):
     assert logged == {"seed": 42, "n_features": 3}
     params = mlflow.MlflowClient(uri).get_run(run.info.run_id).data.params
     assert params == {"seed": "42", "n_features": "3", "extra": "1"}
+
+
+def test_register_leaves_its_gate_params_to_kubeflow(tmp_path, monkeypatch):
+    """register takes no ``{{$}}``: under ``MLFLOW_RUN_ID`` its component inputs (the spec's
+    KFP params) are still left to the launcher, which logs ``1`` where we would log ``1.0``."""
+    import mlflow
+
+    from components.contracts import tracking
+    from components.register.spec import SPEC
+
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        monkeypatch.delenv(key)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    mlflow.set_tracking_uri(uri)
+    kfp_inputs = [p.name for p in SPEC.kfp_params]
+    assert {"min_pr_auc", "max_regression"} <= set(kfp_inputs)
+    with mlflow.start_run() as run:
+        mlflow.log_params({"min_pr_auc": "1", "max_regression": "0"})  # the launcher's spelling
+        monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+        logged = tracking.log_params(
+            {"min_pr_auc": 1.0, "max_regression": 0.0, "bundle_sha256": "abc"},
+            kfp_inputs=kfp_inputs,
+        )
+    assert logged == {"bundle_sha256": "abc"}
+    params = mlflow.MlflowClient(uri).get_run(run.info.run_id).data.params
+    assert params == {"min_pr_auc": "1", "max_regression": "0", "bundle_sha256": "abc"}
