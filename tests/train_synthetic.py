@@ -18,8 +18,8 @@ from components.contracts.features import (
     ID_COLUMNS,
     LABEL_COLUMNS,
     SIGNED_FEATURES,
-    SUBSET_COLUMN,
 )
+from components.contracts.layout import SUBSET_COLUMN
 from components.contracts.schemas import FRAUD_TYPES
 
 FRAUD_KINDS = tuple(t for t in FRAUD_TYPES if t != "none")

@@ -69,8 +69,6 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     Feat,
     Raw,
 )
-from components.contracts.layout import HISTORIC_SUBSETS as SUBSETS  # noqa: F401  (re-export)
-from components.contracts.layout import SUBSET_COLUMN  # noqa: F401  (re-export)
 from components.contracts.schemas import LANE_TYPES, PAYMENT_TYPES
 
 SHRINKAGE = 20.0

@@ -27,7 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts import storage
-from components.contracts.features import LABEL_COLUMNS, SIGNED_FEATURES, SUBSET_COLUMN, SUBSETS
+from components.contracts.features import LABEL_COLUMNS, SIGNED_FEATURES
+from components.contracts.layout import HISTORIC_SUBSETS as SUBSETS
+from components.contracts.layout import SUBSET_COLUMN
 from components.contracts.schemas import FRAUD_TYPES, InputError, ServiceError, check_unique
 from components.contracts.settings import Settings
 from components.contracts.spec import Io

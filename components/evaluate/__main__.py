@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from components.contracts import cli, kfp_io, storage, tracking
 from components.contracts import features as F
+from components.contracts.layout import HISTORIC_SUBSETS, SUBSET_COLUMN
 from components.contracts.schemas import LABELS, InputError
 from components.contracts.settings import Settings
 from components.contracts.training import check_features_table
@@ -40,7 +41,7 @@ DEFAULT_NOVEL_TYPE = "scan_avoidance"
 FEATURE_COLUMNS = pa.schema(
     [
         pa.field("transaction_id", pa.string(), nullable=False),
-        pa.field(F.SUBSET_COLUMN, pa.string(), nullable=False),
+        pa.field(SUBSET_COLUMN, pa.string(), nullable=False),
         *(f for f in LABELS),
         *(pa.field(name, pa.float64(), nullable=False) for name in F.FEATURE_NAMES),
     ]
@@ -60,12 +61,12 @@ def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     table = storage.read_table(uri, FEATURE_COLUMNS)
     check_features_table(table, F.FEATURE_NAMES, source=uri)
     X = np.column_stack([table.column(n).to_numpy() for n in F.FEATURE_NAMES]).astype(np.float64)
-    subset = table.column(F.SUBSET_COLUMN).to_numpy(zero_copy_only=False).astype(object)
+    subset = table.column(SUBSET_COLUMN).to_numpy(zero_copy_only=False).astype(object)
     labels = table.column("is_fraud").to_numpy(zero_copy_only=False).astype(bool)
     fraud_type = table.column("fraud_type").to_numpy(zero_copy_only=False).astype(object)
-    for name in F.SUBSETS:
+    for name in HISTORIC_SUBSETS:
         if not np.any(subset == name):
-            raise InputError(f"{uri}: column '{F.SUBSET_COLUMN}' has no '{name}' rows")
+            raise InputError(f"{uri}: column '{SUBSET_COLUMN}' has no '{name}' rows")
     for name in ("valid", "test"):
         if not labels[subset == name].any():
             raise InputError(f"{uri}: the {name} subset has no fraud rows (is_fraud)")

@@ -28,7 +28,7 @@ import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
-from components.contracts.features import SUBSETS
+from components.contracts.layout import HISTORIC_SUBSETS as SUBSETS
 from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS, InputError
 
 log = logging.getLogger(__name__)

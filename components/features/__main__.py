@@ -20,13 +20,14 @@ import pyarrow.dataset as ds
 
 from components.contracts import cli, storage
 from components.contracts import features as F
+from components.contracts.layout import HISTORIC_SUBSETS, SUBSET_COLUMN, TimeBoundaries
 from components.contracts.schemas import (
     LABELLED_TRANSACTION,
     DuplicateIds,
     InputError,
     raise_on_duplicates,
 )
-from components.features.logic import FEATURE_TABLE_SCHEMA, TimeSplits, feature_chunk
+from components.features.logic import FEATURE_TABLE_SCHEMA, feature_chunk
 from components.features.spec import SPEC
 
 log = logging.getLogger(SPEC.name)
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    splits = TimeSplits.from_json(
+    splits = TimeBoundaries.from_json(
         storage.open_output(args.in_time_splits).read_json(), source=args.in_time_splits
     )
     dates = storage.list_partitions(args.in_historic, "date")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"{args.in_historic}: no date=YYYY-MM-DD partitions found")
     F.warm_up()
     state = F.ProfileState()
-    counts = dict.fromkeys(F.SUBSETS, 0)
+    counts = dict.fromkeys(HISTORIC_SUBSETS, 0)
     ids = DuplicateIds()
     with (
         storage.publish(SPEC.name) as pub,  # features and profiles: one commit, or none
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> None:
             except InputError as exc:
                 raise InputError(f"{source}: {exc}") from exc
             writer.write(chunk)
-            for subset, n in zip(*_value_counts(chunk.column(F.SUBSET_COLUMN)), strict=True):
+            for subset, n in zip(*_value_counts(chunk.column(SUBSET_COLUMN)), strict=True):
                 counts[subset] += n
             log.info("%s: %d rows", date, chunk.num_rows)
         raise_on_duplicates(ids, source=args.in_historic, column="transaction_id")
-        empty = [subset for subset in F.SUBSETS if counts[subset] == 0]
+        empty = [subset for subset in HISTORIC_SUBSETS if counts[subset] == 0]
         if empty:  # raised inside the block: nothing is published
             raise InputError(
                 f"{args.in_time_splits}: the {empty[0]} subset has no rows of "

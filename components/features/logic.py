@@ -13,10 +13,6 @@ from components.contracts import features as F
 from components.contracts.layout import SUBSET_COLUMN, TimeBoundaries, assign_subset
 from components.contracts.schemas import LABELLED_TRANSACTION
 
-TimeSplits = TimeBoundaries
-"""The boundaries ``split`` writes (kept under this name for the features CLI)."""
-
-
 FEATURE_TABLE_SCHEMA = pa.schema(
     [
         *(LABELLED_TRANSACTION.field(name) for name in F.ID_COLUMNS),

@@ -25,6 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts import cli, storage
+from components.contracts.layout import (
+    DATE_COLUMN,
+    SUBSETS,
+    TimeBoundaries,
+    subset_codes,
+    time_boundaries,
+)
 from components.contracts.schemas import (
     LABELLED_TRANSACTION,
     DuplicateIds,
@@ -33,14 +40,9 @@ from components.contracts.schemas import (
     validate_table,
 )
 from components.split.logic import (
-    DATE_COLUMN,
-    SUBSETS,
-    TimeBoundaries,
     live_labels,
     live_stream,
     split_by_time,
-    subset_codes,
-    time_boundaries,
     with_date_partition,
 )
 from components.split.spec import SPEC

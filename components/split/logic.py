@@ -1,7 +1,7 @@
 """Time-based split of labelled transactions into the historic lake and the live stream.
 
-The boundaries and subsets are defined in ``components.contracts.layout`` (re-exported here
-for the split CLI); this module cuts tables at them.
+The boundaries and subsets are defined in ``components.contracts.layout``; this module cuts
+tables at them.
 """
 
 from __future__ import annotations
@@ -11,14 +11,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.contracts.layout import (  # noqa: F401  (re-exported for the split CLI)
-    DATE_COLUMN,
-    SUBSETS,
-    TimeBoundaries,
-    assign_subset,
-    subset_codes,
-    time_boundaries,
-)
+from components.contracts.layout import DATE_COLUMN, TimeBoundaries
 from components.contracts.schemas import LABELS, LIVE_LABELS, RAW_TRANSACTION, TIMESTAMP, InputError
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from components.contracts import features as F
 from components.contracts import storage
+from components.contracts.layout import SUBSET_COLUMN
 from components.features.logic import FEATURE_TABLE_SCHEMA
 from tests.unit.test_features import batch_features, make_tx
 
@@ -82,7 +83,7 @@ def test_features_cli_builds_point_in_time_table(tmp_path):
     assert "3,000 rows" in proc.stdout
     table = storage.read_table(out_features, FEATURE_TABLE_SCHEMA)
     assert table.num_rows == 3000
-    subsets = set(table.column(F.SUBSET_COLUMN).to_pylist())
+    subsets = set(table.column(SUBSET_COLUMN).to_pylist())
     assert subsets == {"train", "valid", "test"}
     # Day-by-day streaming gives the same features as one pass over the whole history.
     expected = batch_features(make_tx(3000, seed=11))

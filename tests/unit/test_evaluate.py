@@ -15,6 +15,7 @@ from published import publish_in_place
 from components.contracts import features as F
 from components.contracts import storage
 from components.contracts.blend import BlendParams
+from components.contracts.layout import SUBSET_COLUMN
 from components.evaluate import logic
 
 NOVEL = "scan_avoidance"
@@ -187,7 +188,7 @@ def synthetic_features(n: int = 6000, seed: int = 0) -> pa.Table:
         "timestamp": ts.astype("datetime64[us]"),
         "store_id": ["S01"] * n,
         "cashier_id": [f"C{i % 7}" for i in range(n)],
-        F.SUBSET_COLUMN: subset,
+        SUBSET_COLUMN: subset,
         "is_fraud": types != "none",
         "fraud_type": types,
     }
@@ -206,7 +207,7 @@ def train_models(table: pa.Table, out: Path) -> tuple[Path, Path]:
     X = np.column_stack([table.column(c).to_numpy() for c in F.FEATURE_NAMES])
     y = table.column("is_fraud").to_numpy(zero_copy_only=False)
     types = table.column("fraud_type").to_numpy(zero_copy_only=False)
-    train = table.column(F.SUBSET_COLUMN).to_numpy(zero_copy_only=False) == "train"
+    train = table.column(SUBSET_COLUMN).to_numpy(zero_copy_only=False) == "train"
     xgb_dir, forest_dir = out / "xgb", out / "iforest"
     xgb_dir.mkdir(parents=True)
     forest_dir.mkdir(parents=True)

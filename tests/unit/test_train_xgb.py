@@ -15,7 +15,8 @@ from published import publish_in_place
 from sklearn.metrics import roc_auc_score
 from train_synthetic import features_table
 
-from components.contracts.features import FEATURE_NAMES, LABEL_COLUMNS, SUBSET_COLUMN
+from components.contracts.features import FEATURE_NAMES, LABEL_COLUMNS
+from components.contracts.layout import SUBSET_COLUMN
 from components.contracts.training import (
     MlflowLoggingError,
     TrainingData,
