@@ -247,31 +247,30 @@ def topological_order(deps: Mapping[str, Iterable[str]]) -> list[str]:
     return order
 
 
+def _reachable(edges: Mapping[str, Iterable[str]], starts: Iterable[str]) -> set[str]:
+    """Every node reachable from ``starts`` along ``edges`` (``starts`` included)."""
+    seen: set[str] = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(edges[node])
+    return seen
+
+
 def downstream(deps: Mapping[str, Iterable[str]], start: str) -> set[str]:
     """``start`` and every task that (transitively) depends on it."""
     children: dict[str, set[str]] = {n: set() for n in deps}
     for name, parents in deps.items():
         for parent in parents:
             children[parent].add(name)
-    seen, stack = set(), [start]
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(children[node])
-    return seen
+    return _reachable(children, [start])
 
 
 def upstream(deps: Mapping[str, Iterable[str]], start: str) -> set[str]:
     """Every task ``start`` (transitively) depends on, excluding ``start``."""
-    seen: set[str] = set()
-    stack = list(deps[start])
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(deps[node])
-    return seen
+    return _reachable(deps, deps[start])
 
 
 def ready_tasks(deps: Mapping[str, Iterable[str]], done: set[str], started: set[str]) -> list[str]:
