@@ -28,6 +28,27 @@ def clean_env(var: Path, **extra: str) -> dict[str, str]:
     return {**env, "VAR_DIR": str(var), "PIPELINE_RUN_ID": "standalone", **extra}
 
 
+def s3_env(var: Path, endpoint_url: str, **extra: str) -> dict[str, str]:
+    """``clean_env`` pointed at an S3 endpoint (moto, a proxy, a dead or silent port)."""
+    return clean_env(
+        var,
+        S3_ENDPOINT_URL=endpoint_url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        **extra,
+    )
+
+
+def split_args(src: str, out: Path) -> list[str]:
+    """``split``'s arguments: transactions from ``src``, every output under ``out``."""
+    return [
+        "--in-transactions", src,
+        "--out-historic", str(out / "h"), "--out-live-stream", str(out / "l.jsonl"),
+        "--out-live-labels", str(out / "ll.parquet"), "--out-time-splits", str(out / "t.json"),
+    ]  # fmt: skip
+
+
 def run_stage(stage: str, *args: str, env: dict[str, str], timeout: float = 300):
     """``python -m components.<stage> ARGS`` as a real subprocess."""
     return subprocess.run(

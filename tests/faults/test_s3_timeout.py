@@ -23,7 +23,7 @@ import threading
 import time
 
 import pytest
-from faultlib import clean_env, run_stage, the_error
+from faultlib import run_stage, s3_env, split_args, the_error
 
 from components.contracts import storage
 from tests.integration.test_faults_publish import CuttingProxy
@@ -89,14 +89,7 @@ class SlowProxy(CuttingProxy):
 @pytest.fixture
 def silent_s3(tmp_path):
     endpoint = SilentEndpoint()
-    env = clean_env(
-        tmp_path / "var",
-        S3_ENDPOINT_URL=endpoint.url,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_EC2_METADATA_DISABLED="true",
-        SERVICE_TIMEOUT_S=str(KNOB_S),
-    )
+    env = s3_env(tmp_path / "var", endpoint.url, SERVICE_TIMEOUT_S=str(KNOB_S))
     yield endpoint, env
     endpoint.close()
 
@@ -104,11 +97,8 @@ def silent_s3(tmp_path):
 def test_stage_gives_up_on_a_silent_s3_within_the_knob(silent_s3, tmp_path):
     endpoint, env = silent_s3
     proc = run_stage(
-        "split", "--in-transactions", "s3://bucket/transactions",
-        "--out-historic", str(tmp_path / "h"), "--out-live-stream", str(tmp_path / "l.jsonl"),
-        "--out-live-labels", str(tmp_path / "ll.parquet"),
-        "--out-time-splits", str(tmp_path / "t.json"), env=env, timeout=300,
-    )  # fmt: skip
+        "split", *split_args("s3://bucket/transactions", tmp_path), env=env, timeout=300
+    )
     exited = time.monotonic()
     assert proc.returncode == 1, proc.stderr
     assert "s3://bucket/transactions" in the_error(proc.stderr, "split")

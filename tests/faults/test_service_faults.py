@@ -13,7 +13,7 @@ import socket
 import time
 
 import pytest
-from faultlib import clean_env, run_stage, the_error
+from faultlib import clean_env, run_stage, s3_env, split_args, the_error
 
 pytestmark = pytest.mark.integration
 
@@ -106,32 +106,17 @@ def test_server_with_model_uri_and_mlflow_down(tmp_path, mlflow_down):
 
 
 def test_split_with_s3_down(trained, tmp_path):
-    env = clean_env(
-        tmp_path / "var",
-        S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env = s3_env(tmp_path / "var", f"http://127.0.0.1:{closed_port()}")
     proc = run_stage(
-        "split", "--in-transactions", "s3://bucket/transactions",
-        "--out-historic", str(tmp_path / "h"), "--out-live-stream", str(tmp_path / "l.jsonl"),
-        "--out-live-labels", str(tmp_path / "ll.parquet"),
-        "--out-time-splits", str(tmp_path / "t.json"), env=env, timeout=120,
-    )  # fmt: skip
+        "split", *split_args("s3://bucket/transactions", tmp_path), env=env, timeout=120
+    )
     assert proc.returncode == 1, proc.stderr
     assert "s3://bucket/transactions" in the_error(proc.stderr, "split")
 
 
 def test_train_iforest_writing_to_s3_down(trained, tmp_path):
     """The output side: an S3 write that cannot connect (pyarrow's raw OSError)."""
-    env = clean_env(
-        tmp_path / "var",
-        S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env = s3_env(tmp_path / "var", f"http://127.0.0.1:{closed_port()}")
     proc = run_stage(
         "train_iforest", "--in-features", str(trained["features"]),
         "--out-model", "s3://bucket/model", "--n-estimators", "5",
