@@ -31,6 +31,31 @@ if os.environ.get("CI"):
 VENV_BIN = Path(sys.executable).parent
 
 
+SERVICE_ENV_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_ARTIFACT_LOCATION",
+    "PIPELINE_ROOT",
+    "S3_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+"""Settings that point a stage at services; without them it uses the embedded defaults."""
+
+
+def run_stage(
+    stage: str, *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python -m components.<stage> ARGS`` as a real subprocess (this environment + ``env``)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"components.{stage}", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -160,14 +185,7 @@ def local_env(tmp_path, monkeypatch) -> Path:
     """Embedded defaults in a temp folder: VAR_DIR (SQLite MLflow, pipeline root) and no S3."""
     var = tmp_path / "var"
     monkeypatch.setenv("VAR_DIR", str(var))
-    for key in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_ARTIFACT_LOCATION",
-        "PIPELINE_ROOT",
-        "S3_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-    ):
+    for key in SERVICE_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     return var
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +17,7 @@ from components.contracts.schemas import (
     LIVE_LABELS,
     RAW_TRANSACTION,
 )
+from tests.conftest import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 ROWS = 20_000
 GEN_ARGS = ["--rows", str(ROWS), "--days", "16", "--stores", "3", "--cashiers-per-store", "8",
             "--fraud-rate", "0.03", "--seed", "11", "--chunk-rows", "6000"]  # fmt: skip
-
-
-def run_stage(stage: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"components.{stage}", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def split_args(src: str, out: str) -> list[str]:

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -31,6 +28,7 @@ import pytest
 
 from components.contracts import storage
 from components.contracts.schemas import LABELLED_TRANSACTION, LIVE_LABELS, RAW_TRANSACTION
+from tests.conftest import run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -195,22 +193,11 @@ def test_s3_outage_during_a_model_republish_keeps_the_old_model(proxy, moto_s3, 
 # ---------------------------------------------------------------- SIGKILL of a real stage
 
 
-def _run(stage: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"components.{stage}", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 OUTPUTS = ("historic", "live.jsonl", "live_labels.parquet", "time_splits.json")
 
 
 def _split(src: Path, out: Path, live_days: int, env: dict | None = None):
-    return _run(
+    return run_stage(
         "split",
         "--in-transactions", str(src),
         "--out-historic", str(out / "historic"),
@@ -236,7 +223,7 @@ def _read_set(out: Path) -> dict:
 def transactions(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("faults") / "transactions"
     args = ["--rows", "4000", "--days", "10", "--stores", "2", "--cashiers-per-store", "4"]
-    proc = _run("datagen", "--out-transactions", str(out), *args, "--chunk-rows", "1500")
+    proc = run_stage("datagen", "--out-transactions", str(out), *args, "--chunk-rows", "1500")
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -277,7 +264,7 @@ def test_sigkill_during_split_leaves_old_or_new_complete_set(transactions, tmp_p
 
 
 def _features(split: Path, out: Path, env: dict | None = None):
-    return _run(
+    return run_stage(
         "features",
         "--in-historic", str(split / "historic"),
         "--in-time-splits", str(split / "time_splits.json"),

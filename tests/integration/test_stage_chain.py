@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SERVICE_ENV_KEYS
+
 REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "cashier-integrity-risk"
 # Small but real: enough trees to learn the patterns, few enough to stay fast on 2 cores.
@@ -92,21 +94,8 @@ def _env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def embedded_env(var_dir: Path) -> dict[str, str]:
     """``os.environ`` with the embedded defaults (like ``local_env``): SQLite MLflow, no S3."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "MLFLOW_TRACKING_URI",
-            "MLFLOW_ARTIFACT_LOCATION",
-            "PIPELINE_ROOT",
-            "S3_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL_S3",
-            "MODEL_NAME",
-            "MLFLOW_EXPERIMENT_NAME",
-        )
-    }
+    skip = (*SERVICE_ENV_KEYS, "MODEL_NAME", "MLFLOW_EXPERIMENT_NAME")
+    env = {k: v for k, v in os.environ.items() if k not in skip}
     env["VAR_DIR"] = str(var_dir)
     return env
 
