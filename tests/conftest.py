@@ -21,6 +21,8 @@ from pathlib import Path
 import hypothesis
 import pytest
 
+from tools.demo import BRIEF_REQUEST  # noqa: F401  (the serving tests import it from here)
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Local runs explore new random examples every time (and keep failures in .hypothesis/);
@@ -78,18 +80,6 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
             last = exc
             time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
-
-
-BRIEF_REQUEST = {
-    "transaction_id": "T100",
-    "cashier_id": "C001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
-}
-"""The product brief's ``POST /v1/predict`` request: its seven fields, nothing optional."""
 
 
 def post_json(

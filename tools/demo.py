@@ -33,6 +33,18 @@ class DemoBundle:
     xgb_path: Path
 
 
+BRIEF_REQUEST = {
+    "transaction_id": "T100",
+    "cashier_id": "C001",
+    "item_count": 12,
+    "total_amount": 150.0,
+    "void_count": 0,
+    "no_sale_count": 0,
+    "weight_variance": 0.1,
+}
+"""The product brief's ``POST /v1/predict`` request: its seven fields, nothing optional."""
+
+
 def build_demo_bundle(
     out_dir: str | Path,
     *,

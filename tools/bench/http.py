@@ -15,14 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tools.demo import BRIEF_REQUEST
+
 BODY = {
-    "transaction_id": "T100",
-    "cashier_id": "C001",
-    "item_count": 12,
-    "total_amount": 150.0,
-    "void_count": 0,
-    "no_sale_count": 0,
-    "weight_variance": 0.1,
+    **BRIEF_REQUEST,
     "timestamp": "2026-01-20T14:30:00",
     "store_id": "S01",
     "lane_type": "staffed",
