@@ -104,6 +104,7 @@ def test_stand_alone_run_logs_every_param(tmp_path, monkeypatch):
         monkeypatch.delenv(key)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("kfp-params")  # not the active experiment an earlier test left set
     spec = json.dumps({"inputs": {"parameterValues": {"seed": 42}}})
     with mlflow.start_run() as run:
         logged = tracking.log_params({"seed": 42, "n_features": 3}, executor_input=spec)
@@ -126,6 +127,7 @@ def test_register_leaves_its_gate_params_to_kubeflow(tmp_path, monkeypatch):
         monkeypatch.delenv(key)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("kfp-params")  # not the active experiment an earlier test left set
     kfp_inputs = [p.name for p in SPEC.kfp_params]
     assert {"min_pr_auc", "max_regression"} <= set(kfp_inputs)
     with mlflow.start_run() as run:
