@@ -66,7 +66,7 @@ def bench_inprocess(model_dir: str, iterations: int) -> dict:
             samples.append((time.perf_counter_ns() - t0) / 1000)
         return {"p50_us": statistics.median(samples), "p99_us": pct(samples, 99)}
 
-    x = scorer.features_one(request)[0].copy()
+    x = scorer.features_one(request)[0][0].copy()
     contrib = np.empty(len(feats.FEATURE_NAMES) + 1, dtype=np.float32)
     top = np.empty(3, dtype=np.int64)
     m = scorer.models
@@ -100,7 +100,7 @@ def bench_batch(model_dir: str, rows: int, threads: int, repeats: int = 3) -> di
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     scorer = load(ServingSettings(model_dir=model_dir)).scorer
     rng = np.random.default_rng(0)
-    base = scorer.features_one(BODY).copy()
+    base = scorer.features_one(BODY)[0].copy()
     X = np.repeat(base, rows, axis=0) * rng.uniform(0.5, 1.5, size=(rows, base.shape[1]))
     m = scorer.models
     raw = np.repeat(feats.raw_row(BODY), rows, axis=0)
