@@ -348,3 +348,35 @@ def trained_pipeline(tmp_path_factory) -> dict[str, object]:
     if not decision["passed"]:  # a quality regression shows up here, loudly, for every user
         raise RuntimeError(f"the session model failed the quality gate: {decision['reason']}")
     return {**p, "env": env, "var": str(var)}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real ``redis-server`` (the Debian package) on a free loopback port, no persistence;
+    yields its URL. Tests that share it use their own ``STORE_NAMESPACE``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    cmd += ["--dir", str(root), "--protected-mode", "no"]
+    with open(root / "redis.log", "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                        s.sendall(b"PING\r\n")
+                        if s.recv(16).startswith(b"+PONG"):
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start: {(root / 'redis.log')}")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
