@@ -360,7 +360,7 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("redis")
     port = free_port()
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    cmd += ["--dir", str(root), "--protected-mode", "no"]
+    cmd += ["--dir", str(root), "--protected-mode", "no", "--enable-debug-command", "local"]
     with open(root / "redis.log", "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:

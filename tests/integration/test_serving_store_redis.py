@@ -1,0 +1,141 @@
+"""The Redis profile store against a real ``redis-server`` on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+from components.contracts import features as F
+from serving.store import InProcessStore
+from serving.store.redis_store import RedisStore
+from tests.unit.serving_demo import demo, known_request  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+N = F.STAT_N
+
+
+@pytest.fixture
+def frozen(demo) -> F.ProfileIndex:  # noqa: F811
+    return F.ProfileIndex.from_table(pq.read_table(demo.path / "profiles.parquet"))
+
+
+def _store(url: str, request: pytest.FixtureRequest, **kw) -> RedisStore:
+    return RedisStore(url, namespace=f"t-{request.node.name}", **kw)
+
+
+def _stats(row: dict) -> np.ndarray:
+    return F.behaviour_stats(F.raw_row(row))[0]
+
+
+def test_redis_and_in_process_stores_agree_bit_for_bit(
+    redis_server,
+    frozen,
+    demo,  # noqa: F811
+    request,
+):
+    """Same seed, same folds (retries and home-store lookups included): identical priors."""
+    red, mem = _store(redis_server, request), InProcessStore()
+    assert red.seed(frozen, "sha") > 0 and mem.seed(frozen, "sha") > 0
+    for i in range(400):
+        row = known_request(demo, i)
+        txn = row["transaction_id"] if i % 7 else "retried"
+        store_id = None if i % 5 == 0 else row["store_id"]
+        a = red.fold(row["cashier_id"], store_id, txn, _stats(row))
+        b = mem.fold(row["cashier_id"], store_id, txn, _stats(row))
+        assert a.tobytes() == b.tobytes(), i
+
+
+def test_concurrent_folds_for_one_cashier_never_lose_an_update(
+    redis_server,
+    frozen,
+    demo,  # noqa: F811
+    request,
+):
+    store = _store(redis_server, request, deadline_s=5.0)
+    store.seed(frozen, "sha")
+    row = known_request(demo, 0)
+    cashier, shop = row["cashier_id"], row["store_id"]
+    start = frozen.cashiers[cashier][N]
+    values = _stats(row)
+
+    def worker(k: int) -> None:
+        mine = RedisStore(store._url, namespace=f"t-{request.node.name}", deadline_s=5.0)
+        for i in range(150):
+            mine.fold(cashier, shop, f"w{k}-{i}", values)
+            mine.fold(cashier, shop, f"shared-{i}", values)  # every thread retries these
+        mine.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = store.fold(cashier, shop, "final", values)
+    assert after[N] == start + 6 * 150 + 150
+
+
+def test_seed_is_idempotent_and_never_overwrites_live_statistics(
+    redis_server,
+    frozen,
+    demo,  # noqa: F811
+    request,
+):
+    store = _store(redis_server, request)
+    written = store.seed(frozen, "sha")
+    assert written == len(frozen.cashiers) + len(frozen.stores) + 1
+    assert store.seed(frozen, "sha") == 0
+    row = known_request(demo, 0)
+    store.fold(row["cashier_id"], row["store_id"], "t1", _stats(row))
+    store.client.delete(f"{store.prefix}seeded")  # as if a seed had been interrupted
+    assert store.seed(frozen, "sha") == 0  # every key exists: nothing overwritten
+    prior = store.fold(row["cashier_id"], row["store_id"], "t2", _stats(row))
+    assert prior[N] == frozen.cashiers[row["cashier_id"]][N] + 1
+
+
+def test_keys_are_versioned_by_feature_version(redis_server, frozen, request):
+    store = _store(redis_server, request)
+    store.seed(frozen, "sha")
+    keys = {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}*")}
+    assert keys and all(
+        k.startswith(f"{{t-{request.node.name}:f{F.FEATURE_VERSION}}}:") for k in keys
+    )
+
+
+def test_seed_cli_twice(redis_server, demo, request):  # noqa: F811
+    cmd = [sys.executable, "-m", "serving.store", "seed", "--model-dir", str(demo.path)]
+    cmd += ["--redis-url", redis_server, "--namespace", f"cli-{request.node.name}"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "seeded 0 profile keys" not in first.stdout
+    assert "seeded 0 profile keys" in second.stdout
+
+
+def test_deadline_exceeded_is_a_timeout_not_an_exception_to_the_caller(
+    redis_server,
+    frozen,
+    demo,  # noqa: F811
+    request,
+):
+    """A server busy past the deadline (DEBUG SLEEP, enabled by the fixture) -> StoreError."""
+    from serving.store import StoreError
+
+    store = _store(redis_server, request, deadline_s=0.05)
+    store.seed(frozen, "sha")
+    blocker = redis.Redis.from_url(redis_server)
+    t = threading.Thread(target=lambda: blocker.execute_command("DEBUG", "SLEEP", "0.5"))
+    t.start()
+    try:
+        row = known_request(demo, 0)
+        with pytest.raises(StoreError) as info:
+            store.fold(row["cashier_id"], row["store_id"], "slow", _stats(row))
+        assert info.value.reason == "timeout"
+    finally:
+        t.join()
