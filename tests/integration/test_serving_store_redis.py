@@ -139,3 +139,52 @@ def test_deadline_exceeded_is_a_timeout_not_an_exception_to_the_caller(
         assert info.value.reason == "timeout"
     finally:
         t.join()
+
+
+LAMBDA_CODE = """
+import json
+from serving.lambda_handler import handler
+from tests.conftest import BRIEF_REQUEST
+from tests.unit.test_serving_lambda import Context, http_v2
+for txn in ("L1", "L2"):
+    body = BRIEF_REQUEST | {"transaction_id": txn, "cashier_id": "LAMBDA-NEW-HIRE"}
+    r = handler(http_v2("/v1/predict", body), Context())
+    reply = json.loads(r["body"])
+    print(r["statusCode"], reply["profile_source"], reply["features"][FEATURE])
+"""
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["redis", "redis-unreachable"])
+def test_lambda_handler_uses_redis_when_set_and_degrades_when_not(
+    redis_server,
+    demo,  # noqa: F811
+    reachable,
+    request,
+):
+    """The Mangum handler (real HTTP API v2 event shape; AWS itself cannot run here)."""
+    import os
+
+    from tests.conftest import REPO, free_port
+
+    url = redis_server if reachable else f"redis://127.0.0.1:{free_port()}/0"
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(demo.path),
+        "REDIS_URL": url,
+        "STORE_NAMESPACE": f"lambda-{request.node.name}",
+        "DEBUG_FEATURES": "true",
+        "METRICS_MODE": "emf",
+    }
+    env.pop("API_KEY", None)
+    feature = F.FEATURE_NAMES.index("cashier_log_txn_count")
+    code = LAMBDA_CODE.replace("FEATURE", str(feature))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line.split() for line in proc.stdout.splitlines() if line[:3].isdigit()]
+    if reachable:
+        assert lines == [["200", "live", "0.0"], ["200", "live", repr(float(np.log1p(1)))]]
+    else:
+        assert lines == [["200", "frozen", "0.0"], ["200", "frozen", "0.0"]]
+        assert '"reason": "unreachable"' in proc.stdout or '"reason":"unreachable"' in proc.stdout
