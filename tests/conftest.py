@@ -354,29 +354,9 @@ def trained_pipeline(tmp_path_factory) -> dict[str, object]:
 def redis_server(tmp_path_factory) -> Iterator[str]:
     """A real ``redis-server`` (the Debian package) on a free loopback port, no persistence;
     yields its URL. Tests that share it use their own ``STORE_NAMESPACE``."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    from tools.bench.http import redis_server as run_redis
+
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    root = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    cmd += ["--dir", str(root), "--protected-mode", "no", "--enable-debug-command", "local"]
-    with open(root / "redis.log", "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {(root / 'redis.log')}")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+    with run_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
