@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -30,20 +30,21 @@ def _bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={value!r} is not a boolean (use true/false)")
 
 
-def _float(name: str, default: float) -> float:
+def _number(name: str, default: float, kind: type[float] | type[int]) -> Any:
     value = _env(name)
     try:
-        return default if value is None else float(value)
+        return default if value is None else kind(value)
     except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not a number") from exc
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name}={value!r} is not {what}") from exc
 
 
 def _int(name: str, default: int) -> int:
-    value = _env(name)
-    try:
-        return default if value is None else int(value)
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not an integer") from exc
+    return _number(name, default, int)
+
+
+def _float(name: str, default: float) -> float:
+    return _number(name, default, float)
 
 
 @dataclass(frozen=True, kw_only=True)

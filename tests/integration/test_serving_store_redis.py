@@ -30,6 +30,18 @@ def _store(url: str, request: pytest.FixtureRequest, **kw) -> RedisStore:
     return RedisStore(url, namespace=f"t-{request.node.name}", **kw)
 
 
+@pytest.fixture
+def seeded(redis_server, frozen, request):
+    """Factory of a RedisStore (this test's namespace) seeded from the demo bundle."""
+
+    def make(**kw) -> RedisStore:
+        store = _store(redis_server, request, **kw)
+        store.seed(frozen, "sha")
+        return store
+
+    return make
+
+
 def _stats(row: dict) -> np.ndarray:
     return F.behaviour_stats(F.raw_row(row))[0]
 
@@ -52,14 +64,8 @@ def test_redis_and_in_process_stores_agree_bit_for_bit(
         assert a.tobytes() == b.tobytes(), i
 
 
-def test_concurrent_folds_for_one_cashier_never_lose_an_update(
-    redis_server,
-    frozen,
-    demo,  # noqa: F811
-    request,
-):
-    store = _store(redis_server, request, deadline_s=5.0)
-    store.seed(frozen, "sha")
+def test_concurrent_folds_for_one_cashier_never_lose_an_update(seeded, frozen, demo, request):  # noqa: F811
+    store = seeded(deadline_s=5.0)
     row = known_request(demo, 0)
     cashier, shop = row["cashier_id"], row["store_id"]
     start = frozen.cashiers[cashier][N]
@@ -119,16 +125,14 @@ def test_seed_cli_twice(redis_server, demo, request):  # noqa: F811
 
 
 def test_deadline_exceeded_is_a_timeout_not_an_exception_to_the_caller(
+    seeded,
     redis_server,
-    frozen,
     demo,  # noqa: F811
-    request,
 ):
     """A server busy past the deadline (DEBUG SLEEP, enabled by the fixture) -> StoreError."""
     from serving.store import StoreError
 
-    store = _store(redis_server, request, deadline_s=0.05)
-    store.seed(frozen, "sha")
+    store = seeded(deadline_s=0.05)
     blocker = redis.Redis.from_url(redis_server)
     t = threading.Thread(target=lambda: blocker.execute_command("DEBUG", "SLEEP", "0.5"))
     t.start()
