@@ -134,14 +134,26 @@ class Server:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path, port: int | None = None) -> Iterator[str]:
+def redis_server(workdir: Path, core: int | None = None) -> Iterator[str]:
     """A real ``redis-server`` on loopback (no persistence) until the block ends; yields its
-    URL. ``DEBUG`` is allowed from loopback (tests use ``DEBUG SLEEP`` to make it slow)."""
+    URL. ``DEBUG`` is allowed from loopback (tests use ``DEBUG SLEEP`` to make it slow).
+    ``core`` pins it (the bench keeps it off the app server's core)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
-    port = port or free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    port = free_port()
+    cmd = [
+        *taskset(core),
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
     cmd += ["--dir", str(workdir), "--enable-debug-command", "local"]
     with open(workdir / "redis.log", "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

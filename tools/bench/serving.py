@@ -239,7 +239,8 @@ def bench_http(args, model_dir: str, work: Path) -> dict:
         )
     with contextlib.ExitStack() as stack:
         try:
-            redis_url = stack.enter_context(redis_server(work))
+            # On the load generator's core: the app server's core runs only the app.
+            redis_url = stack.enter_context(redis_server(work, core=client_core))
             targets["litestar_app_redis"][1]["REDIS_URL"] = redis_url
         except (OSError, RuntimeError) as exc:  # reported in the table, not fatal
             results["litestar_app_redis"] = {"error": f"no redis-server: {exc}"}
