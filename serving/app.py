@@ -35,6 +35,7 @@ from litestar.openapi.spec import OpenAPI, Reference, Schema
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from components.contracts import features as feats
 from serving import model_loader, prepare_numba_cache
 from serving.body import BodyError, decode_body
 from serving.metrics import CONTENT_TYPE, EmfMetrics, ServingMetrics
@@ -281,6 +282,7 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
         on_lookup=metrics.observe_profile,
     )
     debug_features = settings.debug_features
+    remote_store = hasattr(store, "fold_async")
 
     @post(
         "/v1/predict",
@@ -293,7 +295,13 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     )
     async def predict(data: PredictRequest, request: Request) -> PredictResponse:
         t0 = request.scope.get(T0_KEY) or time.perf_counter()
-        scored = scorer.score_one(data, live)
+        if remote_store:
+            # Await Redis without blocking the other requests; the row is encoded into its
+            # own array (the scorer's buffers are only touched between awaits).
+            prior = await live.prior_async(data, feats.raw_row(data))
+            scored = scorer.score_one(data, prior=prior)
+        else:
+            scored = scorer.score_one(data, live)
         observe(scored.risk_level, scored.store_label, scored.risk_score)
         return PredictResponse(
             transaction_id=data.transaction_id,

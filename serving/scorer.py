@@ -109,13 +109,18 @@ class Scorer:
         return profiles.prior(request, raw)
 
     def features_one(
-        self, request: Any, profiles: PriorSource | None = None
+        self,
+        request: Any,
+        profiles: PriorSource | None = None,
+        prior: tuple[np.ndarray, str] | None = None,
     ) -> tuple[np.ndarray, str]:
         """(1, F) features of one request (buffer reused by the next call) and their
-        profile source. ``profiles`` None: the bundle's frozen profile, nothing folded."""
+        profile source. ``profiles`` None: the bundle's frozen profile, nothing folded;
+        ``prior``: a (prior, source) the caller already took (``LiveProfiles.prior_async``)."""
         feats.raw_row(request, out=self._raw)
-        prior, source = self._prior(request, self._raw, profiles)
-        return feats.compute_features(self._raw, prior, out=self._feat), source
+        if prior is None:
+            prior = self._prior(request, self._raw, profiles)
+        return feats.compute_features(self._raw, prior[0], out=self._feat), prior[1]
 
     def features_many(
         self, requests: Sequence[Any], profiles: PriorSource | None = None
@@ -137,9 +142,14 @@ class Scorer:
 
     # ------------------------------------------------------------------ scoring
 
-    def score_one(self, request: Any, profiles: PriorSource | None = None) -> Scored:
-        """Score one request on the single-row fast path."""
-        X, source = self.features_one(request, profiles)
+    def score_one(
+        self,
+        request: Any,
+        profiles: PriorSource | None = None,
+        prior: tuple[np.ndarray, str] | None = None,
+    ) -> Scored:
+        """Score one request on the single-row fast path (``prior``: see ``features_one``)."""
+        X, source = self.features_one(request, profiles, prior)
         x = X[0]
         margin, iforest_score, n_top = score_pair_row(
             x, self.models.xgb, self.models.forest, self._contrib, self._top

@@ -83,24 +83,42 @@ class LiveProfiles:
 
     def prior(self, request: Any, raw: np.ndarray) -> tuple[np.ndarray, str]:
         """(prior, source) for one request whose encoded row is ``raw`` (1, RAW_INPUTS)."""
-        cashier, store_id = request["cashier_id"], request.get("store_id")
-        if self.store is not None:
-            reason = "backoff"
-            if time.monotonic() >= self._retry_at:
-                values = feats.behaviour_stats(raw)[0]
-                try:
-                    prior = self.store.fold(cashier, store_id, request["transaction_id"], values)
-                except StoreError as exc:
-                    self._retry_at = time.monotonic() + self._retry_s
-                    log.warning("profile store %s: %s; frozen profiles", self.store.name, exc)
-                    reason = exc.reason
-                else:
-                    self._on_lookup(LIVE, None)
-                    return prior, LIVE
-            self._on_lookup(FROZEN, reason)
-        else:
-            self._on_lookup(FROZEN, None)
-        return self.frozen.prior_for(cashier, store_id), FROZEN
+        if self.store is None or time.monotonic() < self._retry_at:
+            return self._frozen(request, None if self.store is None else "backoff")
+        values = feats.behaviour_stats(raw)[0]
+        try:
+            prior = self.store.fold(
+                request["cashier_id"], request.get("store_id"), request["transaction_id"], values
+            )
+        except StoreError as exc:
+            return self._failed(request, exc)
+        self._on_lookup(LIVE, None)
+        return prior, LIVE
+
+    async def prior_async(self, request: Any, raw: np.ndarray) -> tuple[np.ndarray, str]:
+        """``prior`` that lets the event loop serve other requests while a remote store
+        answers (stores with ``fold_async``; the in-process store answers at once)."""
+        fold_async = getattr(self.store, "fold_async", None)
+        if fold_async is None or time.monotonic() < self._retry_at:
+            return self.prior(request, raw)
+        values = feats.behaviour_stats(raw)[0]
+        try:
+            prior = await fold_async(
+                request["cashier_id"], request.get("store_id"), request["transaction_id"], values
+            )
+        except StoreError as exc:
+            return self._failed(request, exc)
+        self._on_lookup(LIVE, None)
+        return prior, LIVE
+
+    def _failed(self, request: Any, exc: StoreError) -> tuple[np.ndarray, str]:
+        self._retry_at = time.monotonic() + self._retry_s
+        log.warning("profile store %s: %s; frozen profiles", self.store.name, exc)
+        return self._frozen(request, exc.reason)
+
+    def _frozen(self, request: Any, reason: str | None) -> tuple[np.ndarray, str]:
+        self._on_lookup(FROZEN, reason)
+        return self.frozen.prior_for(request["cashier_id"], request.get("store_id")), FROZEN
 
 
 def build_store(

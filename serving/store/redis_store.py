@@ -8,12 +8,19 @@ lose an update. Statistics are stored as little-endian float64 strings and added
 (IEEE doubles), so the arithmetic is exactly the in-process store's.
 
 Every key shares one hash tag (``key_prefix``): in cluster mode the whole store is one slot.
+
+The app awaits ``fold_async`` (redis-py's asyncio client), so one worker keeps scoring other
+requests while Redis answers; ``fold`` (blocking) serves batches, the CLI and tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import redis
+import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -54,6 +61,19 @@ return {c or '', s or '', g or '', fresh and 1 or 0}
 """
 
 
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Redis client errors as ``StoreError`` with a fallback reason."""
+    try:
+        yield
+    except redis.TimeoutError as exc:
+        raise StoreError("timeout", f"no answer within the deadline ({exc})") from None
+    except (redis.ConnectionError, OSError) as exc:
+        raise StoreError("unreachable", str(exc)) from None
+    except redis.RedisError as exc:
+        raise StoreError("error", str(exc)) from None
+
+
 class RedisStore:
     """The profile store in Redis; every call bounded by ``deadline_s`` (no client retries)."""
 
@@ -79,30 +99,50 @@ class RedisStore:
         )
         self._fold = self.client.register_script(FOLD)
         self._zeros = bytes(8 * _WIDTH)
+        self._deadline_s = deadline_s
+        self._aclient: redis.asyncio.Redis | None = None
+        self._afold = None
+
+    def _args(
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
+    ) -> tuple:
+        packed = np.ascontiguousarray(values, dtype="<f8").tobytes()
+        return (self._width, cashier_id, store_id or "", packed, transaction_id, self._ttl)
+
+    def _prior(self, reply: list) -> np.ndarray:
+        c, s, g, _ = reply
+        z = self._zeros
+        return np.frombuffer(b"".join((c or z, s or z, g or z)), dtype="<f8").astype(np.float64)
+
+    async def fold_async(
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
+    ) -> np.ndarray:
+        """``fold`` without blocking the event loop: other requests run while Redis answers.
+
+        The asyncio client is made on first use, inside the loop that serves requests.
+        """
+        if self._afold is None:
+            self._aclient = redis.asyncio.Redis.from_url(
+                self._url,
+                socket_timeout=self._deadline_s,
+                socket_connect_timeout=self._deadline_s,
+                retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+            )
+            self._afold = self._aclient.register_script(FOLD)
+        with _store_errors():
+            reply = await self._afold(
+                keys=(self.prefix,), args=self._args(cashier_id, store_id, transaction_id, values)
+            )
+        return self._prior(reply)
 
     def fold(
         self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> np.ndarray:
-        try:
-            c, s, g, _ = self._fold(
-                keys=(self.prefix,),
-                args=(
-                    self._width,
-                    cashier_id,
-                    store_id or "",
-                    np.ascontiguousarray(values, dtype="<f8").tobytes(),
-                    transaction_id,
-                    self._ttl,
-                ),
+        with _store_errors():
+            reply = self._fold(
+                keys=(self.prefix,), args=self._args(cashier_id, store_id, transaction_id, values)
             )
-        except redis.TimeoutError as exc:
-            raise StoreError("timeout", f"no answer within the deadline ({exc})") from None
-        except (redis.ConnectionError, OSError) as exc:
-            raise StoreError("unreachable", str(exc)) from None
-        except redis.RedisError as exc:
-            raise StoreError("error", str(exc)) from None
-        z = self._zeros
-        return np.frombuffer(b"".join((c or z, s or z, g or z)), dtype="<f8").astype(np.float64)
+        return self._prior(reply)
 
     def seed(self, index: feats.ProfileIndex, bundle_sha256: str) -> int:
         """Write every profile key that does not exist yet (SET NX), then the seed marker.
