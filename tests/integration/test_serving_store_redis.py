@@ -124,22 +124,36 @@ def test_seed_cli_twice(redis_server, demo, request):  # noqa: F811
     assert "seeded 0 profile keys" in second.stdout
 
 
+@pytest.mark.parametrize("mode", ["blocking", "asyncio"])
 def test_deadline_exceeded_is_a_timeout_not_an_exception_to_the_caller(
     seeded,
     redis_server,
     demo,  # noqa: F811
+    mode,
 ):
     """A server busy past the deadline (DEBUG SLEEP, enabled by the fixture) -> StoreError."""
+    import asyncio
+
     from serving.store import StoreError
 
     store = seeded(deadline_s=0.05)
     blocker = redis.Redis.from_url(redis_server)
-    t = threading.Thread(target=lambda: blocker.execute_command("DEBUG", "SLEEP", "0.5"))
+    t = threading.Thread(target=lambda: blocker.execute_command("DEBUG", "SLEEP", "2"))
     t.start()
+    probe = redis.Redis.from_url(redis_server, socket_timeout=0.02)
+    while True:  # until the server stops answering: DEBUG SLEEP has started
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            break
     try:
         row = known_request(demo, 0)
+        args = (row["cashier_id"], row["store_id"], "slow", _stats(row))
         with pytest.raises(StoreError) as info:
-            store.fold(row["cashier_id"], row["store_id"], "slow", _stats(row))
+            if mode == "blocking":
+                store.fold(*args)
+            else:
+                asyncio.run(store.fold_async(*args))
         assert info.value.reason == "timeout"
     finally:
         t.join()
