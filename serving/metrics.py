@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 
 from components.contracts import blend as blend_mod
+from serving.store.base import FALLBACK_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ class ServingMetrics:
             registry=r,
         )
         self._lookup_children = {s: self.profile_lookups.labels(s) for s in ("live", "frozen")}
-        self._fallback_children: dict[str, object] = {}
+        # Every reason exported from the start (at 0): rate() and the dashboard need a series.
+        self._fallback_children = {r: self.profile_fallbacks.labels(r) for r in FALLBACK_REASONS}
         self.window = ScoreWindow(psi_reference, psi_window)
         self._psi_every = psi_every
         self._since_psi = 0
