@@ -35,6 +35,7 @@ from litestar.openapi.spec import OpenAPI, Reference, Schema
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from components.contracts import features as feats
 from serving import model_loader, prepare_numba_cache
 from serving.body import BodyError, decode_body
 from serving.metrics import CONTENT_TYPE, EmfMetrics, ServingMetrics
@@ -53,6 +54,7 @@ from serving.schemas import (
     openapi_components,
 )
 from serving.settings import ServingSettings
+from serving.store import LiveProfiles, build_store
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +274,15 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     )
     max_batch = settings.max_batch
     observe = metrics.observe_prediction
+    store = build_store(settings, scorer.models.profiles, loaded.bundle.sha256)
+    live = LiveProfiles(
+        store,
+        scorer.models.profiles,
+        retry_s=settings.store_retry_s,
+        on_lookup=metrics.observe_profile,
+    )
+    debug_features = settings.debug_features
+    remote_store = hasattr(store, "fold_async")
 
     @post(
         "/v1/predict",
@@ -284,7 +295,13 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     )
     async def predict(data: PredictRequest, request: Request) -> PredictResponse:
         t0 = request.scope.get(T0_KEY) or time.perf_counter()
-        scored = scorer.score_one(data)
+        if remote_store:
+            # Await Redis without blocking the other requests; the row is encoded into its
+            # own array (the scorer's buffers are only touched between awaits).
+            prior = await live.prior_async(data, feats.raw_row(data))
+            scored = scorer.score_one(data, prior=prior)
+        else:
+            scored = scorer.score_one(data, live)
         observe(scored.risk_level, scored.store_label, scored.risk_score)
         return PredictResponse(
             transaction_id=data.transaction_id,
@@ -294,6 +311,8 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
             latency_ms=(time.perf_counter() - t0) * 1000.0,
             model_version=version,
             reasons=[Reason(feature=f, contribution=c) for f, c in scored.reasons],
+            profile_source=scored.profile_source,  # type: ignore[arg-type]
+            features=scorer.last_features() if debug_features else msgspec.UNSET,
         )
 
     @post(
@@ -312,7 +331,7 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
                 status_code=413,
                 detail=f"transactions: {len(items)} in one call, the limit is {max_batch}",
             )
-        results = scorer.score_many(items)
+        results = scorer.score_many(items, live)
         out = []
         for item, scored in zip(items, results, strict=True):
             observe(scored.risk_level, scored.store_label, scored.risk_score)
@@ -325,6 +344,7 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
                     latency_ms=0.0,
                     model_version=version,
                     reasons=[Reason(feature=f, contribution=c) for f, c in scored.reasons],
+                    profile_source=scored.profile_source,  # type: ignore[arg-type]
                 )
             )
         latency = (time.perf_counter() - t0) * 1000.0
@@ -370,6 +390,7 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[predict, predict_batch, model, healthz, readyz, prometheus_metrics],
         middleware=[edge_middleware(settings, metrics)],
+        on_shutdown=[store.close] if store is not None else [],
         exception_handlers={HTTP_500_INTERNAL_SERVER_ERROR: _internal_error},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -388,6 +409,7 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
     app.state.loaded_model = loaded
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.profiles = live
     return app
 
 

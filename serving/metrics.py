@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 
 from components.contracts import blend as blend_mod
+from serving.store.base import FALLBACK_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,21 @@ class ServingMetrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.profile_lookups = Counter(
+            "pos_risk_profile_lookups",
+            "Profiles used for scoring by source (live store or the bundle's frozen profile).",
+            ("source",),
+            registry=r,
+        )
+        self.profile_fallbacks = Counter(
+            "pos_risk_profile_fallbacks",
+            "Requests scored with the frozen profile because the store failed, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self._lookup_children = {s: self.profile_lookups.labels(s) for s in ("live", "frozen")}
+        # Every reason exported from the start (at 0): rate() and the dashboard need a series.
+        self._fallback_children = {r: self.profile_fallbacks.labels(r) for r in FALLBACK_REASONS}
         self.window = ScoreWindow(psi_reference, psi_window)
         self._psi_every = psi_every
         self._since_psi = 0
@@ -163,6 +179,17 @@ class ServingMetrics:
         self._since_psi += 1
         if self._since_psi >= self._psi_every:
             self.update_psi()
+
+    def observe_profile(self, source: str, fallback_reason: str | None) -> None:
+        """One profile lookup; ``fallback_reason`` set when the store failed."""
+        self._lookup_children[source].inc()
+        if fallback_reason is not None:
+            child = self._fallback_children.get(fallback_reason)
+            if child is None:
+                child = self._fallback_children[fallback_reason] = self.profile_fallbacks.labels(
+                    fallback_reason
+                )
+            child.inc()
 
     def update_psi(self) -> None:
         self._since_psi = 0
@@ -228,6 +255,12 @@ class EmfMetrics(ServingMetrics):
         dims = {"risk_level": risk_level, "store_id": store_label}
         self._pending.append(("pos_risk_predictions_total", self._count, 1.0, dims))
         self._pending.append(("pos_risk_score", self._none, score, {}))
+
+    def observe_profile(self, source: str, fallback_reason: str | None) -> None:
+        super().observe_profile(source, fallback_reason)
+        if fallback_reason is not None:
+            dims = {"reason": fallback_reason}
+            self._pending.append(("pos_risk_profile_fallbacks_total", self._count, 1.0, dims))
 
     def flush(self) -> None:
         """Print one EMF line per dimension set collected since the last flush."""

@@ -104,6 +104,11 @@ class PredictResponse(msgspec.Struct, kw_only=True):
     latency_ms: float
     model_version: str
     reasons: list[Reason]
+    profile_source: Literal["live", "frozen"] = "frozen"
+    """``live``: the cashier's profile from the online store, this transaction folded in;
+    ``frozen``: the bundle's profile (store off, unreachable or past its deadline)."""
+    features: list[float] | msgspec.UnsetType = msgspec.UNSET
+    """The feature vector scored (``FEATURE_NAMES`` order); only with ``DEBUG_FEATURES``."""
 
 
 class BatchRequest(msgspec.Struct, kw_only=True):

@@ -2,7 +2,8 @@
 
 Single requests reuse preallocated buffers and make one compiled call for both models;
 batches go through the vectorized kernels (rows in parallel). Features come from the shared
-feature module (``features.raw_row`` + ``ProfileIndex.prior_for`` + ``compute_features``),
+feature module (``features.raw_row`` + a prior + ``compute_features``), the prior from the
+live profile store (``serving.store.LiveProfiles``) or the bundle's frozen ``ProfileIndex``;
 the blend from ``blend``: the same code as training and evaluation, so there is no skew.
 
 The models are the shared engine's (``components.contracts.engine``), the blend is
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +28,16 @@ from components.contracts import features as feats
 from components.contracts.blend import BlendParams
 from components.contracts.engine import IForestTrees, XGBTrees, score_pair_row
 from components.contracts.engine.kernels import top_positive_batch
+
+FROZEN = "frozen"
+"""``profile_source`` of a score computed with the bundle's frozen profile."""
+
+
+class PriorSource(Protocol):
+    """Where a request's prior statistics come from (``serving.store.LiveProfiles``)."""
+
+    def prior(self, request: Any, raw: np.ndarray) -> tuple[np.ndarray, str]: ...
+
 
 OTHER_STORE = "other"
 """Metric label for stores the bundle's profiles do not know (bounded label cardinality)."""
@@ -52,6 +63,7 @@ class Scored:
     action: str
     reasons: list[tuple[str, float]]
     store_label: str
+    profile_source: str = FROZEN
 
 
 class Scorer:
@@ -88,28 +100,57 @@ class Scorer:
         store = self.models.profiles.store_for(cashier_id, store_id)
         return store if store in self._known_stores else OTHER_STORE
 
-    def features_one(self, request: Any) -> np.ndarray:
-        """(1, F) features of one request (buffer reused by the next call)."""
-        feats.raw_row(request, out=self._raw)
-        prior = self.models.profiles.prior_for(request["cashier_id"], request.get("store_id"))
-        return feats.compute_features(self._raw, prior, out=self._feat)
+    def _prior(
+        self, request: Any, raw: np.ndarray, profiles: PriorSource | None
+    ) -> tuple[np.ndarray, str]:
+        if profiles is None:
+            frozen = self.models.profiles
+            return frozen.prior_for(request["cashier_id"], request.get("store_id")), FROZEN
+        return profiles.prior(request, raw)
 
-    def features_many(self, requests: Sequence[Any]) -> np.ndarray:
-        """(n, F) features of many requests."""
+    def features_one(
+        self,
+        request: Any,
+        profiles: PriorSource | None = None,
+        prior: tuple[np.ndarray, str] | None = None,
+    ) -> tuple[np.ndarray, str]:
+        """(1, F) features of one request (buffer reused by the next call) and their
+        profile source. ``profiles`` None: the bundle's frozen profile, nothing folded;
+        ``prior``: a (prior, source) the caller already took (``LiveProfiles.prior_async``)."""
+        feats.raw_row(request, out=self._raw)
+        if prior is None:
+            prior = self._prior(request, self._raw, profiles)
+        return feats.compute_features(self._raw, prior[0], out=self._feat), prior[1]
+
+    def features_many(
+        self, requests: Sequence[Any], profiles: PriorSource | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """(n, F) features of many requests (priors taken and folded in order) and sources."""
         n = len(requests)
         raw = np.empty((n, len(feats.RAW_INPUTS)), dtype=np.float64)
         prior = np.empty((n, feats.PRIOR_WIDTH), dtype=np.float64)
-        prior_for = self.models.profiles.prior_for
+        sources = []
         for i, request in enumerate(requests):
             feats.raw_row(request, out=raw[i : i + 1])
-            prior[i] = prior_for(request["cashier_id"], request.get("store_id"))
-        return feats.compute_features(raw, prior)
+            prior[i], source = self._prior(request, raw[i : i + 1], profiles)
+            sources.append(source)
+        return feats.compute_features(raw, prior), sources
+
+    def last_features(self) -> list[float]:
+        """The feature vector of the last ``score_one`` call (the debug response field)."""
+        return self._feat[0].tolist()
 
     # ------------------------------------------------------------------ scoring
 
-    def score_one(self, request: Any) -> Scored:
-        """Score one request on the single-row fast path."""
-        x = self.features_one(request)[0]
+    def score_one(
+        self,
+        request: Any,
+        profiles: PriorSource | None = None,
+        prior: tuple[np.ndarray, str] | None = None,
+    ) -> Scored:
+        """Score one request on the single-row fast path (``prior``: see ``features_one``)."""
+        X, source = self.features_one(request, profiles, prior)
+        x = X[0]
         margin, iforest_score, n_top = score_pair_row(
             x, self.models.xgb, self.models.forest, self._contrib, self._top
         )
@@ -127,6 +168,7 @@ class Scorer:
             action=blend_mod.action(level),
             reasons=reasons,
             store_label=self.store_label(request["cashier_id"], request.get("store_id")),
+            profile_source=source,
         )
 
     def raw_scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,9 +176,11 @@ class Scorer:
         margins, contribs = self.models.xgb.margins_contribs(X)
         return margins, self.models.forest.scores(X), contribs
 
-    def score_many(self, requests: Sequence[Any]) -> list[Scored]:
+    def score_many(
+        self, requests: Sequence[Any], profiles: PriorSource | None = None
+    ) -> list[Scored]:
         """Score a batch on the vectorized path (``blend.risk_score`` itself)."""
-        X = self.features_many(requests)
+        X, sources = self.features_many(requests, profiles)
         margins, iforest_scores, contribs = self.raw_scores(X)
         scores = blend_mod.risk_score(margins, iforest_scores, self.models.blend)
         if not np.all(np.isfinite(scores)):
@@ -157,6 +201,7 @@ class Scorer:
                     action=blend_mod.action(level),
                     reasons=reasons,
                     store_label=self.store_label(request["cashier_id"], request.get("store_id")),
+                    profile_source=sources[i],
                 )
             )
         return out

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -30,12 +30,21 @@ def _bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={value!r} is not a boolean (use true/false)")
 
 
-def _int(name: str, default: int) -> int:
+def _number(name: str, default: float, kind: type[float] | type[int]) -> Any:
     value = _env(name)
     try:
-        return default if value is None else int(value)
+        return default if value is None else kind(value)
     except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not an integer") from exc
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name}={value!r} is not {what}") from exc
+
+
+def _int(name: str, default: int) -> int:
+    return _number(name, default, int)
+
+
+def _float(name: str, default: float) -> float:
+    return _number(name, default, float)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +80,24 @@ class ServingSettings:
     """Recompute the PSI gauge every this many scores (``PSI_EVERY``)."""
     openapi: bool = True
     """Serve OpenAPI docs under /schema (``OPENAPI``)."""
+    profile_store: Literal["memory", "redis", "frozen"] = "memory"
+    """Where live cashier profiles are kept (``PROFILE_STORE``): ``memory`` (one process),
+    ``redis`` (default when ``REDIS_URL`` is set) or ``frozen`` (the bundle's, never updated)."""
+    redis_url: str | None = field(default=None, repr=False)
+    """Redis/Valkey URL of the profile store (``REDIS_URL``, e.g. ``redis://host:6379/0``)."""
+    store_namespace: str = "pos-risk"
+    """Key namespace in Redis (``STORE_NAMESPACE``); keys also carry FEATURE_VERSION."""
+    store_deadline_ms: float = 50.0
+    """Longest wait for the profile store per request before the frozen profile is used
+    (``STORE_DEADLINE_MS``)."""
+    store_retry_s: float = 1.0
+    """After a store failure, use the frozen profile for this many seconds (``STORE_RETRY_S``)."""
+    dedupe_ttl_s: int = 86_400
+    """How long Redis remembers a folded transaction_id (``DEDUPE_TTL_S``)."""
+    dedupe_size: int = 100_000
+    """transaction_ids the in-process store remembers (``DEDUPE_SIZE``)."""
+    debug_features: bool = False
+    """Return the served feature vector in each response (``DEBUG_FEATURES``; tests only)."""
 
     def __post_init__(self) -> None:
         if self.metrics_mode not in ("prometheus", "emf"):
@@ -78,6 +105,13 @@ class ServingSettings:
         for name in ("max_batch", "max_body_bytes", "psi_window", "psi_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
+        if self.profile_store not in ("memory", "redis", "frozen"):
+            raise ValueError(f"PROFILE_STORE={self.profile_store!r}: use memory, redis or frozen")
+        if self.profile_store == "redis" and not self.redis_url:
+            raise ValueError("PROFILE_STORE=redis needs REDIS_URL")
+        for name in ("store_deadline_ms", "dedupe_ttl_s", "dedupe_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
         if self.top_reasons < 0:
             raise ValueError(f"TOP_REASONS must be >= 0, got {self.top_reasons}")
 
@@ -98,6 +132,16 @@ class ServingSettings:
             psi_window=_int("PSI_WINDOW", 5000),
             psi_every=_int("PSI_EVERY", 500),
             openapi=_bool("OPENAPI", True),
+            profile_store=(  # type: ignore[arg-type]
+                _env("PROFILE_STORE", "redis" if _env("REDIS_URL") else "memory") or ""
+            ).lower(),
+            redis_url=_env("REDIS_URL"),
+            store_namespace=_env("STORE_NAMESPACE", "pos-risk") or "",
+            store_deadline_ms=_float("STORE_DEADLINE_MS", 50.0),
+            store_retry_s=_float("STORE_RETRY_S", 1.0),
+            dedupe_ttl_s=_int("DEDUPE_TTL_S", 86_400),
+            dedupe_size=_int("DEDUPE_SIZE", 100_000),
+            debug_features=_bool("DEBUG_FEATURES", False),
         )
 
 

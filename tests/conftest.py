@@ -356,3 +356,15 @@ def trained_pipeline(tmp_path_factory) -> dict[str, object]:
     if not decision["passed"]:  # a quality regression shows up here, loudly, for every user
         raise RuntimeError(f"the session model failed the quality gate: {decision['reason']}")
     return {**p, "env": env, "var": str(var)}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real ``redis-server`` (the Debian package) on a free loopback port, no persistence;
+    yields its URL. Tests that share it use their own ``STORE_NAMESPACE``."""
+    from tools.bench.http import redis_server as run_redis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with run_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -307,6 +307,15 @@ def compute_features(
     return out
 
 
+def behaviour_stats(raw: np.ndarray) -> np.ndarray:
+    """(n, STATS_WIDTH): what each row adds to its cashier's, store's and global statistics.
+
+    ``ProfileState.advance`` folds exactly these rows; the online profile store
+    (``serving.store``) folds one at a time.
+    """
+    return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64))
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels now rather than on first use."""
     compute_features(np.zeros((1, len(RAW_INPUTS))), np.zeros((1, PRIOR_WIDTH)))
@@ -335,7 +344,7 @@ class ProfileState:
         Returns:
             (n, PRIOR_WIDTH) float64.
         """
-        values = _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64))
+        values = behaviour_stats(raw)
         n = values.shape[0]
         prior = np.empty((n, PRIOR_WIDTH))
         for j, (level, keys) in enumerate((("cashier", cashier_ids), ("store", store_ids))):

@@ -37,7 +37,10 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(demo):
-    with TestClient(create_app(ServingSettings(model_dir=str(demo.path)))) as c:
+    """The app with the bundle's frozen profiles: each request is scored independently of the
+    ones before it (the live store has its own tests: ``test_serving_store.py``)."""
+    settings = ServingSettings(model_dir=str(demo.path), profile_store="frozen")
+    with TestClient(create_app(settings)) as c:
         yield c
 
 

@@ -38,6 +38,8 @@ EXPORTED_METRICS = {
     "pos_risk_model_ready",
     "pos_risk_model_load_seconds",
     "pos_risk_score_psi",
+    "pos_risk_profile_lookups_total",
+    "pos_risk_profile_fallbacks_total",
 }
 PROMETHEUS_BUILTIN = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds"}
 PROMQL_KEYWORDS = {

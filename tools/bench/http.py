@@ -1,8 +1,14 @@
 """HTTP load for the serving benchmark: server subprocesses pinned to a core, wrk or a
-Python load generator, and the request body they send."""
+Python load generator, the request body they send, and a throwaway ``redis-server``.
+
+Every request carries a new ``transaction_id`` (``BODY``'s ``T100`` plus a counter), so a
+live profile store folds each one instead of deduplicating a retry.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
@@ -13,6 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from tools.demo import BRIEF_REQUEST
@@ -29,6 +36,12 @@ WRK_LUA = r"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("BENCH_BODY")
+local counter, prefix = 0, tostring(os.time()) .. tostring(math.random(1e6))
+request = function()
+  counter = counter + 1
+  local body = string.gsub(wrk.body, '"T100"', '"T100-' .. prefix .. '-' .. counter .. '"', 1)
+  return wrk.format(nil, nil, nil, body)
+end
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
                  + summary.errors.status + summary.errors.timeout
@@ -116,6 +129,49 @@ class Server:
             self.proc.wait()
 
 
+@contextlib.contextmanager
+def redis_server(workdir: Path, core: int | None = None) -> Iterator[str]:
+    """A real ``redis-server`` on loopback (no persistence) until the block ends; yields its
+    URL. ``DEBUG`` is allowed from loopback (tests use ``DEBUG SLEEP`` to make it slow).
+    ``core`` pins it (the bench keeps it off the app server's core)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    cmd = [
+        *taskset(core),
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    cmd += ["--dir", str(workdir), "--enable-debug-command", "local"]
+    with open(workdir / "redis.log", "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                        s.sendall(b"PING\r\n")
+                        if s.recv(16).startswith(b"+PONG"):
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start; see {workdir / 'redis.log'}")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
 def post_once(url: str, body: bytes) -> None:
     req = urllib.request.Request(
         url, data=body, method="POST", headers={"content-type": "application/json"}
@@ -172,7 +228,9 @@ def load_python(
     from urllib.parse import urlparse
 
     u = urlparse(url)
-    payload = json.dumps(body).encode()
+    payload = json.dumps(body)
+    ids = itertools.count()  # next() on a count is atomic under the GIL
+    prefix = f"T100-{time.time_ns()}-"
     latencies: list[float] = []
     errors = [0]
     stop = time.monotonic() + seconds
@@ -184,7 +242,8 @@ def load_python(
         while time.monotonic() < stop:
             t0 = time.perf_counter()
             try:
-                conn.request("POST", u.path, payload, {"content-type": "application/json"})
+                data = payload.replace('"T100"', f'"{prefix}{next(ids)}"', 1).encode()
+                conn.request("POST", u.path, data, {"content-type": "application/json"})
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status >= 400:

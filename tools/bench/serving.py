@@ -6,25 +6,29 @@
 
 Measured in the same run, on the same model:
 
-* in-process: one transaction through features + both models + blend (p50/p99), and its parts;
+* in-process: one transaction through features + both models + blend (p50/p99), and its parts,
+  with the bundle's frozen profile and with the live in-process profile store (read + fold);
 * batch: rows/s on 2 threads of the bitvector kernels (models + blend, and each model
   alone), and end to end (features, both models, blend, reason-code attributions);
 * HTTP (uvicorn, one worker, server and load generator pinned to different cores with
   taskset; load from ``wrk``, or a Python generator when wrk is missing): p50/p95/p99 at
-  concurrency 1, requests/s at concurrency 16, for our app and for baselines: a brief-style
+  concurrency 1, requests/s at concurrency 16, for our app with each profile store (in-process,
+  Redis on loopback - a ``redis-server`` started for the run - and frozen) and for baselines: a brief-style
   FastAPI app (pandas one-row DataFrame, XGBClassifier.predict_proba,
   IsolationForest.decision_function), a constant-response Litestar route, and
   ``mlflow models serve`` on the registered model (only with ``--model-uri``);
 * soak: many requests at concurrency 32, errors and worker RSS growth.
 
 Prints a table and writes ``.bench/serving.json``. Targets (full run on an idle machine):
-in-process p50 < 50 us, HTTP p99 < 1 ms at c=1, >= 3,000 req/s at c=16 on one worker,
-batch >= 500k rows/s on 2 threads, soak zero errors and RSS growth < 5%.
+in-process p50 < 50 us (< 40 us with the live in-process store), HTTP p99 < 1 ms at c=1 (with
+Redis too), >= 3,000 req/s at c=16 on one worker, Redis >= 70% of the frozen path's req/s at
+c=16, batch >= 500k rows/s on 2 threads, soak zero errors and RSS growth < 5%.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,7 +40,17 @@ import time
 from pathlib import Path
 
 from tools import REPO
-from tools.bench.http import BODY, Server, free_port, load_python, load_wrk, pct, post_once, rss_kb
+from tools.bench.http import (
+    BODY,
+    Server,
+    free_port,
+    load_python,
+    load_wrk,
+    pct,
+    post_once,
+    redis_server,
+    rss_kb,
+)
 
 # ---------------------------------------------------------------- measurements
 
@@ -50,6 +64,7 @@ def bench_inprocess(model_dir: str, iterations: int) -> dict:
     from serving.model_loader import load
     from serving.schemas import PredictRequest
     from serving.settings import ServingSettings
+    from serving.store import InProcessStore, LiveProfiles
 
     loaded = load(ServingSettings(model_dir=model_dir))
     scorer = loaded.scorer
@@ -66,7 +81,16 @@ def bench_inprocess(model_dir: str, iterations: int) -> dict:
             samples.append((time.perf_counter_ns() - t0) / 1000)
         return {"p50_us": statistics.median(samples), "p99_us": pct(samples, 99)}
 
-    x = scorer.features_one(request)[0].copy()
+    store = InProcessStore()
+    store.seed(scorer.models.profiles, loaded.bundle.sha256)
+    live = LiveProfiles(store, scorer.models.profiles)
+    # A new transaction_id per call (made outside the timing): each one is read and folded.
+    fresh = iter(
+        [msgspec.structs.replace(request, transaction_id=f"T{i}") for i in range(iterations + 200)]
+    )
+    for _ in range(200):
+        scorer.score_one(next(fresh), live)
+    x = scorer.features_one(request)[0][0].copy()
     contrib = np.empty(len(feats.FEATURE_NAMES) + 1, dtype=np.float32)
     top = np.empty(3, dtype=np.int64)
     m = scorer.models
@@ -77,6 +101,7 @@ def bench_inprocess(model_dir: str, iterations: int) -> dict:
             "version": loaded.version,
         },
         "score_one": timed(lambda: scorer.score_one(request)),
+        "score_one_live_memory": timed(lambda: scorer.score_one(next(fresh), live)),
         "decode_and_score": timed(
             lambda: scorer.score_one(msgspec.json.decode(raw_body, type=PredictRequest))
         ),
@@ -100,7 +125,7 @@ def bench_batch(model_dir: str, rows: int, threads: int, repeats: int = 3) -> di
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     scorer = load(ServingSettings(model_dir=model_dir)).scorer
     rng = np.random.default_rng(0)
-    base = scorer.features_one(BODY).copy()
+    base = scorer.features_one(BODY)[0].copy()
     X = np.repeat(base, rows, axis=0) * rng.uniform(0.5, 1.5, size=(rows, base.shape[1]))
     m = scorer.models
     raw = np.repeat(feats.raw_row(BODY), rows, axis=0)
@@ -177,8 +202,11 @@ def bench_http(args, model_dir: str, work: Path) -> dict:
         "--log-level",
         "warning",
     ]
+    app = [*uv, "--factory", "serving.app:create_app"]
     targets = {
-        "litestar_app": ([*uv, "--factory", "serving.app:create_app"], env, "/healthz"),
+        "litestar_app": (app, {**env, "PROFILE_STORE": "memory"}, "/healthz"),
+        "litestar_app_frozen": (app, {**env, "PROFILE_STORE": "frozen"}, "/healthz"),
+        "litestar_app_redis": (app, {**env, "REDIS_URL": "", "PROFILE_STORE": "redis"}, "/healthz"),
         "constant_litestar": (
             [*uv, "--factory", "tools.bench.apps.constant:create_app"],
             env,
@@ -209,42 +237,54 @@ def bench_http(args, model_dir: str, work: Path) -> dict:
             {**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"},
             "/ping",
         )
-    seconds = args.seconds
-    for name, (cmd, target_env, health) in targets.items():
-        port = free_port()
-        cmd = [*cmd, "--port", str(port)]
-        path = "/invocations" if name == "mlflow_models_serve" else "/v1/predict"
-        body = {"dataframe_records": [BODY]} if name == "mlflow_models_serve" else BODY
-        url = f"http://127.0.0.1:{port}{path}"
+    with contextlib.ExitStack() as stack:
         try:
-            with Server(
-                cmd,
-                target_env,
-                f"http://127.0.0.1:{port}{health}",
-                work / f"{name}.log",
-                server_core,
-            ) as server:
-                for _ in range(300):
-                    post_once(url, json.dumps(body).encode())
-                entry = {
-                    "c1": gen(url, body, connections=1, seconds=seconds, core=client_core),
-                    "c16": gen(url, body, connections=16, seconds=seconds, core=client_core),
-                }
-                if name == "litestar_app":
-                    rss0 = rss_kb(server.proc.pid)
-                    entry["soak"] = gen(
-                        url, body, connections=32, seconds=args.soak_seconds, core=client_core
-                    )
-                    rss1 = rss_kb(server.proc.pid)
-                    entry["soak"] |= {
-                        "rss_kb_before": rss0,
-                        "rss_kb_after": rss1,
-                        "rss_growth_pct": 100.0 * (rss1 - rss0) / max(rss0, 1),
-                    }
-                results[name] = entry
-        except Exception as exc:  # a baseline that cannot run is reported, not fatal
-            results[name] = {"error": str(exc)[-500:]}
+            # On the load generator's core: the app server's core runs only the app.
+            redis_url = stack.enter_context(redis_server(work, core=client_core))
+            targets["litestar_app_redis"][1]["REDIS_URL"] = redis_url
+        except (OSError, RuntimeError) as exc:  # reported in the table, not fatal
+            results["litestar_app_redis"] = {"error": f"no redis-server: {exc}"}
+            del targets["litestar_app_redis"]
+        for name, (cmd, target_env, health) in targets.items():
+            results[name] = bench_target(
+                name, cmd, target_env, health, args, work, (server_core, client_core), gen
+            )
     return results
+
+
+def bench_target(name, cmd, env, health, args, work, cores, gen) -> dict:
+    """c=1 latency and c=16 throughput of one server (plus the soak for our app)."""
+    server_core, client_core = cores
+    seconds = args.seconds
+    port = free_port()
+    cmd = [*cmd, "--port", str(port)]
+    path = "/invocations" if name == "mlflow_models_serve" else "/v1/predict"
+    body = {"dataframe_records": [BODY]} if name == "mlflow_models_serve" else BODY
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with Server(
+            cmd, env, f"http://127.0.0.1:{port}{health}", work / f"{name}.log", server_core
+        ) as server:
+            for _ in range(300):
+                post_once(url, json.dumps(body).encode())
+            entry = {
+                "c1": gen(url, body, connections=1, seconds=seconds, core=client_core),
+                "c16": gen(url, body, connections=16, seconds=seconds, core=client_core),
+            }
+            if name == "litestar_app":
+                rss0 = rss_kb(server.proc.pid)
+                entry["soak"] = gen(
+                    url, body, connections=32, seconds=args.soak_seconds, core=client_core
+                )
+                rss1 = rss_kb(server.proc.pid)
+                entry["soak"] |= {
+                    "rss_kb_before": rss0,
+                    "rss_kb_after": rss1,
+                    "rss_growth_pct": 100.0 * (rss1 - rss0) / max(rss0, 1),
+                }
+            return entry
+    except Exception as exc:  # a baseline that cannot run is reported, not fatal
+        return {"error": str(exc)[-500:]}
 
 
 def build_bundle(args, work: Path) -> str:
@@ -324,6 +364,12 @@ def print_table(r: dict) -> None:
             f"{ip['score_one']['p50_us']:.1f} / {ip['score_one']['p99_us']:.1f}",
             "p50 < 50",
         ),
+        (
+            "in-process live store (memory) p50 / p99 (us)",
+            f"{ip['score_one_live_memory']['p50_us']:.1f} / "
+            f"{ip['score_one_live_memory']['p99_us']:.1f}",
+            "p50 < 40",
+        ),
         ("  decode+score p50 (us)", f"{ip['decode_and_score']['p50_us']:.1f}", ""),
         ("  features only p50 (us)", f"{ip['features_only']['p50_us']:.1f}", ""),
         (
@@ -356,7 +402,7 @@ def print_table(r: dict) -> None:
             rows.append((f"http {name}", "error: " + entry["error"][:60], ""))
             continue
         c1, c16 = entry["c1"], entry["c16"]
-        target = name == "litestar_app"
+        target = name.startswith("litestar_app")
         rows.append(
             (
                 f"http {name} c=1 p50/p95/p99 (ms)",
@@ -371,6 +417,15 @@ def print_table(r: dict) -> None:
                 ">= 3,000" if target else "",
             )
         )
+        frozen = (r.get("http") or {}).get("litestar_app_frozen", {})
+        if name == "litestar_app_redis" and "c16" in frozen:
+            rows.append(
+                (
+                    "  redis c=16 / frozen c=16",
+                    f"{c16['rps'] / frozen['c16']['rps']:.0%}",
+                    ">= 70%",
+                )
+            )
         if "soak" in entry:
             s = entry["soak"]
             rows.append(

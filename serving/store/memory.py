@@ -1,0 +1,73 @@
+"""In-process profile store: the embedded default (one process, no server)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from components.contracts import features as feats
+
+
+class InProcessStore:
+    """Dicts of running statistics, seeded from the bundle; retries deduplicated by an LRU.
+
+    Handlers call it from the event-loop thread only (as the scorer), so each ``fold`` is
+    atomic. New arrays are built on every fold (never in place): the seed arrays belong to
+    the frozen ``ProfileIndex``, which must stay frozen for the fallback.
+    """
+
+    name = "memory"
+
+    def __init__(self, *, dedupe_size: int = 100_000) -> None:
+        self.cashiers: dict[str, np.ndarray] = {}
+        self.stores: dict[str, np.ndarray] = {}
+        self.global_stats = np.zeros(feats.STATS_WIDTH)
+        self.home_store: dict[str, str] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._dedupe_size = dedupe_size
+        self._zeros = np.zeros(feats.STATS_WIDTH)
+        self._seeded: str | None = None
+
+    def seed(self, index: feats.ProfileIndex, bundle_sha256: str) -> int:
+        if self._seeded is not None:
+            return 0
+        written = 0
+        for table, source in ((self.cashiers, index.cashiers), (self.stores, index.stores)):
+            for key, stats in source.items():
+                if key not in table:
+                    table[key] = stats
+                    written += 1
+        for key, home in index.home_store.items():
+            self.home_store.setdefault(key, home)
+        self.global_stats = self.global_stats + index.global_stats
+        self._seeded = bundle_sha256
+        return written + 1
+
+    def fold(
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
+    ) -> np.ndarray:
+        store = store_id or self.home_store.get(cashier_id)
+        c = self.cashiers.get(cashier_id)
+        s = self.stores.get(store) if store else None
+        g = self.global_stats
+        prior = np.concatenate(
+            (self._zeros if c is None else c, self._zeros if s is None else s, g)
+        )
+        seen = self._seen
+        if transaction_id in seen:
+            seen.move_to_end(transaction_id)
+            return prior
+        seen[transaction_id] = None
+        if len(seen) > self._dedupe_size:
+            seen.popitem(last=False)
+        self.cashiers[cashier_id] = values.copy() if c is None else c + values
+        if store:
+            self.stores[store] = values.copy() if s is None else s + values
+        if store_id:
+            self.home_store[cashier_id] = store_id
+        self.global_stats = g + values
+        return prior
+
+    def close(self) -> None:
+        pass

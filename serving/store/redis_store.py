@@ -1,0 +1,185 @@
+"""Redis (or Valkey, ElastiCache, MemoryDB) profile store: one round trip per request.
+
+``FOLD`` runs server-side (EVALSHA, EVAL once when the server does not know the script yet):
+it reads the cashier's, the store's and the global statistics and, unless the
+transaction_id was seen within ``dedupe_ttl_s``, adds the transaction to all three - atomically,
+so concurrent requests for one cashier (several workers, replicas, Lambda instances) never
+lose an update. Statistics are stored as little-endian float64 strings and added in Lua
+(IEEE doubles), so the arithmetic is exactly the in-process store's.
+
+Every key shares one hash tag (``key_prefix``): in cluster mode the whole store is one slot.
+
+The app awaits ``fold_async`` (redis-py's asyncio client), so one worker keeps scoring other
+requests while Redis answers; ``fold`` (blocking) serves batches, the CLI and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from components.contracts import features as feats
+from serving.store.base import StoreError, key_prefix
+
+_WIDTH = feats.STATS_WIDTH
+_FMT = f"<{_WIDTH}d"
+
+FOLD = """
+local prefix, width, cashier, store, txn = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[5]
+local fmt = '<' .. string.rep('d', width)
+if store == '' then store = redis.call('HGET', prefix .. 'home', cashier) or '' end
+local ck, sk, gk = prefix .. 'c:' .. cashier, prefix .. 's:' .. store, prefix .. 'g'
+local c = redis.call('GET', ck)
+local s = false
+if store ~= '' then s = redis.call('GET', sk) end
+local g = redis.call('GET', gk)
+local fresh = redis.call('SET', prefix .. 't:' .. txn, '1', 'NX', 'EX', tonumber(ARGV[6]))
+if fresh then
+  local v = {struct.unpack(fmt, ARGV[4])}
+  local function add(old, key)
+    local out = {}
+    if old then
+      local o = {struct.unpack(fmt, old)}
+      for i = 1, width do out[i] = o[i] + v[i] end
+    else
+      for i = 1, width do out[i] = v[i] end
+    end
+    redis.call('SET', key, struct.pack(fmt, unpack(out)))
+  end
+  add(c, ck)
+  if store ~= '' then add(s, sk) end
+  add(g, gk)
+  if ARGV[3] ~= '' then redis.call('HSET', prefix .. 'home', cashier, ARGV[3]) end
+end
+return {c or '', s or '', g or '', fresh and 1 or 0}
+"""
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Redis client errors as ``StoreError`` with a fallback reason."""
+    try:
+        yield
+    except redis.TimeoutError as exc:
+        raise StoreError("timeout", f"no answer within the deadline ({exc})") from None
+    except (redis.ConnectionError, OSError) as exc:
+        raise StoreError("unreachable", str(exc)) from None
+    except redis.RedisError as exc:
+        raise StoreError("error", str(exc)) from None
+
+
+class RedisStore:
+    """The profile store in Redis; every call bounded by ``deadline_s`` (no client retries)."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "pos-risk",
+        deadline_s: float = 0.05,
+        dedupe_ttl_s: int = 86_400,
+    ) -> None:
+        self.prefix = key_prefix(namespace)
+        self._url = url
+        self._ttl = str(int(dedupe_ttl_s))
+        self._width = str(_WIDTH)
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=deadline_s,
+            socket_connect_timeout=deadline_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._fold = self.client.register_script(FOLD)
+        self._zeros = bytes(8 * _WIDTH)
+        self._deadline_s = deadline_s
+        self._aclient: redis.asyncio.Redis | None = None
+        self._afold = None
+
+    def _args(
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
+    ) -> tuple:
+        packed = np.ascontiguousarray(values, dtype="<f8").tobytes()
+        return (self._width, cashier_id, store_id or "", packed, transaction_id, self._ttl)
+
+    def _prior(self, reply: list) -> np.ndarray:
+        c, s, g, _ = reply
+        z = self._zeros
+        return np.frombuffer(b"".join((c or z, s or z, g or z)), dtype="<f8").astype(np.float64)
+
+    async def fold_async(
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
+    ) -> np.ndarray:
+        """``fold`` without blocking the event loop: other requests run while Redis answers.
+
+        The asyncio client is made on first use, inside the loop that serves requests.
+        """
+        if self._afold is None:
+            self._aclient = redis.asyncio.Redis.from_url(
+                self._url,
+                socket_timeout=self._deadline_s,
+                socket_connect_timeout=self._deadline_s,
+                retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+            )
+            self._afold = self._aclient.register_script(FOLD)
+        with _store_errors():
+            reply = await self._afold(
+                keys=(self.prefix,), args=self._args(cashier_id, store_id, transaction_id, values)
+            )
+        return self._prior(reply)
+
+    def fold(
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
+    ) -> np.ndarray:
+        with _store_errors():
+            reply = self._fold(
+                keys=(self.prefix,), args=self._args(cashier_id, store_id, transaction_id, values)
+            )
+        return self._prior(reply)
+
+    def seed(self, index: feats.ProfileIndex, bundle_sha256: str) -> int:
+        """Write every profile key that does not exist yet (SET NX), then the seed marker.
+
+        Idempotent and safe against live traffic: existing (possibly live) keys are never
+        overwritten; the marker (the bundle's sha256) is written last, so an interrupted
+        seed is simply repeated.
+        """
+        p = self.prefix
+        rows = [(f"{p}c:{k}", v) for k, v in index.cashiers.items()]
+        rows += [(f"{p}s:{k}", v) for k, v in index.stores.items()]
+        rows.append((f"{p}g", index.global_stats))
+        # Seeding is bulk work, not a request: its own client with a generous timeout.
+        client = redis.Redis.from_url(self._url, socket_timeout=10, socket_connect_timeout=2)
+        try:
+            if client.exists(f"{p}seeded"):
+                return 0
+            written = 0
+            for lo in range(0, len(rows), 1000):
+                pipe = client.pipeline(transaction=False)
+                for key, stats in rows[lo : lo + 1000]:
+                    pipe.set(key, np.asarray(stats, dtype="<f8").tobytes(), nx=True)
+                written += sum(1 for ok in pipe.execute() if ok)
+            homes = list(index.home_store.items())
+            for lo in range(0, len(homes), 1000):
+                pipe = client.pipeline(transaction=False)
+                for cashier, home in homes[lo : lo + 1000]:
+                    pipe.hsetnx(f"{p}home", cashier, home)
+                pipe.execute()
+            client.set(f"{p}seeded", bundle_sha256, nx=True)
+        except redis.TimeoutError as exc:
+            raise StoreError("timeout", f"seeding: {exc}") from None
+        except (redis.RedisError, OSError) as exc:
+            raise StoreError("unreachable", f"seeding: {exc}") from None
+        finally:
+            client.close()
+        return written
+
+    def close(self) -> None:
+        self.client.close()
