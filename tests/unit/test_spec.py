@@ -66,7 +66,7 @@ def test_stage_clis_read_their_spec():
     )
     xgb = importlib.import_module("components.train_xgb.__main__")
     parsed = xgb.build_parser().parse_args(["--in-features", "f", "--out-model", "m"])
-    assert parsed.novel_fraud_type == "scan_avoidance" and parsed.nthread == 0
+    assert parsed.loto_rounds == 80 and parsed.nthread == 0
 
 
 def test_logic_defaults_are_the_source():
@@ -184,13 +184,13 @@ def test_bool_parameter_parses_like_kfp_renders_it(capsys):
 
 
 def test_bad_choice_is_one_line(capsys):
-    xgb = importlib.import_module("components.train_xgb.__main__")
+    spec = StageSpec(
+        "demo", "Demo.", params=(Param("kind", str, "a", "Kind.", choices=("a", "b")),)
+    )
     with pytest.raises(SystemExit):
-        xgb.build_parser().parse_args(
-            ["--in-features", "f", "--out-model", "m", "--novel-fraud-type", "nope"]
-        )
+        cli.build_parser(spec).parse_args(["--kind", "nope"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("train-xgb: error: argument --novel-fraud-type")
+    assert len(err) == 1 and err[0].startswith("demo: error: argument --kind")
 
 
 def test_spec_rejects_what_kfp_cannot_type():
