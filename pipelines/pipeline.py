@@ -190,6 +190,7 @@ def build_pipeline(
             iforest_model=forest.outputs["model"],
             evaluation=evaluation.outputs["evaluation"],
             profiles=feats.outputs["profiles"],
+            features=feats.outputs["features"],
         )
 
     kw = inspect.Parameter.POSITIONAL_OR_KEYWORD

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from components.contracts import blend
+from components.contracts.bootstrap import BOOTSTRAP_DRAWS, Blocks
 
-BOOTSTRAP_DRAWS = 200
-"""Resamples behind every interval."""
+__all__ = ["BOOTSTRAP_DRAWS", "Blocks"]  # re-exported: evaluate's one import for the protocol
+
 FPR_TARGET = 0.01
 """False-positive rate (on valid) that fixes the "at 1% FPR" operating threshold."""
 
@@ -41,44 +42,6 @@ def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = FPR_TA
         return float(neg[-1])
     # Strictly above the (allowed+1)-th largest negative, so at most `allowed` negatives pass.
     return float(np.nextafter(neg[allowed], np.inf))
-
-
-class Blocks:
-    """Cashier blocks of a set of rows (the test rows), resampled ``draws`` times."""
-
-    def __init__(self, block_ids: np.ndarray, *, draws: int = BOOTSTRAP_DRAWS, seed: int = 0):
-        _, self.codes = np.unique(np.asarray(block_ids).astype(str), return_inverse=True)
-        self.n_blocks = int(self.codes.max()) + 1 if self.codes.size else 0
-        self.draws, self.seed = draws, seed
-
-    def rate(self, hit: np.ndarray, base: np.ndarray, rows: np.ndarray | None = None) -> dict:
-        """``sum(hit & base) / sum(base)`` over ``rows`` (bool mask; all rows if None), with
-        its 95% block-bootstrap interval (``value``, ``ci_low``, ``ci_high``, ``n`` = base count).
-
-        A draw with an empty base is left out of the interval (NaN everywhere if all are)."""
-        base = np.asarray(base, dtype=bool)
-        hit = np.asarray(hit, dtype=bool) & base
-        if rows is not None:
-            base, hit = base & rows, hit & rows
-        n = int(base.sum())
-        if n == 0:
-            return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-        num = np.bincount(self.codes, weights=hit, minlength=self.n_blocks)
-        den = np.bincount(self.codes, weights=base, minlength=self.n_blocks)
-        # Only the blocks present in ``rows`` are resampled (a cohort's own cashiers).
-        present = np.flatnonzero(
-            np.bincount(self.codes, weights=rows, minlength=self.n_blocks) > 0
-            if rows is not None
-            else np.ones(self.n_blocks, dtype=bool)
-        )
-        k = present.size
-        w = np.random.default_rng(self.seed).multinomial(k, np.full(k, 1.0 / k), self.draws)
-        d = w @ den[present]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios = (w @ num[present]) / d
-        ratios = ratios[d > 0]
-        low, high = np.percentile(ratios, [2.5, 97.5]) if ratios.size else (math.nan, math.nan)
-        return {"value": float(hit.sum() / n), "ci_low": float(low), "ci_high": float(high), "n": n}
 
 
 def operating_point(
