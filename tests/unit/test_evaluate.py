@@ -375,3 +375,19 @@ def test_cli_bad_model_is_one_line_error_and_no_output(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "xgb.ubj" in err[0]
     assert not out.exists()
+
+
+def test_read_features_picks_up_an_optional_cohort_column(tmp_path):
+    """A label-side ``cohort`` column (from a richer generator) is reported per value."""
+    import pyarrow.parquet as pq
+
+    from components.evaluate.__main__ import COHORT_COLUMN, read_features
+
+    table = synthetic_features(600)
+    values = pa.array(["new_hire" if i % 3 else "established" for i in range(table.num_rows)])
+    pq.write_table(table.append_column(COHORT_COLUMN, values), tmp_path / "f.parquet")
+    rows = read_features(str(publish_in_place(tmp_path / "f.parquet")))
+    assert set(rows.cohorts[COHORT_COLUMN]) == {"new_hire", "established"}
+    assert rows.cashier.shape == rows.labels.shape
+    pq.write_table(table, tmp_path / "g.parquet")
+    assert read_features(str(publish_in_place(tmp_path / "g.parquet"))).cohorts == {}
