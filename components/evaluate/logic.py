@@ -33,6 +33,7 @@ import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
+from components.contracts.layout import HOLDOUT
 from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS, InputError
 from components.evaluate import protocol
 from components.evaluate.protocol import threshold_at_fpr
@@ -324,8 +325,8 @@ def summarize(
             "fitted_on": "train (forest, boosters, forest center/scale), valid (blend, "
             "every threshold, drift reference); test only counted",
             "intervals": f"95% percentile, {blocks.draws} resamples of test cashiers (blocks)",
-            "cohorts": "seen_cashiers: has train/valid rows; unseen_cashiers: held out by "
-            "split or hired after valid_end",
+            "cohorts": "seen_cashiers: has train/valid rows; unseen_cashiers: the others, "
+            "i.e. held_out_cashiers (held out by split) and new_cashiers (first row in test)",
         },
     }
 
@@ -446,6 +447,7 @@ def evaluate_models(
         test_cashiers,
         np.unique(fitted.astype(str)),
         {k: np.asarray(v)[idx["test"]] for k, v in (label_cohorts or {}).items()},
+        held_out_cashiers=np.unique(np.asarray(cashier)[subset == HOLDOUT].astype(str)),
     )
     loto = protocol.leave_one_type_out(
         fold_margins=scorers.fold_margins,

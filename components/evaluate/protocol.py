@@ -58,12 +58,22 @@ def operating_point(
 
 
 def cohort_masks(
-    test_cashiers: np.ndarray, fitted_cashiers: np.ndarray, labelled: dict[str, np.ndarray]
+    test_cashiers: np.ndarray,
+    fitted_cashiers: np.ndarray,
+    labelled: dict[str, np.ndarray],
+    held_out_cashiers: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Test-row masks per cohort: ``seen_cashiers`` (cashier has train/valid rows),
-    ``unseen_cashiers`` (not), and ``cohort_<value>`` for each value of a label-side column."""
-    seen = np.isin(np.asarray(test_cashiers).astype(str), np.asarray(fitted_cashiers).astype(str))
+    ``unseen_cashiers`` (not), split into ``held_out_cashiers`` (held out by ``split``: they
+    have ``holdout`` rows) and ``new_cashiers`` (no row before the test period), and
+    ``cohort_<value>`` for each value of a label-side column."""
+    test_cashiers = np.asarray(test_cashiers).astype(str)
+    seen = np.isin(test_cashiers, np.asarray(fitted_cashiers).astype(str))
     out = {"seen_cashiers": seen, "unseen_cashiers": ~seen}
+    if held_out_cashiers is not None:
+        held = np.isin(test_cashiers, np.asarray(held_out_cashiers).astype(str))
+        out["held_out_cashiers"] = held & ~seen
+        out["new_cashiers"] = ~held & ~seen
     for column, values in labelled.items():
         values = np.asarray(values).astype(str)
         for value in sorted(set(values.tolist())):

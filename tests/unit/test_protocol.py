@@ -135,8 +135,13 @@ def test_rate_of_an_empty_cohort_is_nan_and_draws_are_seeded():
 
 def test_cohorts_split_seen_from_unseen_cashiers():
     masks = protocol.cohort_masks(
-        np.array(["A", "B", "C"]), np.array(["A"]), {"cohort": np.array(["x", "y", "x"])}
+        np.array(["A", "B", "C"]),
+        np.array(["A"]),
+        {"cohort": np.array(["x", "y", "x"])},
+        held_out_cashiers=np.array(["B"]),
     )
     assert masks["seen_cashiers"].tolist() == [True, False, False]
     assert masks["unseen_cashiers"].tolist() == [False, True, True]
+    assert masks["held_out_cashiers"].tolist() == [False, True, False]
+    assert masks["new_cashiers"].tolist() == [False, False, True]
     assert masks["cohort_x"].tolist() == [True, False, True]
