@@ -23,7 +23,7 @@ PIPELINE_SUMMARY = "Train, evaluate and register the cashier-integrity risk mode
 # A stage's parameter becomes the pipeline parameter <prefix><name>: the training stages'
 # knobs are prefixed (both have n_estimators); the seed is one knob for every stage.
 PARAM_PREFIX = {"train_xgb": "xgb_", "train_iforest": "iforest_"}
-UNPREFIXED = frozenset({"seed", "novel_fraud_type"})
+UNPREFIXED = frozenset({"seed"})
 SHARED_HELP = {"seed": "Seed of the data generator and both models."}
 
 
@@ -190,6 +190,7 @@ def build_pipeline(
             iforest_model=forest.outputs["model"],
             evaluation=evaluation.outputs["evaluation"],
             profiles=feats.outputs["profiles"],
+            features=feats.outputs["features"],
         )
 
     kw = inspect.Parameter.POSITIONAL_OR_KEYWORD

@@ -333,6 +333,8 @@ def trained_pipeline(tmp_path_factory) -> dict[str, object]:
             p["evaluation"],
             "--in-profiles",
             p["profiles"],
+            "--in-features",
+            p["features"],
             "--out-bundle",
             p["bundle"],
             "--out-decision",

@@ -22,7 +22,7 @@ Recipe (one step does blending and Platt calibration)::
 Risk levels come from two thresholds on the 0-100 score (``Thresholds``): ``score >= high``
 is High Risk, ``score >= medium`` Medium Risk, else Low Risk; each level maps to an action
 via ``schemas.ACTIONS``. ``psi`` compares recent scores with the reference histogram of
-test-period scores stored in ``blend.json`` (bins 0, 5, ..., 100).
+valid-period scores stored in ``blend.json`` (bins 0, 5, ..., 100).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class BlendParams:
     thresholds: Thresholds | None = None
     """Risk-level cut-offs; None until ``evaluate`` has chosen them."""
     reference_histogram: tuple[float, ...] | None = None
-    """Fraction of test-period scores per ``SCORE_BINS`` bin (sums to 1), for PSI."""
+    """Fraction of valid-period scores per ``SCORE_BINS`` bin (sums to 1), for PSI."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance (fit sizes, targets); carried through JSON unchanged."""
 

@@ -11,10 +11,18 @@ test (the three ``HISTORIC_SUBSETS`` of the historic lake), and ``historic_end <
 < live_end`` the live stream that the traffic simulator replays (labels kept aside).
 ``split`` computes the boundaries and writes them (``TimeBoundaries.to_json``); ``features``
 reads them back to label each row of the feature table with its subset.
+
+Cashier-disjoint evaluation: ``split`` also holds out a share of cashiers
+(``holdout_cashiers``, stratified by whether a cashier ever committed fraud, chosen by a
+seeded hash of ``cashier_id``). Their train- and valid-period rows get the subset
+``HOLDOUT`` (nothing is fitted or chosen on them); their test-period rows stay ``test`` and
+form, with cashiers hired after ``valid_end``, the "unseen cashiers" cohort. Their rows
+still flow through the point-in-time profiles (a served cashier has a history too).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -30,6 +38,10 @@ SUBSETS = ("train", "valid", "test", "live")
 """Time subsets in time order; ``subset_codes`` indexes into this tuple."""
 HISTORIC_SUBSETS = SUBSETS[:3]
 """The subsets of the historic lake (and of the feature table's ``SUBSET_COLUMN``)."""
+HOLDOUT = "holdout"
+"""Feature-table subset of held-out cashiers' rows before ``valid_end`` (never fitted on)."""
+FEATURE_SUBSETS = (*HISTORIC_SUBSETS, HOLDOUT)
+"""Every value the feature table's ``SUBSET_COLUMN`` may hold."""
 SUBSET_COLUMN = "subset"
 """Feature-table column holding each row's subset."""
 DATE_COLUMN = "date"
@@ -76,14 +88,24 @@ class TimeBoundaries:
     valid_end: datetime
     historic_end: datetime
     live_end: datetime | None = None
+    holdout_cashiers: frozenset[str] = frozenset()
+    """Cashiers whose train/valid-period rows no model sees (``holdout_cashiers``)."""
 
-    def to_json(self) -> dict[str, str]:
-        """ISO-8601 strings, the ``time_splits`` file's content."""
-        return {
+    def to_json(self) -> dict[str, Any]:
+        """ISO-8601 strings (and the sorted held-out cashier ids), the ``time_splits`` file."""
+        out: dict[str, Any] = {
             f.name: getattr(self, f.name).isoformat()
             for f in fields(self)
-            if getattr(self, f.name) is not None
+            if f.name != "holdout_cashiers" and getattr(self, f.name) is not None
         }
+        out["holdout_cashiers"] = sorted(self.holdout_cashiers)
+        return out
+
+    def with_holdout(self, cashiers: Any) -> TimeBoundaries:
+        """Copy holding out ``cashiers`` (ids)."""
+        from dataclasses import replace
+
+        return replace(self, holdout_cashiers=frozenset(str(c) for c in cashiers))
 
     @classmethod
     def from_json(cls, obj: Any, *, source: str = "time splits") -> TimeBoundaries:
@@ -94,8 +116,14 @@ class TimeBoundaries:
         """
         if not isinstance(obj, dict):
             raise InputError(f"{source}: expected a JSON object, got {type(obj).__name__}")
-        values = {}
+        values: dict[str, Any] = {}
+        holdout = obj.get("holdout_cashiers", [])
+        if not isinstance(holdout, list) or not all(isinstance(c, str) for c in holdout):
+            raise InputError(f"{source}: key 'holdout_cashiers' must be a list of cashier ids")
+        values["holdout_cashiers"] = frozenset(holdout)
         for f in fields(cls):
+            if f.name == "holdout_cashiers":
+                continue
             if f.name not in obj:
                 if f.name == "live_end":
                     continue
@@ -171,13 +199,21 @@ def subset_codes(timestamps: Any, b: TimeBoundaries) -> np.ndarray:
     return np.searchsorted(edges, _as_datetime64(timestamps), side="right")
 
 
-def assign_subset(timestamps: Any, b: TimeBoundaries, *, historic_only: bool = False) -> np.ndarray:
-    """Subset name (``SUBSETS``) of each timestamp.
+def assign_subset(
+    timestamps: Any,
+    b: TimeBoundaries,
+    *,
+    historic_only: bool = False,
+    cashier_ids: Any = None,
+) -> np.ndarray:
+    """Subset name (``SUBSETS``, or ``HOLDOUT``) of each row.
 
     Args:
         timestamps: Arrow array, pandas Series or numpy array of timestamps.
         b: The split boundaries.
         historic_only: The rows come from the historic lake: a live-period row is an error.
+        cashier_ids: Each row's cashier; given, rows of ``b.holdout_cashiers`` before
+            ``valid_end`` are ``HOLDOUT`` instead of train / valid.
 
     Raises:
         InputError: ``historic_only`` and a row is at or after ``b.historic_end``.
@@ -192,4 +228,43 @@ def assign_subset(timestamps: Any, b: TimeBoundaries, *, historic_only: bool = F
                 f"{b.historic_end} (latest {latest}): live-period rows must not be in the "
                 "historic lake"
             )
-    return np.asarray(SUBSETS, dtype=object)[codes]
+    names = np.asarray(SUBSETS, dtype=object)[codes]
+    if cashier_ids is not None and b.holdout_cashiers:
+        held = np.isin(np.asarray(cashier_ids, dtype=object).astype(str), list(b.holdout_cashiers))
+        names[held & (codes <= SUBSETS.index("valid"))] = HOLDOUT
+    return names
+
+
+def _rank_key(cashier_id: str, seed: int) -> bytes:
+    return hashlib.sha256(f"{seed}:{cashier_id}".encode()).digest()
+
+
+def holdout_cashiers(
+    cashier_ids: Any, dishonest: Any, *, fraction: float, seed: int
+) -> frozenset[str]:
+    """The cashiers held out of training and validation (cashier-disjoint evaluation).
+
+    Stratified: within the dishonest cashiers (any fraud row) and within the others, the
+    ``round(fraction * n)`` cashiers with the smallest ``sha256(f"{seed}:{cashier_id}")``.
+    The choice depends only on the ids, the strata and the seed (not on row order).
+
+    Args:
+        cashier_ids: One entry per cashier (duplicates are collapsed; any row order).
+        dishonest: Aligned with ``cashier_ids``: True where that cashier committed fraud
+            (a cashier is dishonest if any of its entries is).
+        fraction: Share of each stratum held out, in [0, 1).
+        seed: Seed of the hash order.
+
+    Raises:
+        InputError: ``fraction`` outside [0, 1).
+    """
+    if not 0 <= fraction < 1:
+        raise InputError(f"--holdout-cashier-fraction must be in [0, 1), got {fraction}")
+    ids = np.asarray(cashier_ids, dtype=object).astype(str)
+    flags = np.asarray(dishonest, dtype=bool)
+    frame = pd.DataFrame({"id": ids, "bad": flags}).groupby("id", sort=True)["bad"].any()
+    chosen: list[str] = []
+    for bad in (True, False):
+        stratum = sorted(frame.index[frame.to_numpy() == bad], key=lambda c: _rank_key(c, seed))
+        chosen += stratum[: round(fraction * len(stratum))]
+    return frozenset(chosen)

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from components.contracts import storage
 from components.contracts.features import LABEL_COLUMNS, SIGNED_FEATURES
-from components.contracts.layout import HISTORIC_SUBSETS as SUBSETS
+from components.contracts.layout import FEATURE_SUBSETS as SUBSETS
 from components.contracts.layout import SUBSET_COLUMN
 from components.contracts.schemas import FRAUD_TYPES, InputError, ServiceError, check_unique
 from components.contracts.settings import Settings
@@ -71,8 +71,11 @@ class Subset:
 
     def without_type(self, fraud_type: str) -> Subset:
         """The subset minus every row of ``fraud_type``."""
-        keep = self.fraud_type != fraud_type
-        return Subset(self.X[keep], self.y[keep], self.fraud_type[keep])
+        return self.take(self.fraud_type != fraud_type)
+
+    def take(self, rows: np.ndarray) -> Subset:
+        """The rows selected by a boolean mask or an index array."""
+        return Subset(self.X[rows], self.y[rows], self.fraud_type[rows])
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 Scores the feature table's subsets with both models, fits the blend on VALID (logistic
 regression on the XGBoost margin and the standardized forest score = blend + Platt
-calibration; see ``components.contracts.blend``), picks the High / Medium thresholds on VALID
-(see ``components.evaluate.logic``), and reports everything on the time-held-out TEST subset:
-ROC-AUC, PR-AUC, recall at 1% FPR overall and per fraud type for each model and the blend,
-the bands' precision/recall, and the novel-pattern check (a booster trained without one
-fraud type, alone vs blended with the forest).
+calibration; see ``components.contracts.blend``), picks the High / Medium and 1%-FPR
+thresholds on VALID (see ``components.evaluate.logic``), and counts on the time-held-out TEST
+subset: ROC-AUC, PR-AUC, recall / precision / false-alarm rate at the valid-fixed 1% FPR
+threshold (with cashier-block bootstrap intervals) overall, per fraud type, per cohort (seen
+vs unseen cashiers), the bands, and the leave-one-type-out folds (``protocol.py``).
 
 Example:
     python -m components.evaluate --in-features var/features.parquet \\
@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import pyarrow as pa
 from components.contracts import cli, kfp_io, storage, tracking
 from components.contracts import features as F
 from components.contracts.layout import HISTORIC_SUBSETS, SUBSET_COLUMN
-from components.contracts.schemas import LABELS, InputError
+from components.contracts.schemas import LABELS, InputError, validate_table
 from components.contracts.settings import Settings
 from components.contracts.training import check_features_table
 from components.evaluate import logic, models, report
@@ -37,10 +38,12 @@ from components.evaluate.spec import SPEC
 
 log = logging.getLogger(SPEC.name)
 
-DEFAULT_NOVEL_TYPE = "scan_avoidance"
+COHORT_COLUMN = "cohort"
+"""Optional label-side column of the feature table: each row's cohort (reported per value)."""
 FEATURE_COLUMNS = pa.schema(
     [
         pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("cashier_id", pa.string(), nullable=False),
         pa.field(SUBSET_COLUMN, pa.string(), nullable=False),
         *(f for f in LABELS),
         *(pa.field(name, pa.float64(), nullable=False) for name in F.FEATURE_NAMES),
@@ -56,21 +59,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- inputs
 
 
-def read_features(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X, subset, is_fraud, fraud_type) of the feature table, checked like training's."""
-    table = storage.read_table(uri, FEATURE_COLUMNS)
+@dataclass(frozen=True)
+class FeatureRows:
+    """The feature table as evaluate uses it."""
+
+    X: np.ndarray
+    subset: np.ndarray
+    labels: np.ndarray
+    fraud_type: np.ndarray
+    cashier: np.ndarray
+    cohorts: dict[str, np.ndarray]
+    """Label-side cohort columns present in the table (``COHORT_COLUMN``)."""
+
+
+def read_features(uri: str) -> FeatureRows:
+    """The feature table's columns evaluate needs, checked like training's."""
+    table = storage.read_table(uri)  # every column: the label-side ones are optional
+    names = table.column_names
+    schema = FEATURE_COLUMNS
+    if COHORT_COLUMN in names:
+        schema = schema.append(pa.field(COHORT_COLUMN, pa.string()))
+    table = validate_table(
+        table.select([n for n in schema.names if n in names]), schema, source=uri
+    )
     check_features_table(table, F.FEATURE_NAMES, source=uri)
     X = np.column_stack([table.column(n).to_numpy() for n in F.FEATURE_NAMES]).astype(np.float64)
-    subset = table.column(SUBSET_COLUMN).to_numpy(zero_copy_only=False).astype(object)
-    labels = table.column("is_fraud").to_numpy(zero_copy_only=False).astype(bool)
-    fraud_type = table.column("fraud_type").to_numpy(zero_copy_only=False).astype(object)
+
+    def column(name: str) -> np.ndarray:
+        return table.column(name).to_numpy(zero_copy_only=False)
+
+    subset = column(SUBSET_COLUMN).astype(object)
+    labels = column("is_fraud").astype(bool)
     for name in HISTORIC_SUBSETS:
         if not np.any(subset == name):
             raise InputError(f"{uri}: column '{SUBSET_COLUMN}' has no '{name}' rows")
     for name in ("valid", "test"):
         if not labels[subset == name].any():
             raise InputError(f"{uri}: the {name} subset has no fraud rows (is_fraud)")
-    return X, subset, labels, fraud_type
+    cohorts = (
+        {COHORT_COLUMN: column(COHORT_COLUMN).astype(object)} if COHORT_COLUMN in names else {}
+    )
+    return FeatureRows(
+        X, subset, labels, column("fraud_type").astype(object), column("cashier_id"), cohorts
+    )
 
 
 def _parse_json(data: bytes | None, uri: str) -> dict[str, Any]:
@@ -98,32 +129,37 @@ def evaluate(args: argparse.Namespace) -> logic.Evaluation:
     booster = models.load_booster(
         storage.join(xgb_dir, "xgb.ubj"), files.read("xgb_model", xgb_dir, "xgb.ubj")
     )
-    novelty_uri = storage.join(xgb_dir, "novelty_xgb.ubj")
-    novelty_bytes = files.read_optional("xgb_model", xgb_dir, "novelty_xgb.ubj")
-    novelty = None if novelty_bytes is None else models.load_booster(novelty_uri, novelty_bytes)
+    folds = {}
+    for fraud_type, fold in sorted((xgb_meta.get("loto") or {}).items()):
+        name = fold["model_file"]
+        folds[fraud_type] = models.xgb_scorer(
+            models.load_booster(storage.join(xgb_dir, name), files.read("xgb_model", xgb_dir, name))
+        )
+    if not folds:
+        log.warning(
+            "%s lists no leave-one-type-out fold boosters", storage.join(xgb_dir, "meta.json")
+        )
     forest = models.load_forest(
         storage.join(forest_dir, "forest.npz"),
         files.read("iforest_model", forest_dir, "forest.npz"),
     )
     files.read_optional("iforest_model", forest_dir, "meta.json")
-    novel_type = args.novel_fraud_type or xgb_meta.get("novel_fraud_type") or DEFAULT_NOVEL_TYPE
-    if novelty is None:
-        log.warning("%s missing", novelty_uri)
 
-    X, subset, labels, fraud_type = read_features(args.in_features)
+    rows = read_features(args.in_features)
     result = logic.evaluate_models(
-        X,
-        subset,
-        labels,
-        fraud_type,
+        rows.X,
+        rows.subset,
+        rows.labels,
+        rows.fraud_type,
+        rows.cashier,
         logic.Scorers(
             xgb_margin=models.xgb_scorer(booster),
             forest_score=forest.score_samples,
-            novelty_margin=None if novelty is None else models.xgb_scorer(novelty),
+            fold_margins=folds,
         ),
         high_precision_target=args.high_precision_target,
         medium_recall_target=args.medium_recall_target,
-        novel_type=novel_type,
+        label_cohorts=rows.cohorts,
     )
     result.metrics["inputs"] = {
         "features": args.in_features,
@@ -142,8 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = metrics["summary"]
     classification = kfp_io.classification_metrics(
         ["legitimate", "fraud"],
-        logic.flagged_confusion(test.blend, test.labels, params.thresholds.medium),
-        logic.roc_points(test.blend, test.labels),
+        report.flagged_confusion(test.blend, test.labels, params.thresholds.medium),
+        report.roc_points(test.blend, test.labels),
     )
     settings = Settings.from_env()
 
@@ -166,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "high_precision_target": args.high_precision_target,
                     "medium_recall_target": args.medium_recall_target,
-                    "novel_fraud_type": (metrics["novelty"] or {}).get("fraud_type", "n/a"),
+                    "loto_fraud_types": ",".join(metrics["leave_one_type_out"]) or "none",
                     "in_features": args.in_features,
                 },
                 executor_input=args.executor_input,
@@ -196,31 +232,39 @@ def main(argv: list[str] | None = None) -> None:
 
 def _print_summary(metrics: dict[str, Any]) -> None:
     s, t = metrics["summary"], metrics["thresholds"]
+    nan = float("nan")
+
+    def ci(key: str) -> str:
+        return (
+            f"{s.get(key, nan):.3f} [{s.get(key + '_ci_low', nan):.3f}, "
+            f"{s.get(key + '_ci_high', nan):.3f}]"
+        )
+
     print(f"evaluate: test {int(s['test_rows']):,} rows, fraud rate {s['test_fraud_rate']:.2%}")
-    print(f"  {'model':<10} {'ROC-AUC':>8} {'PR-AUC':>8} {'R@1%FPR':>8}")
+    print("  thresholds fixed on valid; test only counted; [95% cashier-block bootstrap]")
+    print(f"  {'model':<8} {'ROC-AUC':>8} {'PR-AUC':>8}  recall @1% FPR          test FPR")
     for name in logic.MODELS:
         print(
-            f"  {name:<10} {s.get(f'{name}_roc_auc', float('nan')):>8.4f} "
-            f"{s.get(f'{name}_pr_auc', float('nan')):>8.4f} "
-            f"{s.get(f'{name}_recall_at_1pct_fpr', float('nan')):>8.4f}"
+            f"  {name:<8} {s.get(f'{name}_roc_auc', nan):>8.4f} {s.get(f'{name}_pr_auc', nan):>8.4f}"
+            f"  {ci(f'{name}_recall_at_1pct_fpr')}  {s.get(f'{name}_false_alarm_rate_at_1pct_fpr', nan):.4f}"
+        )
+    for name, c in metrics["cohorts"].items():
+        print(
+            f"  {name:<16} {c['frauds']:>5} frauds: recall {ci(f'{name}_recall_at_1pct_fpr')}, "
+            f"false alarms {ci(f'{name}_false_alarm_rate_at_1pct_fpr')}"
         )
     print(
-        f"  thresholds: High >= {t['high']:.2f} (test precision "
-        f"{s.get('blend_high_precision', float('nan')):.3f}), Medium >= {t['medium']:.2f} "
-        f"(test recall {s.get('blend_medium_recall', float('nan')):.3f})"
+        f"  thresholds: High >= {t['high']:.2f} (test precision {ci('blend_high_precision')}), "
+        f"Medium >= {t['medium']:.2f} (test recall {ci('blend_medium_recall')})"
     )
-    per_type = metrics["models"]["blend"]["recall_by_type_at_1pct_fpr"]
-    print(
-        "  blend recall @1% FPR by type: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in per_type.items() if v is not None)
-    )
-    nov = metrics.get("novelty")
-    if nov:
+    loto = metrics["leave_one_type_out"]
+    if loto:
         print(
-            f"  novel pattern {nov['fraud_type']!r} caught @1% FPR: xgb alone "
-            f"{nov['xgb_alone_recall_at_1pct_fpr']:.3f}, iforest alone "
-            f"{nov['iforest_alone_recall_at_1pct_fpr']:.3f}, blend "
-            f"{nov['novelty_blend_recall_at_1pct_fpr']:.3f}"
+            "  leave-one-type-out recall @1% FPR: "
+            + ", ".join(f"{k} {f['blend']['value']:.3f}" for k, f in loto.items())
+            + f" (mean {s.get('loto_recall_mean', nan):.3f}, min {s.get('loto_recall_min', nan):.3f};"
+            f" forest alone mean {s.get('loto_iforest_recall_mean', nan):.3f},"
+            f" min {s.get('loto_iforest_recall_min', nan):.3f})"
         )
 
 

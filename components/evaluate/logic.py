@@ -1,7 +1,12 @@
-"""Evaluate logic: metrics, threshold rules, the novel-pattern check. Pure numpy, no I/O.
+"""Evaluate logic: metrics and threshold rules. Pure numpy, no I/O.
 
 ``evaluate_models`` scores the feature table with both models (given as functions), fits the
-blend and calls the rest; plots and reports are built in ``report.py`` from the dicts returned here.
+blend and calls the rest (intervals, cohorts and leave-one-type-out folds: ``protocol.py``);
+plots and reports are built in ``report.py`` from the dicts returned here.
+
+Nothing fitted or chosen sees TEST: the blend, the High / Medium thresholds, every
+"at 1% FPR" operating threshold and the drift reference histogram come from VALID (and the
+forest's center/scale from TRAIN); TEST is scored once and only counted.
 
 Threshold rules (on the 0-100 blended score, chosen on the VALID subset, reported on TEST):
 
@@ -12,8 +17,8 @@ Threshold rules (on the 0-100 blended score, chosen on the VALID subset, reporte
   (so "Medium or High" catches that share of fraud). If that is not below High, Medium is
   set just below High (the Medium band is then empty; logged).
 
-"Recall at 1% FPR" uses the threshold at which at most 1% of the legitimate test
-transactions score at or above it (computed on TEST itself: it is a ranking metric).
+"Recall at 1% FPR" uses the threshold at which at most 1% of the legitimate VALID
+transactions score at or above it; the report gives the false-alarm rate it has on test.
 """
 
 from __future__ import annotations
@@ -21,19 +26,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
-from components.contracts.layout import HISTORIC_SUBSETS as SUBSETS
+from components.contracts.layout import HOLDOUT
 from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS, InputError
+from components.evaluate import protocol
+from components.evaluate.protocol import threshold_at_fpr
 
 log = logging.getLogger(__name__)
 
-FPR_TARGET = 0.01
 MODELS = ("xgb", "iforest", "blend")
 FRAUD_PATTERNS = tuple(t for t in FRAUD_TYPES if t != "none")
 
@@ -78,22 +84,6 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     if not labels.any():
         return math.nan
     return float(average_precision_score(labels, scores))
-
-
-def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = FPR_TARGET) -> float:
-    """Lowest threshold ``t`` with ``mean(negatives >= t) <= fpr``.
-
-    Ties are respected: a tied group of negatives is either all above or all below ``t``.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    neg = np.sort(scores[~np.asarray(labels, dtype=bool)])[::-1]
-    if neg.size == 0:
-        return float(scores.min()) if scores.size else math.inf
-    allowed = math.floor(fpr * neg.size + 1e-9)
-    if allowed >= neg.size:
-        return float(neg[-1])
-    # Strictly above the (allowed+1)-th largest negative, so at most `allowed` negatives pass.
-    return float(np.nextafter(neg[allowed], np.inf))
 
 
 def recall_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
@@ -200,16 +190,27 @@ def choose_thresholds(
 # ---------------------------------------------------------------- reports
 
 
-def model_metrics(scores: np.ndarray, labels: np.ndarray, fraud_type: np.ndarray) -> dict[str, Any]:
-    """ROC-AUC, PR-AUC, recall at 1% FPR (overall and per fraud pattern) of one score."""
-    t = threshold_at_fpr(scores, labels)
+def model_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    fraud_type: np.ndarray,
+    threshold: float,
+    blocks: protocol.Blocks,
+) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC, and at the valid-fixed 1%-FPR ``threshold``: recall, precision and
+    the test false-alarm rate (with intervals), recall per fraud pattern."""
+    point = protocol.operating_point(scores, labels, threshold, blocks)
+    types = np.asarray(fraud_type)
+    flagged = np.asarray(scores) >= threshold
     return {
         "roc_auc": roc_auc(scores, labels),
         "pr_auc": pr_auc(scores, labels),
-        "recall_at_1pct_fpr": recall_at(scores, labels, t),
-        "precision_at_1pct_fpr": precision_at(scores, labels, t),
-        "threshold_at_1pct_fpr": t,
-        "recall_by_type_at_1pct_fpr": recall_by_type(scores, fraud_type, t),
+        "threshold_at_1pct_fpr": threshold,
+        "threshold_rule": "at most 1% of the VALID legitimate rows score at or above it",
+        "at_1pct_fpr": point,
+        "recall_by_type_at_1pct_fpr": {
+            name: blocks.rate(flagged, types == name) for name in FRAUD_PATTERNS
+        },
     }
 
 
@@ -227,72 +228,25 @@ def level_confusion(
 
 
 def blend_band_metrics(
-    scores: np.ndarray, labels: np.ndarray, fraud_type: np.ndarray, thresholds: Thresholds
+    scores: np.ndarray,
+    labels: np.ndarray,
+    fraud_type: np.ndarray,
+    thresholds: Thresholds,
+    blocks: protocol.Blocks,
 ) -> dict[str, Any]:
-    """Precision/recall of the High band and of "Medium or High", plus level shares."""
+    """Precision/recall (with intervals) of the High band and of "Medium or High", plus
+    level shares and recall per pattern at each band."""
     levels = blend.risk_levels(scores, thresholds)
-    return {
-        "high_precision": precision_at(scores, labels, thresholds.high),
-        "high_recall": recall_at(scores, labels, thresholds.high),
-        "medium_precision": precision_at(scores, labels, thresholds.medium),
-        "medium_recall": recall_at(scores, labels, thresholds.medium),
-        "level_share": {lv: float(np.mean(levels == lv)) for lv in RISK_LEVELS},
-        "recall_by_type_at_medium": recall_by_type(scores, fraud_type, thresholds.medium),
-        "recall_by_type_at_high": recall_by_type(scores, fraud_type, thresholds.high),
-    }
-
-
-def novelty_check(
-    *,
-    novel_type: str,
-    test: Scored,
-    novelty_xgb_test: np.ndarray,
-    novelty_blend_test: np.ndarray,
-) -> dict[str, Any]:
-    """How much of a fraud pattern never seen by XGBoost each score catches at 1% FPR.
-
-    Args:
-        novel_type: The fraud type withheld from the novelty booster's training.
-        test: Test subset scored by the production models.
-        novelty_xgb_test: Test margins of the booster trained without ``novel_type``.
-        novelty_blend_test: Test 0-100 scores of the blend re-fitted with that booster.
-    """
-    mask = np.asarray(test.fraud_type) == novel_type
-    if not mask.any():
-        raise InputError(f"test subset has no rows of the novel fraud type {novel_type!r}")
-    out: dict[str, Any] = {"fraud_type": novel_type, "test_rows": int(mask.sum())}
-    for name, scores in (
-        ("xgb_alone", novelty_xgb_test),
-        ("iforest_alone", test.iforest),
-        ("novelty_blend", novelty_blend_test),
-        ("production_blend", test.blend),
-    ):
-        t = threshold_at_fpr(scores, test.labels)
-        out[f"{name}_recall_at_1pct_fpr"] = float(np.mean(np.asarray(scores)[mask] >= t))
-    out["blend_gain"] = (
-        out["novelty_blend_recall_at_1pct_fpr"] - out["xgb_alone_recall_at_1pct_fpr"]
-    )
-    return out
-
-
-def roc_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200):
-    """(threshold, tpr, fpr) points for KFP's ClassificationMetrics, thinned to ``max_points``."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thr = roc_curve(np.asarray(labels, dtype=bool), scores)
-    thr = np.clip(thr, 0.0, 100.0)  # sklearn's first threshold is +inf
-    idx = np.unique(np.linspace(0, fpr.size - 1, min(max_points, fpr.size)).round().astype(int))
-    return [(float(thr[i]), float(tpr[i]), float(fpr[i])) for i in idx]
-
-
-def flagged_confusion(scores: np.ndarray, labels: np.ndarray, threshold: float) -> list[list[int]]:
-    """2x2 confusion matrix [[TN, FP], [FN, TP]] of ``score >= threshold`` vs truth."""
-    flagged = np.asarray(scores) >= threshold
     y = np.asarray(labels, dtype=bool)
-    return [
-        [int(np.sum(~y & ~flagged)), int(np.sum(~y & flagged))],
-        [int(np.sum(y & ~flagged)), int(np.sum(y & flagged))],
-    ]
+    out: dict[str, Any] = {}
+    for band, t in (("high", thresholds.high), ("medium", thresholds.medium)):
+        flagged = np.asarray(scores) >= t
+        out[f"{band}_precision"] = blocks.rate(y, flagged)
+        out[f"{band}_recall"] = blocks.rate(flagged, y)
+    out["level_share"] = {lv: float(np.mean(levels == lv)) for lv in RISK_LEVELS}
+    out["recall_by_type_at_medium"] = recall_by_type(scores, fraud_type, thresholds.medium)
+    out["recall_by_type_at_high"] = recall_by_type(scores, fraud_type, thresholds.high)
+    return out
 
 
 def summarize(
@@ -300,15 +254,32 @@ def summarize(
     test: Scored,
     params: BlendParams,
     threshold_info: dict[str, Any],
-    novelty: dict[str, Any] | None,
+    operating: dict[str, float],
+    blocks: protocol.Blocks,
+    cohorts: dict[str, np.ndarray],
+    loto: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """The full ``metrics.json``: per-model metrics, band metrics, novelty, flat summary."""
+    """The full ``metrics.json``: per-model metrics, bands, cohorts, LOTO, flat summary.
+
+    Every recall / precision / false-alarm rate in the flat summary comes with its
+    ``_ci_low`` / ``_ci_high`` (95%, cashier-block bootstrap)."""
     assert params.thresholds is not None
     detail: dict[str, Any] = {
-        name: model_metrics(test.score(name), test.labels, test.fraud_type) for name in MODELS
+        name: model_metrics(test.score(name), test.labels, test.fraud_type, operating[name], blocks)
+        for name in MODELS
     }
-    bands = blend_band_metrics(test.blend, test.labels, test.fraud_type, params.thresholds)
+    bands = blend_band_metrics(test.blend, test.labels, test.fraud_type, params.thresholds, blocks)
     detail["blend"].update(bands)
+    cohort_points = {
+        name: {
+            "rows": int(mask.sum()),
+            "frauds": int((mask & test.labels).sum()),
+            **protocol.operating_point(
+                test.blend, test.labels, operating["blend"], blocks, rows=mask
+            ),
+        }
+        for name, mask in cohorts.items()
+    }
     summary: dict[str, float] = {
         "test_rows": float(test.labels.size),
         "test_fraud_rate": float(np.mean(test.labels)),
@@ -318,19 +289,29 @@ def summarize(
         "blend_weight_iforest": params.iforest_weight,
     }
     for name in MODELS:
-        for key in ("roc_auc", "pr_auc", "recall_at_1pct_fpr"):
-            summary[f"{name}_{key}"] = detail[name][key]
+        summary[f"{name}_roc_auc"] = detail[name]["roc_auc"]
+        summary[f"{name}_pr_auc"] = detail[name]["pr_auc"]
+        summary.update(protocol.flat_point(name, detail[name]["at_1pct_fpr"]))
     for key in ("high_precision", "high_recall", "medium_precision", "medium_recall"):
-        summary[f"blend_{key}"] = bands[key]
-    for pattern, value in detail["blend"]["recall_by_type_at_1pct_fpr"].items():
-        if value is not None:
-            summary[f"blend_recall_at_1pct_fpr_{pattern}"] = value
+        r = bands[key]
+        summary.update({f"blend_{key}": r["value"], f"blend_{key}_ci_low": r["ci_low"],
+                        f"blend_{key}_ci_high": r["ci_high"]})  # fmt: skip
+    for pattern, r in detail["blend"]["recall_by_type_at_1pct_fpr"].items():
+        if r["n"]:
+            key = f"blend_recall_at_1pct_fpr_{pattern}"
+            summary.update({key: r["value"], f"{key}_ci_low": r["ci_low"],
+                            f"{key}_ci_high": r["ci_high"]})  # fmt: skip
     for pattern, value in bands["recall_by_type_at_medium"].items():
         if value is not None:
             summary[f"blend_recall_at_medium_{pattern}"] = value
-    if novelty:
-        for key in ("xgb_alone", "iforest_alone", "novelty_blend", "production_blend"):
-            summary[f"novel_{key}_recall_at_1pct_fpr"] = novelty[f"{key}_recall_at_1pct_fpr"]
+    for name, point in cohort_points.items():
+        summary[f"{name}_rows"] = float(point["rows"])
+        summary.update(
+            protocol.flat_point(
+                name, {k: point[k] for k in ("recall", "precision", "false_alarm_rate")}
+            )
+        )
+    summary.update(protocol.loto_summary(loto))
     summary = {k: float(v) for k, v in summary.items() if v is not None and math.isfinite(v)}
     return {
         "summary": summary,
@@ -338,7 +319,15 @@ def summarize(
         "thresholds": params.thresholds.to_dict(),
         "threshold_selection": threshold_info,
         "level_confusion": level_confusion(test.blend, test.fraud_type, params.thresholds),
-        "novelty": novelty,
+        "cohorts": cohort_points,
+        "leave_one_type_out": loto,
+        "protocol": {
+            "fitted_on": "train (forest, boosters, forest center/scale), valid (blend, "
+            "every threshold, drift reference); test only counted",
+            "intervals": f"95% percentile, {blocks.draws} resamples of test cashiers (blocks)",
+            "cohorts": "seen_cashiers: has train/valid rows; unseen_cashiers: the others, "
+            "i.e. held_out_cashiers (held out by split) and new_cashiers (first row in test)",
+        },
     }
 
 
@@ -357,8 +346,8 @@ class Scorers:
     """Production booster: raw margin (log-odds)."""
     forest_score: Callable[[np.ndarray], np.ndarray]
     """Isolation forest: sklearn's ``score_samples`` (lower = more anomalous)."""
-    novelty_margin: Callable[[np.ndarray], np.ndarray] | None = None
-    """The booster trained without ``novel_type``; None skips the novel-pattern check."""
+    fold_margins: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    """Fraud type -> margin of the booster trained without it (leave-one-type-out)."""
 
 
 @dataclass(frozen=True)
@@ -375,27 +364,31 @@ def evaluate_models(
     subset: np.ndarray,
     labels: np.ndarray,
     fraud_type: np.ndarray,
+    cashier: np.ndarray,
     scorers: Scorers,
     *,
     high_precision_target: float,
     medium_recall_target: float,
-    novel_type: str,
+    label_cohorts: dict[str, np.ndarray] | None = None,
     train_sample: int = TRAIN_SCORE_SAMPLE,
+    bootstrap_draws: int = protocol.BOOTSTRAP_DRAWS,
 ) -> Evaluation:
-    """Score every subset, fit the blend on valid, choose thresholds on valid, report on test.
+    """Score every subset; fit the blend and choose every threshold on valid; count on test.
 
     Args:
         X: Feature matrix, rows x ``FEATURE_NAMES``.
-        subset: Each row's subset name (train / valid / test).
+        subset: Each row's subset name (train / valid / test; ``holdout`` rows are ignored).
         labels: Each row's ``is_fraud``.
         fraud_type: Each row's fraud type (``"none"`` for legitimate rows).
+        cashier: Each row's ``cashier_id`` (cohorts and bootstrap blocks).
         scorers: The models to evaluate.
         high_precision_target: Precision the High threshold must reach on valid.
         medium_recall_target: Recall the Medium threshold must reach on valid.
-        novel_type: Fraud type the novelty booster never saw.
+        label_cohorts: Label-side cohort columns (name -> each row's value), reported too.
         train_sample: Train rows (seeded sample) that fix the forest score's center/scale.
+        bootstrap_draws: Resamples behind each interval.
     """
-    idx = {name: np.flatnonzero(subset == name) for name in SUBSETS}
+    idx = {name: np.flatnonzero(subset == name) for name in ("train", "valid", "test")}
     train_idx = idx["train"]
     if train_idx.size > train_sample:
         rng = np.random.default_rng(0)
@@ -417,21 +410,27 @@ def evaluate_models(
         valid_labels=valid_labels,
         train_iforest_score=train_forest,
     )
+    valid_risk = blend.risk_score(margin["valid"], forest_score["valid"], params)
     thresholds, threshold_info = choose_thresholds(
-        blend.risk_score(margin["valid"], forest_score["valid"], params),
+        valid_risk,
         valid_labels,
         high_precision_target=high_precision_target,
         medium_recall_target=medium_recall_target,
     )
-    test_risk = blend.risk_score(margin["test"], forest_score["test"], params)
+    operating = {
+        "xgb": threshold_at_fpr(margin["valid"], valid_labels),
+        "iforest": threshold_at_fpr(-forest_score["valid"], valid_labels),
+        "blend": threshold_at_fpr(valid_risk, valid_labels),
+    }
     params = params.with_(
         thresholds=thresholds,
-        reference_histogram=blend.score_histogram(test_risk),
+        reference_histogram=blend.score_histogram(valid_risk),
         extra={
             **params.extra,
             "high_precision_target": high_precision_target,
             "medium_recall_target": medium_recall_target,
-            "reference": "test-subset risk scores",
+            "threshold_at_1pct_fpr": operating["blend"],
+            "reference": "valid-subset risk scores",
         },
     )
     test = Scored(
@@ -439,36 +438,40 @@ def evaluate_models(
         fraud_type=fraud_type[idx["test"]],
         xgb=margin["test"],
         iforest=-forest_score["test"],
-        blend=test_risk,
+        blend=blend.risk_score(margin["test"], forest_score["test"], params),
     )
-
-    novelty = None
-    if scorers.novelty_margin is None:
-        log.warning("no novelty booster: skipping the novel-pattern check")
-    elif not np.any(test.fraud_type == novel_type):
-        log.warning("no %r rows in the test subset: skipping the novel-pattern check", novel_type)
-    else:
-        nov_margin = {s: scorers.novelty_margin(X[idx[s]]) for s in ("valid", "test")}
-        nov_params = blend.fit_blend(
-            valid_margin=nov_margin["valid"],
-            valid_iforest_score=forest_score["valid"],
-            valid_labels=valid_labels,
-            train_iforest_score=train_forest,
-        )
-        novelty = novelty_check(
-            novel_type=novel_type,
-            test=test,
-            novelty_xgb_test=nov_margin["test"],
-            novelty_blend_test=blend.risk_score(
-                nov_margin["test"], forest_score["test"], nov_params
-            ),
-        )
-        novelty["novelty_blend_weights"] = {
-            "xgb_weight": nov_params.xgb_weight,
-            "iforest_weight": nov_params.iforest_weight,
-        }
-
-    metrics = summarize(test=test, params=params, threshold_info=threshold_info, novelty=novelty)
+    test_cashiers = np.asarray(cashier)[idx["test"]]
+    blocks = protocol.Blocks(test_cashiers, draws=bootstrap_draws)
+    fitted = np.asarray(cashier)[np.r_[idx["train"], idx["valid"]]]
+    cohorts = protocol.cohort_masks(
+        test_cashiers,
+        np.unique(fitted.astype(str)),
+        {k: np.asarray(v)[idx["test"]] for k, v in (label_cohorts or {}).items()},
+        held_out_cashiers=np.unique(np.asarray(cashier)[subset == HOLDOUT].astype(str)),
+    )
+    loto = protocol.leave_one_type_out(
+        fold_margins=scorers.fold_margins,
+        X_valid=X[idx["valid"]],
+        X_test=X[idx["test"]],
+        valid_labels=valid_labels,
+        valid_types=fraud_type[idx["valid"]],
+        test_types=test.fraud_type,
+        valid_forest=forest_score["valid"],
+        test_forest=forest_score["test"],
+        train_forest=train_forest,
+        blocks=blocks,
+    )
+    if not scorers.fold_margins:
+        log.warning("no fold boosters: no leave-one-type-out results")
+    metrics = summarize(
+        test=test,
+        params=params,
+        threshold_info={**threshold_info, "threshold_at_1pct_fpr": operating},
+        operating=operating,
+        blocks=blocks,
+        cohorts=cohorts,
+        loto=loto,
+    )
     return Evaluation(params, metrics, test)
 
 

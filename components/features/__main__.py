@@ -20,7 +20,12 @@ import pyarrow.dataset as ds
 
 from components.contracts import cli, storage
 from components.contracts import features as F
-from components.contracts.layout import HISTORIC_SUBSETS, SUBSET_COLUMN, TimeBoundaries
+from components.contracts.layout import (
+    FEATURE_SUBSETS,
+    HISTORIC_SUBSETS,
+    SUBSET_COLUMN,
+    TimeBoundaries,
+)
 from components.contracts.schemas import (
     LABELLED_TRANSACTION,
     DuplicateIds,
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"{args.in_historic}: no date=YYYY-MM-DD partitions found")
     F.warm_up()
     state = F.ProfileState()
-    counts = dict.fromkeys(HISTORIC_SUBSETS, 0)
+    counts = dict.fromkeys(FEATURE_SUBSETS, 0)
     ids = DuplicateIds()
     with (
         storage.publish(SPEC.name) as pub,  # features and profiles: one commit, or none

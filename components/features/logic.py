@@ -39,7 +39,9 @@ def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeBoundarie
         "timestamp": tx["timestamp"].to_numpy(dtype="datetime64[us]"),
         "store_id": tx["store_id"].to_numpy(),
         "cashier_id": tx["cashier_id"].to_numpy(),
-        SUBSET_COLUMN: assign_subset(tx["timestamp"], splits, historic_only=True),
+        SUBSET_COLUMN: assign_subset(
+            tx["timestamp"], splits, historic_only=True, cashier_ids=tx["cashier_id"]
+        ),
         "is_fraud": tx["is_fraud"].to_numpy(dtype=bool),
         "fraud_type": tx["fraud_type"].to_numpy(),
     }

@@ -11,7 +11,8 @@ Steps (the alias moves last, so a failure anywhere earlier never moves it):
 3. load the bundle with the serving engine (``serving.model_loader``) and score a self-test
    batch; a bundle that would not serve is refused, exit 2. No registry write happened yet;
 4. apply the quality gate (``components.register.logic.gate``) against the floors and the
-   current champion's metrics (its ``metric.*`` version tags, else its run's metrics);
+   current champion scored on this run's test rows (``compare.py``; its recorded ``metric.*``
+   version tags, else its run's metrics, when it cannot be scored);
 5. in one MLflow run (stage ``register``): log the bundle as a pyfunc model with MLflow's
    models-from-code (``pyfunc_model.py`` + the bundle as artifact + the ``components``
    package as code; nothing cloudpickled) and register a new version of
@@ -51,7 +52,7 @@ from components.contracts.blend import BlendError, BlendParams
 from components.contracts.schemas import InputError, validate_table
 from components.contracts.settings import Settings
 from components.contracts.storage import sha256_bytes
-from components.register import logic
+from components.register import compare, logic
 from components.register.spec import SPEC
 
 log = logging.getLogger(SPEC.name)
@@ -288,12 +289,19 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
             client = mlflow.MlflowClient()
             abort_stale_versions(client, run.info.experiment_id, name, alias)
             champion_version, champion = champion_metrics(client, name, alias)
+            comparison, why = (None, "")
+            if champion_version is not None:
+                comparison, why = compare.same_period(
+                    bundle, f"models:/{name}/{champion_version}", args.in_features, work
+                )
             decision = logic.gate(
                 candidate,
                 champion,
                 min_pr_auc=args.min_pr_auc,
                 min_recall_at_1pct_fpr=args.min_recall_at_1pct_fpr,
                 max_regression=args.max_regression,
+                comparison=comparison,
+                not_comparable=why,
             )
             verdict = "accepted" if decision.passed else "rejected"
             tracking.log_params(
@@ -325,6 +333,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
                     "run_id": run.info.run_id,
                     "gate_decision": verdict,
                     "gate_reason": decision.reason[:5000],
+                    **compare.decision_tags(comparison),
                 },
             )
             model_version = str(version.version)
@@ -344,6 +353,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
                     "champion_metrics": (
                         {k: champion.get(k) for k in logic.GATED_METRICS} if champion else None
                     ),
+                    "same_period_comparison": comparison,
                     "serving_self_test": self_test,
                 }
                 publish_bundle(bundle, pub.local_folder(args.out_bundle), record)

@@ -1,13 +1,18 @@
 """Register logic: the quality gate and the pyfunc's input/output schema. No I/O.
 
 Quality gate for a candidate model version (metrics of the blend on the TEST subset,
-from ``evaluate``'s ``metrics.json`` summary):
+from ``evaluate``'s ``metrics.json`` summary; every threshold behind them fixed on valid):
 
 1. absolute floors: ``blend_pr_auc >= min_pr_auc`` and
    ``blend_recall_at_1pct_fpr >= min_recall_at_1pct_fpr``;
-2. no regression: for the same two metrics, ``candidate >= champion - max_regression``
-   against the version currently holding the ``champion`` alias (skipped, and said so,
-   when there is no champion yet or it carries no such metric).
+2. not worse than the champion beyond the noise, on the same period: the champion's bundle
+   scores the candidate's test rows (``compare.py``); each model flags at its own
+   valid-fixed 1% FPR threshold; reject when the 95% interval of the paired recall difference
+   (candidate - champion, cashier-block bootstrap) lies entirely below ``-max_regression``.
+   When the champion cannot be scored (no bundle, another feature version, no valid-fixed
+   threshold) the gate falls back to the champion's recorded metrics
+   (``candidate >= champion - max_regression`` for both metrics) and says it is not the same
+   period. Skipped, and said so, when there is no champion yet.
 
 Pass -> the alias moves to the candidate; reject -> the alias is untouched.
 """
@@ -86,6 +91,8 @@ def gate(
     min_pr_auc: float,
     min_recall_at_1pct_fpr: float,
     max_regression: float,
+    comparison: Mapping[str, Any] | None = None,
+    not_comparable: str = "",
 ) -> GateDecision:
     """Apply the quality gate (module docstring) to the candidate's metrics.
 
@@ -94,7 +101,11 @@ def gate(
         champion: Current champion's metrics, or None when there is no champion.
         min_pr_auc: Floor for ``blend_pr_auc``.
         min_recall_at_1pct_fpr: Floor for ``blend_recall_at_1pct_fpr``.
-        max_regression: Largest allowed drop of either metric against the champion.
+        max_regression: Largest drop tolerated beyond the noise (same period), or of the
+            recorded metrics (fallback).
+        comparison: ``compare.compare``'s result (champion scored on the candidate's test
+            rows), or None when the champion could not be scored.
+        not_comparable: Why there is no ``comparison`` (shown in the fallback's checks).
     """
     if max_regression < 0:
         raise InputError(f"--max-regression must be >= 0, got {max_regression}")
@@ -106,8 +117,26 @@ def gate(
             checks.append(Check(f"{name} floor", None, floor, False, "candidate metric missing"))
         else:
             checks.append(Check(f"{name} floor", value, floor, value >= floor))
+    if champion is not None and comparison is not None:
+        diff = comparison["difference"]
+        bound = -max_regression
+        ours, theirs = comparison["challenger"], comparison["champion"]
+        checks.append(
+            Check(
+                "blend_recall_at_1pct_fpr vs champion, same test rows (95% upper bound of "
+                "the paired difference)",
+                diff["ci_high"],
+                bound,
+                diff["ci_high"] >= bound - 1e-12,
+                f"candidate {_interval(ours)} vs champion {_interval(theirs)}; "
+                f"difference {_interval(diff)}",
+            )
+        )
+        return GateDecision(passed=all(c.passed for c in checks), checks=checks)
     for name in GATED_METRICS:
         label = f"{name} vs champion"
+        if not_comparable and champion is not None:
+            label += f" (recorded metrics, not the same period: {not_comparable})"
         if champion is None:
             checks.append(Check(label, None, None, True, "no current champion"))
             continue
@@ -129,6 +158,10 @@ def gate(
                 )
             )
     return GateDecision(passed=all(c.passed for c in checks), checks=checks)
+
+
+def _interval(r: Mapping[str, Any]) -> str:
+    return f"{r['value']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
 
 
 def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:

@@ -14,6 +14,12 @@ SPEC = StageSpec(
             "Evaluation folder from ``evaluate`` (blend, thresholds, metrics).",
         ),
         Io("profiles", "Dataset", "Cashier profile table (Parquet) from ``features``."),
+        Io(
+            "features",
+            "Dataset",
+            "Feature table from ``features``: its test rows are scored by the champion too, "
+            "so the gate compares both models on the same period.",
+        ),
     ),
     outputs=(
         Io("bundle", "Model", "Serving bundle folder (manifest with sha256 of every file)."),
@@ -35,14 +41,16 @@ SPEC = StageSpec(
             "min_recall_at_1pct_fpr",
             float,
             0.6,
-            "Gate: minimum blend test recall at 1% false-positive rate.",
+            "Gate: minimum blend test recall at the valid-fixed 1% false-positive-rate threshold.",
         ),
         Param(
             "max_regression",
             float,
             0.02,
-            "Gate: largest drop allowed, for each of PR-AUC and recall at 1% FPR, below the "
-            "current champion's value.",
+            "Gate: largest recall drop at 1% FPR tolerated beyond the noise (the champion "
+            "scored on the same test rows: reject when the 95% interval of the difference "
+            "is entirely below -max_regression); fallback without a scorable champion: for "
+            "PR-AUC and recall, the champion's recorded value minus this.",
         ),
         Param(
             "fail_on_reject",

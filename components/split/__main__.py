@@ -9,7 +9,8 @@ one commit (``storage.publish``): all of them or none.
 Example:
     python -m components.split --in-transactions var/transactions --out-historic var/lake \\
         --out-live-stream var/live.jsonl --out-live-labels var/live_labels.parquet \\
-        --out-time-splits var/time_splits.json --live-days 3 --valid-days 4 --test-days 5
+        --out-time-splits var/time_splits.json --live-days 3 --valid-days 4 --test-days 5 \\
+        --holdout-cashier-fraction 0.3
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from components.contracts.layout import (
     DATE_COLUMN,
     SUBSETS,
     TimeBoundaries,
+    holdout_cashiers,
     subset_codes,
     time_boundaries,
 )
@@ -58,17 +60,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_boundaries(uri: str, args: argparse.Namespace) -> TimeBoundaries:
-    """First pass: the time range from the timestamp column alone."""
-    ts_schema = pa.schema([LABELLED_TRANSACTION.field("timestamp")])
-    ts = storage.read_table(uri, ts_schema).column("timestamp")
-    bounds = pc.min_max(ts).as_py()
+    """First pass: the time range and the held-out cashiers, from three columns."""
+    cols = pa.schema(
+        [LABELLED_TRANSACTION.field(n) for n in ("timestamp", "cashier_id", "is_fraud")]
+    )
+    table = storage.read_table(uri, cols)
+    bounds = pc.min_max(table.column("timestamp")).as_py()
     try:
-        return time_boundaries(
+        b = time_boundaries(
             bounds["min"], bounds["max"],
             live_days=args.live_days, valid_days=args.valid_days, test_days=args.test_days,
         )  # fmt: skip
     except InputError as exc:
         raise InputError(f"{uri}: column 'timestamp': {exc}") from exc
+    held = holdout_cashiers(
+        table.column("cashier_id").to_numpy(zero_copy_only=False),
+        table.column("is_fraud").to_numpy(zero_copy_only=False),
+        fraction=args.holdout_cashier_fraction,
+        seed=args.holdout_seed,
+    )
+    return b.with_holdout(held)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag} must be at least 1, got {getattr(args, name)}")
+    if not 0 <= args.holdout_cashier_fraction < 1:
+        raise InputError(
+            f"--holdout-cashier-fraction must be in [0, 1), got {args.holdout_cashier_fraction}"
+        )
     started = time.perf_counter()
     src = args.in_transactions
     b = read_boundaries(src, args)
@@ -112,9 +127,10 @@ def main(argv: list[str] | None = None) -> None:
             writer.write(with_date_partition(pa.concat_tables(pending)))
         raise_on_duplicates(ids, source=src, column="transaction_id")
         empty = [s for s in SUBSETS if not counts[s]]
+        bounds = {k: v for k, v in b.to_json().items() if k != "holdout_cashiers"}
         if empty:
             raise InputError(
-                f"{src}: no transactions in the {empty[0]} window {b.to_json()} (gap in the data?)"
+                f"{src}: no transactions in the {empty[0]} window {bounds} (gap in the data?)"
             )
         live = pa.concat_tables(live_parts)
         storage.write_jsonl(live_stream(live), pub.file(args.out_live_stream))
@@ -125,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"split: {total:,} rows in {elapsed:.1f}s")
     for s in SUBSETS:
         print(f"  {s:<5} {counts[s]:>11,}  ({counts[s] / total:.1%})")
-    print(f"  boundaries {b.to_json()}")
+    print(f"  boundaries {bounds}")
+    print(f"  held-out cashiers: {len(b.holdout_cashiers)}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ SPEC = StageSpec(
         Io(
             "time_splits",
             "Artifact",
-            "JSON with the ISO timestamps train_end, valid_end, historic_end and live_end.",
+            "JSON with the ISO timestamps train_end, valid_end, historic_end and live_end, "
+            "and the held-out cashier ids (holdout_cashiers).",
         ),
     ),
     params=(
@@ -46,5 +47,13 @@ SPEC = StageSpec(
             5,
             "Number of days before the live window used for the offline test (>= 1).",
         ),
+        Param(
+            "holdout_cashier_fraction",
+            float,
+            0.3,
+            "Share of cashiers (stratified: dishonest and honest alike) whose train and valid "
+            "rows no model sees; their test rows are the unseen-cashiers cohort. In [0, 1).",
+        ),
+        Param("holdout_seed", int, 13, "Seed of the hash that picks the held-out cashiers."),
     ),
 )

@@ -1,1 +1,1 @@
-"""``train-xgb`` stage: supervised XGBoost fraud classifier (production + novelty boosters)."""
+"""``train-xgb`` stage: supervised XGBoost fraud classifier (production + leave-one-type-out fold boosters)."""

@@ -1,7 +1,7 @@
 """CLI of ``train-xgb``: ``python -m components.train_xgb --in-features F --out-model DIR ...``.
 
-Reads the features table, trains the production booster and the novelty booster
-(``logic.train_models``), logs the run to MLflow, then publishes the model folder atomically
+Reads the features table, trains the production booster and the leave-one-type-out fold
+boosters (``logic.train_models``), logs the run to MLflow, then publishes the model folder atomically
 and writes the metrics JSON and (under KFP) the executor output.
 """
 
@@ -29,7 +29,14 @@ from components.train_xgb import logic
 from components.train_xgb.spec import SPEC
 
 MODEL_FILE = "xgb.ubj"
-NOVELTY_MODEL_FILE = "novelty_xgb.ubj"
+FOLD_FOLDER = "loto"
+"""Subfolder of the fold boosters, ``loto/<fraud_type>.ubj``."""
+
+
+def fold_file(fraud_type: str) -> str:
+    """Path (in the model folder) of the fold booster trained without ``fraud_type``."""
+    return f"{FOLD_FOLDER}/{fraud_type}.ubj"
+
 
 logger = logging.getLogger(SPEC.name)
 build_parser = functools.partial(training_parser, SPEC)
@@ -43,7 +50,10 @@ def params_from_args(args: argparse.Namespace) -> logic.XgbParams:
 
 
 def build_meta(
-    models: logic.XgbModels, params: logic.XgbParams, feature_names: tuple[str, ...]
+    models: logic.XgbModels,
+    params: logic.XgbParams,
+    fold: logic.FoldParams,
+    feature_names: tuple[str, ...],
 ) -> dict[str, Any]:
     """Content of ``meta.json``."""
     import xgboost
@@ -55,15 +65,16 @@ def build_meta(
         "booster_params": logic.booster_params(params, models.production.scale_pos_weight),
         "best_iteration": models.production.best_iteration,
         **{k: v for k, v in models.production.summary().items() if k != "best_iteration"},
-        "novel_fraud_type": models.novel_fraud_type,
-        "novelty": None,
+        "loto_params": fold.as_dict(),
+        "loto": {
+            name: {
+                "model_file": fold_file(name),
+                "dropped_rows": models.dropped_rows[name],
+                **booster.summary(),
+            }
+            for name, booster in models.folds.items()
+        },
     }
-    if models.novelty is not None:
-        meta["novelty"] = {
-            "model_file": NOVELTY_MODEL_FILE,
-            "dropped_rows": models.dropped_rows,
-            **models.novelty.summary(),
-        }
     return meta
 
 
@@ -76,17 +87,19 @@ class FittedXgb(Fitted):
     def mlflow_params(self) -> dict[str, Any]:
         return {
             **super().mlflow_params(),
-            "novel_fraud_type": self.models.novel_fraud_type,
+            **self.meta["loto_params"],
             "effective_scale_pos_weight": self.models.production.scale_pos_weight,
         }
 
     def save(self, folder: Path) -> None:
         self.models.production.booster.save_model(str(folder / MODEL_FILE))
-        if self.models.novelty is not None:
-            self.models.novelty.booster.save_model(str(folder / NOVELTY_MODEL_FILE))
+        if self.models.folds:
+            (folder / FOLD_FOLDER).mkdir(exist_ok=True)
+        for name, booster in self.models.folds.items():
+            booster.booster.save_model(str(folder / fold_file(name)))
 
     def log_models(self, folder: Path) -> None:
-        """The production booster as an MLflow xgboost model; the novelty booster as a file."""
+        """The production booster as an MLflow xgboost model; the fold boosters as files."""
         import mlflow
         import mlflow.xgboost
         import pandas as pd
@@ -103,8 +116,8 @@ class FittedXgb(Fitted):
             input_example=example,
             pip_requirements=[f"xgboost-cpu=={xgboost.__version__}"],
         )
-        if self.models.novelty is not None:
-            mlflow.log_artifact(str(folder / NOVELTY_MODEL_FILE), artifact_path="novelty")
+        if self.models.folds:
+            mlflow.log_artifacts(str(folder / FOLD_FOLDER), artifact_path=FOLD_FOLDER)
 
     def summary(self) -> str:
         p = self.models.production
@@ -117,6 +130,7 @@ class FittedXgb(Fitted):
 def fitter(args: argparse.Namespace):
     """The function that trains both boosters on a features table, for ``args``."""
     params = params_from_args(args)
+    fold = logic.FoldParams(**cli.dataclass_kwargs(args, logic.FoldParams))
 
     def fit(table, source: str) -> FittedXgb:
         data = training_data(table, FEATURE_NAMES, source=source)
@@ -128,8 +142,8 @@ def fitter(args: argparse.Namespace):
             data.valid.positives,
             len(data.feature_names),
         )
-        models = logic.train_models(data, params, args.novel_fraud_type)
-        meta = build_meta(models, params, data.feature_names)
+        models = logic.train_models(data, params, fold)
+        meta = build_meta(models, params, fold, data.feature_names)
         return FittedXgb(data, logic.flat_metrics(models), meta, models)
 
     return fit

@@ -1,4 +1,5 @@
-"""Pure logic of ``train-xgb``: the XGBoost fit (production + novelty boosters) and metrics.
+"""Pure logic of ``train-xgb``: the XGBoost fit (production booster + one leave-one-type-out
+fold booster per fraud type) and metrics.
 
 No file, network or MLflow access here: the CLI (``__main__``) reads the features table,
 turns it into matrices (``contracts.training.training_data``), calls these functions and
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,10 +26,6 @@ from components.contracts.training import (
 )
 
 logger = logging.getLogger(__name__)
-
-NO_NOVEL_TYPE = "none"
-"""``--novel-fraud-type`` value that disables the novelty model (``none`` is also the
-``fraud_type`` of legitimate rows, so dropping it would make no sense anyway)."""
 
 # ---------------------------------------------------------------------- XGBoost
 
@@ -189,48 +186,89 @@ def train_booster(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class FoldParams:
+    """How the leave-one-type-out fold boosters are made cheaper than the production one."""
+
+    loto_rounds: int = 80
+    """Maximum boosting rounds of a fold booster (early stopping as in production)."""
+    loto_learning_rate: float = 0.25
+    """Shrinkage of a fold booster (larger: fewer rounds needed)."""
+    loto_legit_fraction: float = 0.2
+    """Share of legitimate train rows a fold booster fits on (seeded; every fraud row kept;
+    ``scale_pos_weight`` follows the rows kept)."""
+
+    def __post_init__(self) -> None:
+        if self.loto_rounds < 0:
+            raise InputError(f"invalid hyperparameter(s): loto_rounds={self.loto_rounds!r}")
+        if not 0 < self.loto_learning_rate <= 1:
+            raise InputError(
+                f"invalid hyperparameter(s): loto_learning_rate={self.loto_learning_rate!r}"
+            )
+        if not 0 < self.loto_legit_fraction <= 1:
+            raise InputError(
+                f"invalid hyperparameter(s): loto_legit_fraction={self.loto_legit_fraction!r}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True, eq=False)
 class XgbModels:
-    """The production booster and the optional novelty booster."""
+    """The production booster and one leave-one-type-out fold booster per fraud type."""
 
     production: TrainedBooster
-    novelty: TrainedBooster | None
-    novel_fraud_type: str
-    dropped_rows: dict[str, int]
-    """Rows of the novel type removed from train / valid for the novelty booster."""
+    folds: dict[str, TrainedBooster]
+    """Fraud type -> booster fitted on train/valid without any row of that type."""
+    dropped_rows: dict[str, dict[str, int]]
+    """Fraud type -> rows of it removed from train / valid for its fold."""
 
 
-def train_models(
-    data: TrainingData, params: XgbParams, novel_fraud_type: str = NO_NOVEL_TYPE
-) -> XgbModels:
-    """Train the production booster and, unless disabled, the novelty booster.
+def fold_types(data: TrainingData) -> list[str]:
+    """The fraud types with rows in the train subset, in ``fraud_type`` order of appearance
+    sorted by name (one fold each)."""
+    return sorted({str(t) for t in data.train.fraud_type[data.train.y == 1]} - {"none"})
 
-    The novelty booster uses the same hyperparameters on train/valid minus every row whose
-    ``fraud_type`` is ``novel_fraud_type`` (its ``scale_pos_weight`` is recomputed on the
-    remaining rows unless fixed), so evaluate can check how a pattern never seen in training
-    is caught. ``novel_fraud_type == "none"`` disables it.
+
+def train_fold(
+    data: TrainingData, held_out: str, params: XgbParams, fold: FoldParams
+) -> tuple[TrainedBooster, dict[str, int]]:
+    """The fold booster for ``held_out``: its rows dropped from train AND valid (so neither
+    the trees nor early stopping see its labels), legit train rows subsampled."""
+    train = data.train.without_type(held_out)
+    valid = data.valid.without_type(held_out)
+    dropped = {"train": data.train.n - train.n, "valid": data.valid.n - valid.n}
+    if fold.loto_legit_fraction < 1:
+        rng = np.random.default_rng(params.seed)
+        keep = (train.y == 1) | (rng.random(train.n) < fold.loto_legit_fraction)
+        train = train.take(keep)
+    cheap = replace(
+        params,
+        n_estimators=fold.loto_rounds,
+        learning_rate=fold.loto_learning_rate,
+        scale_pos_weight=None,
+    )
+    try:
+        return train_booster(train, valid, data.feature_names, cheap), dropped
+    except TrainingDataError as exc:
+        raise TrainingDataError(f"fold without fraud type '{held_out}': {exc}") from exc
+
+
+def train_models(data: TrainingData, params: XgbParams, fold: FoldParams) -> XgbModels:
+    """Train the production booster and the leave-one-type-out fold boosters
+    (``fold.loto_rounds == 0`` disables the folds).
 
     Raises:
         TrainingDataError: A subset cannot be trained on (see ``train_booster``).
     """
     production = train_booster(data.train, data.valid, data.feature_names, params)
-    if novel_fraud_type == NO_NOVEL_TYPE:
-        return XgbModels(production, None, NO_NOVEL_TYPE, {})
-    train = data.train.without_type(novel_fraud_type)
-    valid = data.valid.without_type(novel_fraud_type)
-    dropped = {"train": data.train.n - train.n, "valid": data.valid.n - valid.n}
-    if dropped["train"] == 0:
-        logger.warning(
-            "novel fraud type %r has no training rows: the novelty booster sees the same data",
-            novel_fraud_type,
-        )
-    try:
-        novelty = train_booster(train, valid, data.feature_names, params)
-    except TrainingDataError as exc:
-        raise TrainingDataError(
-            f"novelty model without fraud type '{novel_fraud_type}': {exc}"
-        ) from exc
-    return XgbModels(production, novelty, novel_fraud_type, dropped)
+    folds: dict[str, TrainedBooster] = {}
+    dropped: dict[str, dict[str, int]] = {}
+    if fold.loto_rounds:
+        for name in fold_types(data):
+            folds[name], dropped[name] = train_fold(data, name, params, fold)
+    return XgbModels(production, folds, dropped)
 
 
 def flat_metrics(models: XgbModels) -> dict[str, float]:
@@ -247,8 +285,9 @@ def flat_metrics(models: XgbModels) -> dict[str, float]:
         n_train=float(p.n_train),
         n_valid=float(p.n_valid),
     )
-    if models.novelty is not None:
-        for name, value in models.novelty.valid_metrics.items():
-            out[f"novelty_valid_{name}"] = value
-        out["novelty_best_iteration"] = float(models.novelty.best_iteration)
+    for name, booster in models.folds.items():
+        out[f"loto_{name}_best_iteration"] = float(booster.best_iteration)
+        out[f"loto_{name}_train_seconds"] = round(booster.train_seconds, 3)
+    if models.folds:
+        out["loto_train_seconds"] = round(sum(b.train_seconds for b in models.folds.values()), 3)
     return out

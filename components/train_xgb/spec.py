@@ -1,17 +1,16 @@
 """``train-xgb``'s parameters, input and outputs (``components.contracts.spec``): the
 hyperparameters' names, types and defaults are ``XgbParams``' own (``logic.py``)."""
 
-from components.contracts.schemas import FRAUD_TYPES
 from components.contracts.spec import Param, StageSpec, params_from
 from components.contracts.training import training_io
-from components.train_xgb.logic import XgbParams
+from components.train_xgb.logic import FoldParams, XgbParams
 
 SPEC = StageSpec(
     module="train_xgb",
     summary="Train the supervised XGBoost fraud classifier (known fraud patterns).",
     **training_io(
-        "xgb.ubj (production booster), novelty_xgb.ubj (same parameters, novel_fraud_type "
-        "rows dropped) and meta.json"
+        "xgb.ubj (production booster), loto/<fraud_type>.ubj (one fold booster per fraud "
+        "type, trained without that type's rows) and meta.json"
     ),
     params=(
         *params_from(
@@ -27,13 +26,15 @@ SPEC = StageSpec(
                 "this many rounds (0 = never).",
             },
         ),
-        Param(
-            "novel_fraud_type",
-            str,
-            "scan_avoidance",
-            "Fraud type withheld from the novelty booster, to measure how the blend catches "
-            "a pattern it was never trained on ('none' = no novelty booster).",
-            choices=FRAUD_TYPES,
+        *params_from(
+            FoldParams,
+            {
+                "loto_rounds": "Leave-one-type-out folds: maximum rounds of each fold booster "
+                "(one per fraud type, trained without that type's rows; 0 = no folds).",
+                "loto_learning_rate": "Shrinkage of the fold boosters.",
+                "loto_legit_fraction": "Share of legitimate train rows the fold boosters fit "
+                "on (seeded; all fraud rows kept).",
+            },
         ),
         *params_from(XgbParams, {"seed": "Random seed."}),
         *params_from(

@@ -23,8 +23,15 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def headline_metrics(rec: RunRecord, limit: int = 9) -> dict[str, Any]:
-    """Scalar metrics of the evaluate task's ``metrics`` artifact (KFP Metrics metadata)."""
+COHORT_PREFIX = "cohort_"
+"""Label-side cohort metrics (``cohort_<value>_...``) are shown after the headline when present."""
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+
+
+def headline_metrics(rec: RunRecord, limit: int | None = None) -> dict[str, Any]:
+    """Scalar metrics of the evaluate task's ``metrics`` artifact (KFP Metrics metadata):
+    the headline keys first, then the label-side cohorts' false-alarm rates and recalls,
+    then the others up to ``limit`` (default: the headline and cohorts only, else 9)."""
     task = rec.tasks.get(HEADLINE_TASK)
     if task is None:
         return {}
@@ -33,8 +40,34 @@ def headline_metrics(rec: RunRecord, limit: int = 9) -> dict[str, Any]:
         k: v for k, v in meta.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
     preferred = [k for k in HEADLINE_KEYS if k in scalars]
-    rest = sorted(k for k in scalars if k not in preferred)
-    return {k: scalars[k] for k in (preferred + rest)[:limit]}
+    cohorts = sorted(
+        k
+        for k in scalars
+        if k.startswith(COHORT_PREFIX)
+        and k.endswith(("_false_alarm_rate_at_1pct_fpr", "_recall_at_1pct_fpr"))
+    )
+    cohorts = [k for c in cohorts for k in (c, c + CI_SUFFIXES[0], c + CI_SUFFIXES[1])]
+    rest = sorted(k for k in scalars if k not in preferred and k not in cohorts)
+    keys = preferred + [k for k in cohorts if k in scalars]
+    if limit is None:
+        limit = len(keys) or 9
+    return {k: scalars[k] for k in (keys + rest)[:limit]}
+
+
+def metric_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per metric; a metric's ``_ci_low`` / ``_ci_high`` go in brackets after it."""
+    lines = []
+    for k, v in metrics.items():
+        if k.endswith(CI_SUFFIXES):
+            continue
+        low, high = metrics.get(k + CI_SUFFIXES[0]), metrics.get(k + CI_SUFFIXES[1])
+        ci = (
+            f"  [{_number(low)}, {_number(high)}] 95%"
+            if low is not None and high is not None
+            else ""
+        )
+        lines.append(f"  {k:<36} {_number(v)}{ci}")
+    return lines
 
 
 def read_decision(rec: RunRecord, settings: Settings | None = None) -> dict[str, Any] | None:
@@ -94,8 +127,8 @@ def run_summary(rec: RunRecord, settings: Settings) -> str:
         )
     metrics = headline_metrics(rec)
     if metrics:
-        lines += ["", "Headline metrics (evaluate):"]
-        lines += [f"  {k:<32} {_number(v)}" for k, v in metrics.items()]
+        lines += ["", "Headline metrics (evaluate; thresholds fixed on valid, counted on test):"]
+        lines += metric_lines(metrics)
     lines += registry_lines(rec, settings)
     lines += [
         "",

@@ -177,8 +177,12 @@ def _label_two(t):
 
 def _subset(t):
     s = t.column("subset").to_pylist()
-    s[-10:] = ["holdout"] * 10
-    return with_column(t, "subset", pa.array(s)), ("'subset'", "10 row(s)", "train, valid, test")
+    s[-10:] = ["live"] * 10  # live-period rows never belong in the feature table
+    return with_column(t, "subset", pa.array(s)), (
+        "'subset'",
+        "10 row(s)",
+        "train, valid, test, holdout",
+    )
 
 
 def _dups(t):

@@ -55,6 +55,7 @@ def register(trained, env, out: Path, *, xgb=None, iforest=None, evaluation=None
         "--in-iforest-model", str(iforest or trained["iforest"]),
         "--in-evaluation", str(evaluation or trained["evaluation"]),
         "--in-profiles", str(profiles or trained["profiles"]),
+        "--in-features", str(trained["features"]),
         "--out-bundle", str(out / "bundle"),
         "--out-decision", str(out / "decision.json"),
         "--min-pr-auc", "0", "--min-recall-at-1pct-fpr", "0", "--max-regression", "1",
@@ -194,6 +195,7 @@ def argv(trained, out: Path) -> list[str]:
     return [
         "--in-xgb-model", str(trained["xgb"]), "--in-iforest-model", str(trained["iforest"]),
         "--in-evaluation", str(trained["evaluation"]), "--in-profiles", str(trained["profiles"]),
+        "--in-features", str(trained["features"]),
         "--out-bundle", str(out / "bundle"), "--out-decision", str(out / "decision.json"),
         "--min-pr-auc", "0", "--min-recall-at-1pct-fpr", "0", "--max-regression", "1",
     ]  # fmt: skip

@@ -60,6 +60,7 @@ def test_register_with_mlflow_down(trained, tmp_path, mlflow_down):
         "register", "--in-xgb-model", str(trained["xgb"]),
         "--in-iforest-model", str(trained["iforest"]),
         "--in-evaluation", str(trained["evaluation"]), "--in-profiles", str(trained["profiles"]),
+        "--in-features", str(trained["features"]),
         "--out-bundle", str(tmp_path / "bundle"), "--out-decision", str(tmp_path / "d.json"),
         env=mlflow_down,
     )  # fmt: skip
@@ -132,6 +133,7 @@ def test_bad_service_timeout_is_a_user_error(trained, tmp_path):
         "register", "--in-xgb-model", str(trained["xgb"]),
         "--in-iforest-model", str(trained["iforest"]),
         "--in-evaluation", str(trained["evaluation"]), "--in-profiles", str(trained["profiles"]),
+        "--in-features", str(trained["features"]),
         "--out-bundle", str(tmp_path / "bundle"), "--out-decision", str(tmp_path / "d.json"),
         env=env,
     )  # fmt: skip

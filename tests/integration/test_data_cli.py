@@ -69,12 +69,20 @@ def test_split_outputs(generated, tmp_path):
     proc = run_stage("split", *split_args(str(generated), str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     splits = storage.read_json(str(tmp_path / "time_splits.json"))
+    held = splits.pop("holdout_cashiers")
     assert splits == {
         "train_end": "2026-01-09T00:00:00",
         "valid_end": "2026-01-13T00:00:00",
         "historic_end": "2026-01-18T00:00:00",
         "live_end": "2026-01-21T00:00:00",
     }
+    # cashier-disjoint: the default share of cashiers, dishonest ones among them
+    table = storage.read_table(str(generated), LABELLED_TRANSACTION)
+    cashiers = set(table.column("cashier_id").to_pylist())
+    thieves = set(table.filter(table.column("is_fraud")).column("cashier_id").to_pylist())
+    assert held == sorted(held) and set(held) <= cashiers
+    assert len(held) == pytest.approx(0.3 * len(cashiers), abs=2)
+    assert set(held) & thieves
     dates = storage.list_partitions(str(tmp_path / "historic"), "date")
     assert dates == [f"2026-01-{d:02d}" for d in range(5, 18)]  # 16 days minus 3 live days
     historic = storage.read_table(str(tmp_path / "historic"), LABELLED_TRANSACTION)

@@ -256,6 +256,8 @@ def register(
         chain.evaluation,
         "--in-profiles",
         chain.profiles,
+        "--in-features",
+        chain.features,
         "--out-bundle",
         _join(out, "bundle"),
         "--out-decision",

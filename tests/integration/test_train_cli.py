@@ -119,18 +119,18 @@ def test_train_xgb_cli(tracking_uri, tmp_path, features_file):
     published = storage.open_output(str(out))
     assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", published.version]
     out = Path(published.path())  # the committed version's folder
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "novelty_xgb.ubj", "xgb.ubj"]
+    assert sorted(p.name for p in out.iterdir()) == ["loto", "meta.json", "xgb.ubj"]
     meta = json.loads((out / "meta.json").read_text())
     booster = xgb.Booster(model_file=str(out / "xgb.ubj"))
     assert booster.feature_names == list(FEATURE_NAMES) == meta["feature_names"]
     assert booster.num_boosted_rounds() == meta["best_iteration"] + 1
-    assert meta["novel_fraud_type"] == "scan_avoidance"
-    assert meta["novelty"]["dropped_rows"]["train"] > 0
+    folds = meta["loto"]
+    assert folds and all(f["dropped_rows"]["train"] > 0 for f in folds.values())
     assert meta["params"]["n_estimators"] == 60
     assert published.files.keys() == {
         "meta.json",
-        "novelty_xgb.ubj",
         "xgb.ubj",
+        *(f["model_file"] for f in folds.values()),
     }
 
     metrics = storage.read_json(str(metrics_file))
@@ -147,14 +147,14 @@ def test_train_xgb_cli(tracking_uri, tmp_path, features_file):
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_id == meta["mlflow_run_id"]
     assert run.data.metrics["valid_pr_auc"] == pytest.approx(metrics["valid_pr_auc"])
-    assert run.data.params["novel_fraud_type"] == "scan_avoidance"
+    assert run.data.params["loto_rounds"] == "80"
     import mlflow.xgboost
 
     logged = mlflow.xgboost.load_model(f"runs:/{run.info.run_id}/xgb")
     dm = xgb.DMatrix(np.zeros((2, len(FEATURE_NAMES))), feature_names=list(FEATURE_NAMES))
     np.testing.assert_array_equal(logged.predict(dm), booster.predict(dm))
-    paths = {a.path for a in client.list_artifacts(run.info.run_id, "novelty")}
-    assert paths == {"novelty/novelty_xgb.ubj"}
+    paths = {a.path for a in client.list_artifacts(run.info.run_id, "loto")}
+    assert paths == {f["model_file"] for f in folds.values()}
 
 
 def test_train_iforest_cli(tracking_uri, tmp_path, features_file):

@@ -16,17 +16,19 @@ from components.contracts import features as F
 from components.contracts import storage
 from components.contracts.blend import BlendParams
 from components.contracts.layout import SUBSET_COLUMN
-from components.evaluate import logic
+from components.evaluate import logic, report
 
 NOVEL = "scan_avoidance"
 KNOWN = ("sweethearting", "void_abuse", "refund_fraud")
+FOLD_FILE = f"loto/{NOVEL}.ubj"
 
 
 # ---------------------------------------------------------------- pure logic
 
 
 def _tiny_table(n: int = 900, seed: int = 3):
-    """Two features; fraud rows are high on feature 0 (and 'novel' ones on feature 1)."""
+    """Two features; fraud rows are high on feature 0 (and 'novel' ones on feature 1);
+    30 cashiers, the last 10 only in test (unseen)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 2))
     subset = np.array(["train", "valid", "test"] * (n // 3), dtype=object)
@@ -35,12 +37,15 @@ def _tiny_table(n: int = 900, seed: int = 3):
     fraud_type[labels & (np.arange(n) % 2 == 0)] = NOVEL
     X[labels, 0] += 3.0
     X[fraud_type == NOVEL, 1] += 3.0
-    return X, subset, labels, fraud_type
+    cashier = np.array([f"C{i % 20}" for i in range(n)], dtype=object)
+    test = subset == "test"
+    cashier[test] = [f"C{j % 30}" for j in range(int(test.sum()))]
+    return X, subset, labels, fraud_type, cashier
 
 
 def test_evaluate_models_is_pure_and_uses_the_given_scorers():
     """The algorithm runs on arrays and functions: no files, no models on disk."""
-    X, subset, labels, fraud_type = _tiny_table()
+    X, subset, labels, fraud_type, cashier = _tiny_table()
     scored_rows = []
 
     def margin(rows):
@@ -52,37 +57,43 @@ def test_evaluate_models_is_pure_and_uses_the_given_scorers():
         subset,
         labels,
         fraud_type,
+        cashier,
         logic.Scorers(
             xgb_margin=margin,
             forest_score=lambda rows: -np.abs(rows[:, 1]),
-            novelty_margin=lambda rows: rows[:, 0],
+            fold_margins={NOVEL: lambda rows: rows[:, 0]},
         ),
         high_precision_target=0.8,
         medium_recall_target=0.95,
-        novel_type=NOVEL,
     )
     assert scored_rows == [300, 300]  # valid and test, never train
     test = result.test
     assert test.labels.sum() == labels[subset == "test"].sum()
     assert result.params.thresholds.medium < result.params.thresholds.high
-    assert result.metrics["novelty"]["fraud_type"] == NOVEL
-    assert result.metrics["summary"]["blend_pr_auc"] > 0.5
+    assert list(result.metrics["leave_one_type_out"]) == [NOVEL]
+    s = result.metrics["summary"]
+    assert s["blend_pr_auc"] > 0.5
+    assert s["blend_recall_at_1pct_fpr_ci_low"] <= s["blend_recall_at_1pct_fpr"]
+    assert s["blend_recall_at_1pct_fpr"] <= s["blend_recall_at_1pct_fpr_ci_high"]
+    cohorts = result.metrics["cohorts"]
+    assert cohorts["seen_cashiers"]["rows"] == 200 and cohorts["unseen_cashiers"]["rows"] == 100
 
 
-def test_evaluate_models_skips_the_novelty_check_without_a_novelty_booster():
-    X, subset, labels, fraud_type = _tiny_table()
+def test_evaluate_models_without_fold_boosters_reports_no_loto():
+    X, subset, labels, fraud_type, cashier = _tiny_table()
     result = logic.evaluate_models(
         X,
         subset,
         labels,
         fraud_type,
+        cashier,
         logic.Scorers(xgb_margin=lambda r: r[:, 0], forest_score=lambda r: -np.abs(r[:, 1])),
         high_precision_target=0.8,
         medium_recall_target=0.95,
-        novel_type=NOVEL,
         train_sample=10,
     )
-    assert result.metrics["novelty"] is None
+    assert result.metrics["leave_one_type_out"] == {}
+    assert not any(k.startswith("loto_") for k in result.metrics["summary"])
 
 
 def test_json_safe_turns_nan_into_null():
@@ -151,7 +162,7 @@ def test_recall_by_type_and_confusion():
     assert rec["void_abuse"] == 0.5 and rec["sweethearting"] == 1.0
     assert rec["refund_fraud"] is None
     labels = types != "none"
-    assert logic.flagged_confusion(scores, labels, 60.0) == [[2, 0], [1, 2]]
+    assert report.flagged_confusion(scores, labels, 60.0) == [[2, 0], [1, 2]]
 
 
 def test_pr_and_roc_auc_perfect_and_nan():
@@ -212,10 +223,11 @@ def train_models(table: pa.Table, out: Path) -> tuple[Path, Path]:
     xgb_dir.mkdir(parents=True)
     forest_dir.mkdir(parents=True)
     params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1}
-    for name, mask in (("xgb.ubj", train), ("novelty_xgb.ubj", train & (types != NOVEL))):
+    (xgb_dir / "loto").mkdir()
+    for name, mask in (("xgb.ubj", train), (FOLD_FILE, train & (types != NOVEL))):
         dm = xgboost.DMatrix(X[mask], label=y[mask], feature_names=list(F.FEATURE_NAMES))
         xgboost.train(params, dm, num_boost_round=30).save_model(str(xgb_dir / name))
-    (xgb_dir / "meta.json").write_text(json.dumps({"novel_fraud_type": NOVEL}))
+    (xgb_dir / "meta.json").write_text(json.dumps({"loto": {NOVEL: {"model_file": FOLD_FILE}}}))
     forest = IsolationForest(n_estimators=50, max_samples=256, random_state=0).fit(X[train])
     ForestArrays.from_sklearn(forest).save(forest_dir / "forest.npz")
     return xgb_dir, forest_dir
@@ -287,21 +299,20 @@ def test_cli_writes_every_output(synthetic_inputs, tmp_path, local_env):
     s = metrics["summary"]
     assert s["blend_pr_auc"] > 0.8 and s["blend_roc_auc"] > 0.9
     assert s["blend_recall_at_1pct_fpr"] > 0.6
-    # The novel pattern: a booster that never saw it misses it; the forest catches it.
-    nov = metrics["novelty"]
-    assert nov["fraud_type"] == NOVEL
-    assert nov["xgb_alone_recall_at_1pct_fpr"] < 0.3
-    assert nov["novelty_blend_recall_at_1pct_fpr"] > nov["xgb_alone_recall_at_1pct_fpr"] + 0.4
+    # Leave NOVEL out: a booster that never saw it misses it; the forest alone catches it.
+    assert s[f"loto_xgb_recall_{NOVEL}"] < 0.3
+    assert s[f"loto_iforest_recall_{NOVEL}"] > s[f"loto_xgb_recall_{NOVEL}"] + 0.4
+    assert s["loto_recall_min"] == s[f"loto_recall_{NOVEL}"]
     for plot in ("pr_curves", "roc_curves", "score_distribution", "risk_levels", "recall_by_type"):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Novel-pattern check" in (out / "report.md").read_text()
+    assert "Leave one fraud type out" in (out / "report.md").read_text()
 
     # Bound to the exact files it scored: register refuses any other bytes.
     def sha(folder, name):  # the digest the published model's marker records
         return storage.open_output(str(folder)).files[name]["sha256"]
 
     assert metrics["inputs"]["model_digests"] == {
-        "xgb_model": {n: sha(xgb_dir, n) for n in ("xgb.ubj", "novelty_xgb.ubj", "meta.json")},
+        "xgb_model": {n: sha(xgb_dir, n) for n in ("xgb.ubj", "meta.json", FOLD_FILE)},
         "iforest_model": {"forest.npz": sha(forest_dir, "forest.npz")},
     }
 
@@ -364,3 +375,19 @@ def test_cli_bad_model_is_one_line_error_and_no_output(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "xgb.ubj" in err[0]
     assert not out.exists()
+
+
+def test_read_features_picks_up_an_optional_cohort_column(tmp_path):
+    """A label-side ``cohort`` column (from a richer generator) is reported per value."""
+    import pyarrow.parquet as pq
+
+    from components.evaluate.__main__ import COHORT_COLUMN, read_features
+
+    table = synthetic_features(600)
+    values = pa.array(["new_hire" if i % 3 else "established" for i in range(table.num_rows)])
+    pq.write_table(table.append_column(COHORT_COLUMN, values), tmp_path / "f.parquet")
+    rows = read_features(str(publish_in_place(tmp_path / "f.parquet")))
+    assert set(rows.cohorts[COHORT_COLUMN]) == {"new_hire", "established"}
+    assert rows.cashier.shape == rows.labels.shape
+    pq.write_table(table, tmp_path / "g.parquet")
+    assert read_features(str(publish_in_place(tmp_path / "g.parquet"))).cohorts == {}

@@ -77,3 +77,40 @@ def test_component_specs_use_the_artifact_names(stage):
     inputs = set(root.get("inputDefinitions", {}).get("artifacts", {}))
     outputs = set(root["outputDefinitions"]["artifacts"])
     assert (inputs, outputs) == tuple(set(names) for names in DATA_STAGES[stage])
+
+
+# ------------------------------------------------------------ cashier-disjoint holdout
+
+
+def _cashiers(n: int = 200, dishonest: int = 20):
+    ids = np.array([f"C{i:04d}" for i in range(n)], dtype=object)
+    return ids, np.arange(n) < dishonest
+
+
+def test_holdout_is_stratified_seeded_and_order_free():
+    from components.contracts.layout import holdout_cashiers
+
+    ids, bad = _cashiers()
+    held = holdout_cashiers(ids, bad, fraction=0.3, seed=13)
+    assert len(held & set(ids[bad])) == 6  # round(0.3 * 20) dishonest
+    assert len(held - set(ids[bad])) == 54  # round(0.3 * 180) honest
+    order = np.random.default_rng(0).permutation(ids.size)
+    # rows, not cashiers: duplicates collapse, any order, any row of a thief marks him
+    rows = np.r_[ids[order], ids]
+    flags = np.r_[bad[order], np.zeros(ids.size, bool)]
+    assert holdout_cashiers(rows, flags, fraction=0.3, seed=13) == held
+    assert holdout_cashiers(ids, bad, fraction=0.3, seed=14) != held
+    assert holdout_cashiers(ids, bad, fraction=0.0, seed=13) == frozenset()
+    with pytest.raises(InputError, match="holdout-cashier-fraction"):
+        holdout_cashiers(ids, bad, fraction=1.0, seed=13)
+
+
+def test_held_out_cashiers_rows_before_valid_end_are_holdout():
+    from components.contracts.layout import HOLDOUT
+
+    b = B.with_holdout(["C1"])
+    assert TimeBoundaries.from_json(b.to_json()) == b  # the ids travel in time_splits
+    ts = pd.Series(pd.to_datetime(["2026-01-02", "2026-01-06", "2026-01-08", "2026-01-02"]))
+    got = assign_subset(ts, b, cashier_ids=["C1", "C1", "C1", "C2"])
+    assert got.tolist() == [HOLDOUT, HOLDOUT, "test", "train"]
+    assert assign_subset(ts, b).tolist() == ["train", "valid", "test", "train"]

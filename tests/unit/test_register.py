@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from published import publish_in_place
@@ -56,6 +57,49 @@ def test_gate_regression_against_champion():
     # A champion without metrics does not block (and says so).
     d = logic.gate(ok, {}, **FLOORS)
     assert d.passed and "champion has no such metric" in d.reason
+
+
+def _comparison(champion_hits: float, challenger_hits: float, n: int = 400, cashiers: int = 40):
+    """Both models' flags on the same rows (all fraud), as ``compare.compare`` reports them."""
+    from components.contracts.bootstrap import Blocks
+
+    rng = np.random.default_rng(0)
+    labels = np.ones(n, bool)
+    blocks = Blocks(np.arange(n) % cashiers)
+    old, new = rng.random(n) < champion_hits, rng.random(n) < challenger_hits
+    return {
+        "challenger": blocks.rate(new, labels),
+        "champion": blocks.rate(old, labels),
+        "difference": blocks.paired_difference(new, old, labels),
+    }
+
+
+def test_gate_decides_on_the_same_period_difference_beyond_noise():
+    champion = {"blend_pr_auc": 0.99, "blend_recall_at_1pct_fpr": 0.99}  # another period
+    ok = {"blend_pr_auc": 0.8, "blend_recall_at_1pct_fpr": 0.7}
+    # Same rows: a small drop inside the noise passes, despite the recorded 0.99s ...
+    close = _comparison(0.72, 0.70)
+    d = logic.gate(ok, champion, **FLOORS, comparison=close)
+    assert d.passed and close["difference"]["ci_low"] < 0 < close["difference"]["ci_high"] + 0.02
+    assert "same test rows" in d.reason and "difference" in d.reason
+    # ... a drop far beyond it is rejected, and both intervals are in the reason.
+    far = _comparison(0.90, 0.50)
+    d = logic.gate(ok, champion, **FLOORS, comparison=far)
+    assert not d.passed and far["difference"]["ci_high"] < -0.02
+    assert "candidate 0.5" in d.reason and "vs champion 0.8" in d.reason
+    # Without a comparison the recorded metrics decide, and the gate says it is not the same period.
+    d = logic.gate(ok, champion, **FLOORS, not_comparable="no valid-fixed threshold")
+    assert not d.passed and "not the same period: no valid-fixed threshold" in d.reason
+
+
+def test_paired_difference_is_tighter_than_the_separate_intervals():
+    c = _comparison(0.70, 0.70)
+    width = c["difference"]["ci_high"] - c["difference"]["ci_low"]
+    separate = (c["challenger"]["ci_high"] - c["challenger"]["ci_low"]) + (
+        c["champion"]["ci_high"] - c["champion"]["ci_low"]
+    )
+    assert c["difference"]["ci_low"] <= c["difference"]["value"] <= c["difference"]["ci_high"]
+    assert width < separate
 
 
 def test_gate_rejects_negative_regression_allowance():
@@ -120,6 +164,13 @@ def stage_inputs(tmp_path_factory) -> dict[str, Path]:
     forest = IsolationForest(n_estimators=20, max_samples=128, random_state=0).fit(X)
     ForestArrays.from_sklearn(forest).save(forest_dir / "forest.npz")
     pq.write_table(state.to_table(), root / "profiles.parquet")
+    test_rows = {
+        "subset": ["test"] * n,
+        "is_fraud": y,
+        "cashier_id": cashiers,
+        **{name: X[:, j] for j, name in enumerate(F.FEATURE_NAMES)},
+    }
+    pq.write_table(pa.table(test_rows), root / "features.parquet")
     params = BlendParams(
         xgb_weight=1.0,
         iforest_weight=0.5,
@@ -130,13 +181,15 @@ def stage_inputs(tmp_path_factory) -> dict[str, Path]:
         reference_histogram=tuple([0.05] * 20),
     )
     (evaluation / "blend.json").write_text(json.dumps(params.to_dict()))
-    for output in (xgb_dir, forest_dir, root / "profiles.parquet"):
+    for output in (xgb_dir, forest_dir, root / "profiles.parquet", root / "features.parquet"):
         publish_in_place(output)  # stages refuse unpublished inputs
     return {
         "xgb": xgb_dir,
         "iforest": forest_dir,
         "evaluation": evaluation,
         "profiles": root / "profiles.parquet",
+        "features": root / "features.parquet",
+        "features_frauds": int(y.sum()),
         "rows": raw,
         "cashiers": cashiers,
     }
@@ -176,6 +229,8 @@ def _argv(stage_inputs, evaluation: Path, out: Path, *extra: str) -> list[str]:
         str(evaluation),
         "--in-profiles",
         str(stage_inputs["profiles"]),
+        "--in-features",
+        str(stage_inputs["features"]),
         "--out-bundle",
         str(out / "bundle"),
         "--out-decision",
@@ -314,3 +369,41 @@ def test_register_bad_input_is_one_line(stage_inputs, tmp_path, local_env, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "blend.json" in err[0] and "iforest_weight" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration
+def test_gate_scores_the_champion_on_the_same_test_rows(stage_inputs, tmp_path, local_env):
+    """The champion's registered bundle is downloaded and scores the challenger's test rows;
+    each flags at its own valid-fixed threshold; the decision and tags record both intervals."""
+    import mlflow
+
+    from components.register.__main__ import main
+
+    def evaluation(tag: str, threshold: float) -> Path:
+        ev = tmp_path / f"evaluation-{tag}"
+        ev.mkdir()
+        blend_json = json.loads((stage_inputs["evaluation"] / "blend.json").read_text())
+        params = BlendParams.from_dict(blend_json)
+        params = params.with_(extra={"threshold_at_1pct_fpr": threshold})
+        (ev / "blend.json").write_text(json.dumps(params.to_dict()))
+        summary = {"blend_pr_auc": 0.8, "blend_recall_at_1pct_fpr": 0.7, "test_rows": 600.0}
+        inputs = {"model_digests": model_digests(stage_inputs)}
+        (ev / "metrics.json").write_text(json.dumps({"summary": summary, "inputs": inputs}))
+        return publish_in_place(ev)
+
+    assert main(_argv(stage_inputs, evaluation("flags-all", 0.0), tmp_path / "r1"))["passed"]
+    # Same models, but a challenger flagging nothing: recall 0 vs 1 on the very same rows.
+    worse = main(_argv(stage_inputs, evaluation("flags-none", 100.0), tmp_path / "r2"))
+    assert not worse["passed"] and not worse["alias_moved"] and _champion() == "1"
+    same = worse["same_period_comparison"]
+    assert same["rows"] == 600 and same["frauds"] == int(stage_inputs["features_frauds"])
+    assert same["champion"]["value"] == 1.0 and same["challenger"]["value"] == 0.0
+    assert same["difference"]["ci_high"] == -1.0
+    assert "same test rows" in worse["reason"]
+    tags = mlflow.MlflowClient().get_model_version("cashier-integrity-risk", "2").tags
+    assert tags["gate.champion_recall_at_1pct_fpr"] == "1.0000 [1.0000, 1.0000]"
+    assert tags["gate.challenger_recall_at_1pct_fpr"] == "0.0000 [0.0000, 0.0000]"
+    # An equal challenger is not worse beyond the noise: promoted.
+    equal = main(_argv(stage_inputs, evaluation("flags-all-again", 0.0), tmp_path / "r3"))
+    assert equal["passed"] and equal["same_period_comparison"]["difference"]["value"] == 0.0
+    assert _champion() == "3"

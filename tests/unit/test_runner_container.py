@@ -31,7 +31,7 @@ def test_command_replaces_the_entrypoint_and_args_are_the_cmd(dag, tmp_path):
         task,
         {"n_estimators": 3, "max_depth": 2, "learning_rate": 0.1, "subsample": 1.0,
          "colsample_bytree": 1.0, "min_child_weight": 1.0, "early_stopping_rounds": 2,
-         "novel_fraud_type": "", "seed": 1},
+         "loto_rounds": 2, "loto_learning_rate": 0.3, "loto_legit_fraction": 1.0, "seed": 1},
         {"features": (str(tmp_path / "in/features"), {})},
         str(tmp_path / "task"),
     )  # fmt: skip

@@ -114,3 +114,15 @@ def test_old_records_without_process_fields_still_load(tmp_path):
         task.pop("process")
         task.pop("cached_from")
     assert RunRecord.from_dict(data) == rec
+
+
+def test_headline_lines_put_each_interval_beside_its_metric():
+    from pipelines.runner.summary import metric_lines
+
+    lines = metric_lines(
+        {"blend_recall_at_1pct_fpr": 0.8, "blend_recall_at_1pct_fpr_ci_low": 0.7,
+         "blend_recall_at_1pct_fpr_ci_high": 0.9, "test_rows": 10.0}
+    )  # fmt: skip
+    assert len(lines) == 2
+    assert lines[0].split() == ["blend_recall_at_1pct_fpr", "0.8000", "[0.7000,", "0.9000]", "95%"]
+    assert lines[1].split() == ["test_rows", "10.0000"]

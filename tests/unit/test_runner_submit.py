@@ -52,7 +52,7 @@ def fake(monkeypatch):
 
 def test_submit_passes_the_compiled_yaml_and_typed_params(fake, capsys):
     code = cli.main(["submit", "--host", "http://127.0.0.1:8080", "--experiment", "exp", "--run-name", "r1",
-                     "--param", "rows=5000", "--param", "fraud_rate=0.05", "--param", "novel_fraud_type=sweethearting"])  # fmt: skip
+                     "--param", "rows=5000", "--param", "fraud_rate=0.05", "--param", "holdout_cashier_fraction=0.25"])  # fmt: skip
     assert code == 0
     client = fake[0]
     assert client.host == "http://127.0.0.1:8080"
@@ -63,7 +63,7 @@ def test_submit_passes_the_compiled_yaml_and_typed_params(fake, capsys):
     assert kwargs["arguments"] == {
         "rows": 5000,
         "fraud_rate": 0.05,
-        "novel_fraud_type": "sweethearting",
+        "holdout_cashier_fraction": 0.25,
     }
     assert isinstance(kwargs["arguments"]["rows"], int)
     assert kwargs["run_name"] == "r1" and kwargs["experiment_name"] == "exp"

@@ -1,4 +1,4 @@
-"""train-xgb logic: training data checks, imbalance weight, early stopping, novelty model,
+"""train-xgb logic: training data checks, imbalance weight, early stopping, leave-one-type-out folds,
 metrics, and the atomic model-folder / MLflow-guard helpers."""
 
 from __future__ import annotations
@@ -185,43 +185,67 @@ def test_trimmed_booster_survives_ubj_round_trip(data, tmp_path):
     np.testing.assert_array_equal(loaded.predict(dm), result.booster.predict(dm))
 
 
-def test_novelty_model_never_sees_the_novel_type(data):
-    novel = "scan_avoidance"
-    models = logic.train_models(data, logic.XgbParams(**FAST), novel)
-    in_train = int(np.sum(data.train.fraud_type == novel))
-    in_valid = int(np.sum(data.valid.fraud_type == novel))
+FOLD = logic.FoldParams(loto_rounds=30, loto_learning_rate=0.3, loto_legit_fraction=0.5)
+
+
+def test_a_fold_booster_never_sees_its_held_out_type(data):
+    held_out = "scan_avoidance"
+    params = logic.XgbParams(**FAST)
+    fold, dropped = logic.train_fold(data, held_out, params, FOLD)
+    in_train = int(np.sum(data.train.fraud_type == held_out))
+    in_valid = int(np.sum(data.valid.fraud_type == held_out))
     assert in_train > 0 and in_valid > 0
-    assert models.dropped_rows == {"train": in_train, "valid": in_valid}
-    assert models.novelty.n_train == data.train.n - in_train
-    assert models.novelty.n_valid == data.valid.n - in_valid
-    assert models.novelty.train_positives == data.train.positives - in_train
-    # Behaviour: each fraud type shifts its own features, so the booster that never saw the
-    # novel type cannot tell its rows from legitimate ones, while the production booster can.
-    rows = np.isin(data.valid.fraud_type, [novel, "none"])
+    assert dropped == {"train": in_train, "valid": in_valid}
+    assert fold.n_valid == data.valid.n - in_valid
+    assert fold.train_positives == data.train.positives - in_train
+    # Leak test: scramble the held-out type's rows (features AND labels) in train and valid;
+    # the fold booster comes out byte-identical, so nothing of them reached it.
+    rng = np.random.default_rng(0)
+
+    def scrambled(subset):
+        X, y = subset.X.copy(), subset.y.copy()
+        rows = subset.fraud_type == held_out
+        X[rows] = rng.normal(size=(int(rows.sum()), X.shape[1]))
+        y[rows] = 0
+        return type(subset)(X, y, subset.fraud_type)
+
+    other = TrainingData(data.feature_names, scrambled(data.train), scrambled(data.valid))
+    again, _ = logic.train_fold(other, held_out, params, FOLD)
+    assert again.booster.save_raw("ubj") == fold.booster.save_raw("ubj")
+    # Behaviour: each fraud type shifts its own features, so the fold booster cannot tell
+    # the held-out type's rows from legitimate ones, while the production booster can.
+    production = logic.train_booster(data.train, data.valid, data.feature_names, params)
+    rows = np.isin(data.valid.fraud_type, [held_out, "none"])
     dm = xgb.DMatrix(data.valid.X[rows], feature_names=list(FEATURE_NAMES))
     y = data.valid.y[rows]
-    production_auc = roc_auc_score(y, models.production.booster.predict(dm))
-    novelty_auc = roc_auc_score(y, models.novelty.booster.predict(dm))
+    production_auc = roc_auc_score(y, production.booster.predict(dm))
     assert production_auc > 0.9
-    assert novelty_auc < production_auc - 0.2
+    assert roc_auc_score(y, fold.booster.predict(dm)) < production_auc - 0.2
+
+
+def test_train_models_makes_one_fold_per_fraud_type(data):
+    models = logic.train_models(data, logic.XgbParams(**FAST), FOLD)
+    types = sorted(set(data.train.fraud_type[data.train.y == 1]))
+    assert sorted(models.folds) == types == logic.fold_types(data)
     flat = logic.flat_metrics(models)
-    assert {"valid_pr_auc", "valid_recall_at_1pct_fpr", "novelty_valid_pr_auc"} <= set(flat)
+    assert {"valid_pr_auc", "loto_train_seconds"} <= set(flat)
+    assert all(f"loto_{t}_best_iteration" in flat for t in types)
 
 
-def test_novel_type_none_disables_novelty_model(data):
-    models = logic.train_models(data, logic.XgbParams(**FAST), logic.NO_NOVEL_TYPE)
-    assert models.novelty is None
-    assert not any(k.startswith("novelty") for k in logic.flat_metrics(models))
+def test_zero_loto_rounds_disables_the_folds(data):
+    models = logic.train_models(data, logic.XgbParams(**FAST), logic.FoldParams(loto_rounds=0))
+    assert models.folds == {}
+    assert not any(k.startswith("loto") for k in logic.flat_metrics(models))
 
 
-def test_novelty_without_positives_left_is_a_clear_error(table):
-    # Every fraud row of train becomes the novel type: nothing left to learn from.
+def test_fold_without_positives_left_is_a_clear_error(table):
+    # Every fraud row of train becomes one type: nothing left to learn from without it.
     mask = pc.and_(pc.equal(table.column(SUBSET_COLUMN), "train"), table.column("is_fraud"))
     types = pc.if_else(mask, pa.scalar("void_abuse"), table.column("fraud_type"))
     table = table.set_column(table.schema.get_field_index("fraud_type"), "fraud_type", types)
     data = training_data(table, FEATURE_NAMES)
-    with pytest.raises(TrainingDataError, match="novelty model without fraud type 'void_abuse'"):
-        logic.train_models(data, logic.XgbParams(**FAST), "void_abuse")
+    with pytest.raises(TrainingDataError, match="fold without fraud type 'void_abuse'"):
+        logic.train_fold(data, "void_abuse", logic.XgbParams(**FAST), FOLD)
 
 
 # ------------------------------------------------------------------ output helpers
@@ -252,3 +276,22 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, local_env, table, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (f"train-xgb: error: {path}: missing column(s) '{FEATURE_NAMES[5]}'")
     assert not out.exists()
+
+
+def test_held_out_cashiers_rows_are_never_trained_on(table):
+    """``features`` marks held-out cashiers' train/valid rows ``holdout``: not in any matrix."""
+    from components.contracts.layout import HOLDOUT
+
+    cashier = table.column("cashier_id")
+    first = cashier[0].as_py()
+    subset = table.column(SUBSET_COLUMN)
+    held = pc.and_(pc.equal(cashier, first), pc.not_equal(subset, "test"))
+    marked = table.set_column(
+        table.schema.get_field_index(SUBSET_COLUMN),
+        SUBSET_COLUMN,
+        pc.if_else(held, pa.scalar(HOLDOUT), subset),
+    )
+    n_held = pc.sum(held).as_py()
+    assert n_held > 0
+    before, after = training_data(table, FEATURE_NAMES), training_data(marked, FEATURE_NAMES)
+    assert after.train.n + after.valid.n == before.train.n + before.valid.n - n_held

@@ -78,6 +78,7 @@ def stage_commands(work: Path, rows: int, *, full: bool) -> list[tuple[str, list
             ("register", ["--in-xgb-model", f"{w}/xgb", "--in-iforest-model", f"{w}/iforest",
                           "--in-evaluation", f"{w}/evaluation",
                           "--in-profiles", f"{w}/profiles.parquet",
+                          "--in-features", f"{w}/features.parquet",
                           "--out-bundle", f"{w}/bundle", "--out-decision", f"{w}/decision.json"]),
         ]  # fmt: skip
     return cmds

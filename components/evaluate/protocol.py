@@ -1,0 +1,159 @@
+"""The leak-free protocol's measurements: block-bootstrap intervals, cohorts, and the
+leave-one-type-out folds. Pure numpy, no I/O.
+
+* Every operating threshold is fixed on VALID before TEST is looked at; TEST only counts.
+* Intervals: 95% percentile intervals from ``BOOTSTRAP_DRAWS`` resamples of the test
+  rows **by cashier blocks** (a cashier's rows are drawn together: one thief's thefts are
+  not independent evidence), all draws in one vectorized product.
+* Cohorts: cashiers with rows in train/valid ("seen") vs the rest ("unseen": held out by
+  ``split`` or hired later), plus any label-side ``cohort`` column the data carries.
+* Leave-one-type-out: per fraud type, a booster trained without its rows, a blend fitted
+  and a 1%-FPR threshold chosen on valid without its rows, its test recall at that threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from components.contracts import blend
+from components.contracts.bootstrap import BOOTSTRAP_DRAWS, Blocks
+
+__all__ = ["BOOTSTRAP_DRAWS", "Blocks"]  # re-exported: evaluate's one import for the protocol
+
+FPR_TARGET = 0.01
+"""False-positive rate (on valid) that fixes the "at 1% FPR" operating threshold."""
+
+
+def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = FPR_TARGET) -> float:
+    """Lowest threshold ``t`` with ``mean(negatives >= t) <= fpr``.
+
+    Ties are respected: a tied group of negatives is either all above or all below ``t``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    neg = np.sort(scores[~np.asarray(labels, dtype=bool)])[::-1]
+    if neg.size == 0:
+        return float(scores.min()) if scores.size else math.inf
+    allowed = math.floor(fpr * neg.size + 1e-9)
+    if allowed >= neg.size:
+        return float(neg[-1])
+    # Strictly above the (allowed+1)-th largest negative, so at most `allowed` negatives pass.
+    return float(np.nextafter(neg[allowed], np.inf))
+
+
+def operating_point(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, blocks: Blocks, rows=None
+) -> dict[str, dict]:
+    """Recall, precision and false-alarm rate of ``score >= threshold`` (each with interval)."""
+    flagged = np.asarray(scores) >= threshold
+    y = np.asarray(labels, dtype=bool)
+    return {
+        "recall": blocks.rate(flagged, y, rows),
+        "precision": blocks.rate(y, flagged, rows),
+        "false_alarm_rate": blocks.rate(flagged, ~y, rows),
+    }
+
+
+def cohort_masks(
+    test_cashiers: np.ndarray,
+    fitted_cashiers: np.ndarray,
+    labelled: dict[str, np.ndarray],
+    held_out_cashiers: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Test-row masks per cohort: ``seen_cashiers`` (cashier has train/valid rows),
+    ``unseen_cashiers`` (not), split into ``held_out_cashiers`` (held out by ``split``: they
+    have ``holdout`` rows) and ``new_cashiers`` (no row before the test period), and
+    ``cohort_<value>`` for each value of a label-side column."""
+    test_cashiers = np.asarray(test_cashiers).astype(str)
+    seen = np.isin(test_cashiers, np.asarray(fitted_cashiers).astype(str))
+    out = {"seen_cashiers": seen, "unseen_cashiers": ~seen}
+    if held_out_cashiers is not None:
+        held = np.isin(test_cashiers, np.asarray(held_out_cashiers).astype(str))
+        out["held_out_cashiers"] = held & ~seen
+        out["new_cashiers"] = ~held & ~seen
+    for column, values in labelled.items():
+        values = np.asarray(values).astype(str)
+        for value in sorted(set(values.tolist())):
+            out[f"{column}_{value}"] = values == value
+    return out
+
+
+def flat_point(prefix: str, point: dict[str, dict]) -> dict[str, float]:
+    """``operating_point`` as flat metrics: ``<prefix>_<metric>_at_1pct_fpr`` and its
+    ``_ci_low`` / ``_ci_high``."""
+    out: dict[str, float] = {}
+    for name, r in point.items():
+        key = f"{prefix}_{name}_at_1pct_fpr"
+        out[key] = r["value"]
+        out[f"{key}_ci_low"] = r["ci_low"]
+        out[f"{key}_ci_high"] = r["ci_high"]
+    return out
+
+
+def leave_one_type_out(
+    *,
+    fold_margins: dict[str, Callable[[np.ndarray], np.ndarray]],
+    X_valid: np.ndarray,
+    X_test: np.ndarray,
+    valid_labels: np.ndarray,
+    valid_types: np.ndarray,
+    test_types: np.ndarray,
+    valid_forest: np.ndarray,
+    test_forest: np.ndarray,
+    train_forest: np.ndarray,
+    blocks: Blocks,
+) -> dict[str, dict[str, Any]]:
+    """Per held-out type: the fold's blend fitted, and its 1%-FPR threshold chosen, on the
+    valid rows WITHOUT that type (its labels never reach a fitted or chosen number); then
+    the share of that type's test rows at or above the threshold (with interval), for the
+    fold's blend, its booster alone and the forest alone."""
+    out: dict[str, dict[str, Any]] = {}
+    for held_out, margin_of in fold_margins.items():
+        target = np.asarray(test_types) == held_out
+        if not target.any():
+            continue
+        keep = np.asarray(valid_types) != held_out
+        m_valid, m_test = margin_of(X_valid[keep]), margin_of(X_test)
+        params = blend.fit_blend(
+            valid_margin=m_valid,
+            valid_iforest_score=valid_forest[keep],
+            valid_labels=valid_labels[keep],
+            train_iforest_score=train_forest,
+        )
+        scores = {
+            "blend": (
+                blend.risk_score(m_valid, valid_forest[keep], params),
+                blend.risk_score(m_test, test_forest, params),
+            ),
+            "xgb": (m_valid, m_test),
+            "iforest": (-valid_forest[keep], -test_forest),
+        }
+        fold: dict[str, Any] = {"test_rows": int(target.sum())}
+        for name, (valid_score, test_score) in scores.items():
+            t = threshold_at_fpr(valid_score, valid_labels[keep])
+            fold[name] = blocks.rate(np.asarray(test_score) >= t, target)
+            fold[name]["threshold"] = t
+        fold["blend_weights"] = {"xgb": params.xgb_weight, "iforest": params.iforest_weight}
+        out[held_out] = fold
+    return out
+
+
+def loto_summary(folds: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Flat LOTO metrics: per type (blend, with interval; booster and forest alone), mean, min."""
+    out: dict[str, float] = {}
+    for name, fold in folds.items():
+        r = fold["blend"]
+        out[f"loto_recall_{name}"] = r["value"]
+        out[f"loto_recall_{name}_ci_low"] = r["ci_low"]
+        out[f"loto_recall_{name}_ci_high"] = r["ci_high"]
+        out[f"loto_xgb_recall_{name}"] = fold["xgb"]["value"]
+        out[f"loto_iforest_recall_{name}"] = fold["iforest"]["value"]
+    for model, prefix in (("blend", "loto_recall"), ("iforest", "loto_iforest_recall")):
+        values = [fold[model]["value"] for fold in folds.values()]
+        if values:
+            out[f"{prefix}_mean"] = float(np.mean(values))
+            out[f"{prefix}_min"] = float(np.min(values))
+    return out
