@@ -30,22 +30,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-SINGLE_FIELDS = (
-    "item_count",
-    "total_amount",
-    "void_count",
-    "void_amount",
-    "post_payment_void",
-    "no_sale_count",
-    "refund_amount",
-    "refund_no_receipt",
-    "discount_amount",
-    "price_override_count",
-    "weight_variance",
-    "basket_weight_kg",
-    "scan_duration_s",
+from components.contracts.schemas import TRANSACTION_FIELDS
+
+SINGLE_FIELDS = tuple(
+    f.name
+    for f in TRANSACTION_FIELDS
+    if pa.types.is_integer(f.domain.arrow)
+    or pa.types.is_floating(f.domain.arrow)
+    or pa.types.is_boolean(f.domain.arrow)
 )
-"""Raw transaction fields tried one at a time."""
+"""Raw transaction fields tried one at a time: every numeric or flag field of the contract."""
 RATIOS = ("discount_ratio", "abs_weight_variance")
 """Hand-computed ratios tried too (what an exception report would sort by)."""
 FPR = 0.01
@@ -124,13 +118,16 @@ def _dishonest(df: pd.DataFrame, cashier_fraud: np.ndarray) -> pd.Series:
 
 def theft_per_shift(df: pd.DataFrame) -> dict[str, Any]:
     """Cashier fraud events per dishonest cashier per shift worked while dishonest."""
-    cashier_fraud = df["is_fraud"].to_numpy(bool) & ~df["fraud_type"].isin(CUSTOMER_TYPES)
+    cashier_fraud = (
+        df["is_fraud"].to_numpy(bool) & ~df["fraud_type"].isin(CUSTOMER_TYPES).to_numpy()
+    )
     staffed = df["lane_type"].to_numpy() == "staffed"
-    turned = pd.to_datetime(_dishonest(df, cashier_fraud.to_numpy()))
-    thieves = turned.dropna()
+    thieves = pd.to_datetime(_dishonest(df, cashier_fraud)).dropna()
     rows = staffed & df["cashier_id"].isin(thieves.index).to_numpy()
-    sub = df.loc[rows, ["cashier_id", "date"]].assign(theft=cashier_fraud[rows])
-    sub = sub[pd.to_datetime(sub["date"]) >= sub["cashier_id"].map(thieves).to_numpy()]
+    sub = df.loc[rows, ["cashier_id", "date"]].assign(theft=cashier_fraud[rows].astype(np.int64))
+    if len(sub):
+        since = sub["cashier_id"].map(thieves.to_dict())
+        sub = sub[(pd.to_datetime(sub["date"]) >= pd.to_datetime(since)).to_numpy()]
     shifts = sub.groupby(["cashier_id", "date"])["theft"].agg(["sum", "size"])
     events = shifts["sum"].to_numpy(np.float64)
     with_theft = events[events > 0]
@@ -167,7 +164,7 @@ def cohorts(df: pd.DataFrame) -> dict[str, Any]:
         "cashiers": len(per),
         "established": int((~new).sum()),
         "new_hires": int(new.sum()),
-        "new_hires_per_week": {int(k): int(v) for k, v in weeks.items()},
+        "new_hires_per_week": {str(k): int(v) for k, v in weeks.items()},
         "thieves": int(turned.notna().sum()),
         "late_turners": int((turned > start).sum()),
         "leavers": int(per["cashier_left_on"].notna().sum()),
