@@ -58,6 +58,14 @@ def run_stage(
     )
 
 
+def uvicorn_cmd(port: int, workers: int = 1) -> list[str]:
+    """The serving app under uvicorn on loopback (``serving.app:create_app``, settings from env)."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
+    ]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

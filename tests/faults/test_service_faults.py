@@ -55,13 +55,19 @@ def test_evaluate_with_mlflow_down(trained, tmp_path, mlflow_down):
     assert not (tmp_path / "evaluation").exists()
 
 
-def test_register_with_mlflow_down(trained, tmp_path, mlflow_down):
-    proc, elapsed = _timed(
-        "register", "--in-xgb-model", str(trained["xgb"]),
-        "--in-iforest-model", str(trained["iforest"]),
+def _register_args(trained, out) -> list[str]:
+    """``register``'s arguments: the trained session models, outputs under ``out``."""
+    return [
+        "--in-xgb-model", str(trained["xgb"]), "--in-iforest-model", str(trained["iforest"]),
         "--in-evaluation", str(trained["evaluation"]), "--in-profiles", str(trained["profiles"]),
         "--in-features", str(trained["features"]),
-        "--out-bundle", str(tmp_path / "bundle"), "--out-decision", str(tmp_path / "d.json"),
+        "--out-bundle", str(out / "bundle"), "--out-decision", str(out / "d.json"),
+    ]  # fmt: skip
+
+
+def test_register_with_mlflow_down(trained, tmp_path, mlflow_down):
+    proc, elapsed = _timed(
+        "register", *_register_args(trained, tmp_path),
         env=mlflow_down,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
@@ -130,11 +136,7 @@ def test_train_iforest_writing_to_s3_down(trained, tmp_path):
 def test_bad_service_timeout_is_a_user_error(trained, tmp_path):
     env = clean_env(tmp_path / "var", SERVICE_TIMEOUT_S="soon")
     proc = run_stage(
-        "register", "--in-xgb-model", str(trained["xgb"]),
-        "--in-iforest-model", str(trained["iforest"]),
-        "--in-evaluation", str(trained["evaluation"]), "--in-profiles", str(trained["profiles"]),
-        "--in-features", str(trained["features"]),
-        "--out-bundle", str(tmp_path / "bundle"), "--out-decision", str(tmp_path / "d.json"),
+        "register", *_register_args(trained, tmp_path),
         env=env,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr

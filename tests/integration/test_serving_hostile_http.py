@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BRIEF_REQUEST, REPO, free_port, get, post_json, running
+from tests.conftest import BRIEF_REQUEST, REPO, free_port, get, post_json, running, uvicorn_cmd
 from tools.demo import build_demo_bundle
 
 pytestmark = pytest.mark.integration
@@ -40,18 +40,7 @@ def server(tmp_path_factory) -> str:
     env = {**os.environ, "MODEL_DIR": str(bundle.path), "PYTHONPATH": str(REPO)}
     for key in ("MODEL_URI", "API_KEY", "PROMETHEUS_MULTIPROC_DIR", "METRICS_MODE"):
         env.pop(key, None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "serving.app:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
+    cmd = uvicorn_cmd(port)
     base = f"http://127.0.0.1:{port}"
     with running(cmd, f"{base}/healthz", env=env, log=root / "uvicorn.log", timeout=180):
         yield base

@@ -13,26 +13,9 @@ from pathlib import Path
 import pytest
 
 from components.contracts import storage
-from tests.conftest import BRIEF_REQUEST, REPO, free_port, get, post_json, running
+from tests.conftest import BRIEF_REQUEST, REPO, free_port, get, post_json, running, uvicorn_cmd
 
 pytestmark = pytest.mark.integration
-
-
-def _uvicorn(port: int, workers: int = 1) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "serving.app:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +49,7 @@ def test_registry_champion_over_http(pipeline, tmp_path):
     env.pop("MODEL_DIR", None)
     base = f"http://127.0.0.1:{port}"
     with running(
-        _uvicorn(port), f"{base}/healthz", env=env, log=tmp_path / "uvicorn.log", timeout=180
+        uvicorn_cmd(port), f"{base}/healthz", env=env, log=tmp_path / "uvicorn.log", timeout=180
     ):
         status, body = post_json(f"{base}/v1/predict", BRIEF_REQUEST)
         assert status == 200, body
@@ -123,7 +106,7 @@ def test_bake_then_serve_with_two_workers(pipeline, tmp_path):
     }
     base = f"http://127.0.0.1:{port}"
     with running(
-        _uvicorn(port, workers=2),
+        uvicorn_cmd(port, workers=2),
         f"{base}/healthz",
         env=serve_env,
         log=tmp_path / "uvicorn.log",
