@@ -35,3 +35,7 @@ submit: $(STAMP) $(PIPELINE_YAML) ## submit the compiled pipeline to Kubeflow (K
 .PHONY: bench-runner
 bench-runner: $(STAMP) ## benchmark the local runner (overhead per task vs kfp.local, 1M-row pipeline, cached rerun)
 	$(PY) scripts/bench_runner.py $(BENCH_ARGS)
+
+.PHONY: realism
+realism: $(STAMP) ## realism report of the generated world: best single field per fraud type, theft per shift, cohorts (REALISM_ARGS="--rows 30000" or "--in-transactions DIR")
+	$(PY) -m tools.realism $(REALISM_ARGS)
