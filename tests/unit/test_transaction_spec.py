@@ -68,7 +68,7 @@ def test_types_and_constraints_agree(spec):
     arrow = RAW_TRANSACTION.field(spec.name)
     prop = request_property(spec.name)
     mlflow_type = {c.name: c.type.name for c in register.model_signature().inputs.inputs}
-    assert not arrow.nullable
+    assert arrow.nullable == spec.nullable
     json_type, json_format, ml_type = RENDERINGS[str(arrow.type)]
     assert mlflow_type[spec.name] == ml_type
     if spec.domain.values:
