@@ -1,9 +1,11 @@
 """Fraud patterns of the generator: how much fraud, who commits it, and in which pattern.
 
-Fraud (``schemas.FRAUD_TYPES``) is injected mostly by a minority of dishonest cashiers
-(``DISHONEST_SHARE`` of staff; each favours one or two patterns, some start stealing part-way
-through the period), partly by otherwise honest cashiers (opportunistic), and at SCO by
-customers (``scan_avoidance``). ``fraud_probabilities`` spreads a day's expected number of
+Fraud (``schemas.FRAUD_TYPES``) is committed by a minority of dishonest cashiers
+(``DISHONEST_SHARE`` of staff; each favours one or two patterns, steals only in some shifts
+and a few times per shift, some start part-way through their employment), by otherwise
+honest cashiers (opportunistic), and at SCO by customers (``scan_avoidance``). The honest
+look-alike rates and the staff-turnover knobs live here too: every knob of the world's
+behaviour in one place (``components/datagen/README.md`` says what each models). ``fraud_probabilities`` spreads a day's expected number of
 frauds over its transactions; ``generate_day`` (``logic``) draws the labels and gives each
 pattern its signature in the basket.
 """

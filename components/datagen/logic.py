@@ -4,32 +4,34 @@ The generator models a small retail chain:
 
 * **Stores** with different traffic, a few staffed lanes and a bank of self-checkout (SCO)
   lanes; opening hours depend on the weekday.
-* **Cashiers** work in one home store on a fixed shift (early / mid / late) with two fixed
-  days off a week; faster cashiers handle more baskets. Staffed-lane transactions belong to
-  the cashier on the lane; SCO transactions are attributed to the attendant on duty.
+* **Staff** work in slots (home store, fixed shift early / mid / late, two days off a week);
+  faster cashiers handle more baskets. Slots change hands over the period (leavers, new
+  hires). Staffed-lane transactions belong to the cashier on the lane; SCO transactions are
+  attributed to the attendant on duty.
+* **Customers**: regulars per store; card payments and loyalty cards log a hashed
+  ``customer_token``; staff shop with their own cards.
 * **Time**: the day's volume follows a weekly pattern (busier Fridays and weekends) and an
   intraday curve with lunch and evening peaks.
 * **Baskets**: item count (smaller at SCO), price and weight per item with basket-level
   variation, scan duration = payment overhead + items x per-cashier speed, payment types,
-  and the ordinary noise of a real store: legit voids (some expensive, a few after payment),
-  returns with and without receipt, promotions and staff discounts, price overrides,
-  no-sale drawer opens to give change, and SCO scale noise and glitches in
-  ``weight_variance`` (staffed lanes have no security scale: ~0 noise).
+  and the honest look-alikes of every fraud pattern: voids (some dear and approved, some
+  after payment), no-sale transactions, returns with and without receipt, promotions,
+  clearance, staff discounts and manager overrides, SCO scale errors. Only SCO has a scale:
+  staffed lanes log ``weight_variance`` 0 and the catalogue weight of what was rung up.
 
-Fraud (``schemas.FRAUD_TYPES``) is injected mostly by a minority of dishonest cashiers
-(``DISHONEST_SHARE`` of staff; each favours one or two patterns, some start stealing part-way
-through the period), partly by otherwise honest cashiers (opportunistic), and at SCO by
-customers (``scan_avoidance``). Every pattern has a clear majority signature and a subtle
-minority that overlaps legit behaviour, so the classes are learnable but not separable by a
-single threshold.
+Fraud (``schemas.FRAUD_TYPES``, knobs in ``fraud``) is rare per transaction and clustered in
+some shifts of a minority of dishonest cashiers (some turn late, some leave), partly
+opportunistic by otherwise honest cashiers, and at SCO by customers (``scan_avoidance``).
+No pattern is separable by one raw field (``realism`` measures it).
 
-By role: ``population`` (parameters, stores, cashiers, shifts, daily volume), ``fraud``
-(fraud knobs, codes and per-transaction fraud probabilities) and this module (one day's
-baskets, labels and ids assembled into a table; the stream of days).
+By role: ``population`` (parameters, stores, staff slots and turnover, customers, shifts,
+daily volume), ``fraud`` (the world's knobs, fraud codes and per-transaction fraud
+probabilities), ``realism`` (how easy the world is) and this module (one day's baskets,
+labels, cohort columns and ids assembled into a table; the stream of days).
 
-Determinism: the world (stores, cashiers) comes from ``SeedSequence([seed, 0])`` and each
-day from ``SeedSequence([seed, 1, day])``, so the output depends only on the parameters,
-never on how the days are chunked for writing.
+Determinism: the world (stores, cashiers, customers) comes from ``SeedSequence([seed, 0])``
+and each day from ``SeedSequence([seed, 1, day])``, so the output depends only on the
+parameters, never on how the days are chunked for writing.
 """
 
 from __future__ import annotations

@@ -124,13 +124,16 @@ def _dishonest(df: pd.DataFrame, cashier_fraud: np.ndarray) -> pd.Series:
 
 def theft_per_shift(df: pd.DataFrame) -> dict[str, Any]:
     """Cashier fraud events per dishonest cashier per shift worked while dishonest."""
-    cashier_fraud = df["is_fraud"].to_numpy(bool) & ~df["fraud_type"].isin(CUSTOMER_TYPES)
+    cashier_fraud = (
+        df["is_fraud"].to_numpy(bool) & ~df["fraud_type"].isin(CUSTOMER_TYPES).to_numpy()
+    )
     staffed = df["lane_type"].to_numpy() == "staffed"
-    turned = pd.to_datetime(_dishonest(df, cashier_fraud.to_numpy()))
-    thieves = turned.dropna()
+    thieves = pd.to_datetime(_dishonest(df, cashier_fraud)).dropna()
     rows = staffed & df["cashier_id"].isin(thieves.index).to_numpy()
-    sub = df.loc[rows, ["cashier_id", "date"]].assign(theft=cashier_fraud[rows])
-    sub = sub[pd.to_datetime(sub["date"]) >= sub["cashier_id"].map(thieves).to_numpy()]
+    sub = df.loc[rows, ["cashier_id", "date"]].assign(theft=cashier_fraud[rows].astype(np.int64))
+    if len(sub):
+        since = sub["cashier_id"].map(thieves.to_dict())
+        sub = sub[(pd.to_datetime(sub["date"]) >= pd.to_datetime(since)).to_numpy()]
     shifts = sub.groupby(["cashier_id", "date"])["theft"].agg(["sum", "size"])
     events = shifts["sum"].to_numpy(np.float64)
     with_theft = events[events > 0]
@@ -167,7 +170,7 @@ def cohorts(df: pd.DataFrame) -> dict[str, Any]:
         "cashiers": len(per),
         "established": int((~new).sum()),
         "new_hires": int(new.sum()),
-        "new_hires_per_week": {int(k): int(v) for k, v in weeks.items()},
+        "new_hires_per_week": {str(k): int(v) for k, v in weeks.items()},
         "thieves": int(turned.notna().sum()),
         "late_turners": int((turned > start).sum()),
         "leavers": int(per["cashier_left_on"].notna().sum()),
