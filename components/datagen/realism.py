@@ -30,22 +30,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-SINGLE_FIELDS = (
-    "item_count",
-    "total_amount",
-    "void_count",
-    "void_amount",
-    "post_payment_void",
-    "no_sale_count",
-    "refund_amount",
-    "refund_no_receipt",
-    "discount_amount",
-    "price_override_count",
-    "weight_variance",
-    "basket_weight_kg",
-    "scan_duration_s",
+from components.contracts.schemas import TRANSACTION_FIELDS
+
+SINGLE_FIELDS = tuple(
+    f.name
+    for f in TRANSACTION_FIELDS
+    if pa.types.is_integer(f.domain.arrow)
+    or pa.types.is_floating(f.domain.arrow)
+    or pa.types.is_boolean(f.domain.arrow)
 )
-"""Raw transaction fields tried one at a time."""
+"""Raw transaction fields tried one at a time: every numeric or flag field of the contract."""
 RATIOS = ("discount_ratio", "abs_weight_variance")
 """Hand-computed ratios tried too (what an exception report would sort by)."""
 FPR = 0.01
