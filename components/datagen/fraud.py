@@ -16,16 +16,16 @@ import numpy as np
 
 from components.contracts.schemas import FRAUD_TYPES
 
-DISHONEST_SHARE = 0.12
+DISHONEST_SHARE = 0.15
 """Fraction of cashiers (established and new hires) who steal repeatedly."""
 DISHONEST_FRAUD_SHARE = 0.75
 """Share of cashier fraud (all but scan avoidance) aimed at dishonest cashiers; their
 theft is capped per shift (``THEFT_SHIFT_SHARE``, ``THEFT_CAP``), so the part they cannot
 carry falls to honest cashiers' opportunistic fraud."""
-THEFT_SHIFT_SHARE = 0.35
+THEFT_SHIFT_SHARE = 0.4
 """Share of a dishonest cashier's shifts on which they steal at all (theft is clustered:
 a thief waits for a quiet evening, a friend's visit, a cash-heavy day)."""
-THEFT_CAP = 0.07
+THEFT_CAP = 0.08
 """Highest fraud probability of one transaction in a theft shift (~3-4 events in a
 60-basket shift): exception reports look for a few events a week, not every fifth basket."""
 SCAN_AVOIDANCE_SHARE = 0.35

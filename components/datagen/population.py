@@ -54,7 +54,7 @@ class DatagenParams:
     """Number of stores."""
     cashiers_per_store: int = 12
     """Cashiers employed per store."""
-    fraud_rate: float = 0.006
+    fraud_rate: float = 0.012
     """Overall fraction of fraudulent transactions, in [0, 0.5]."""
     seed: int = 42
     """Random seed: same parameters and seed give identical data."""
