@@ -266,8 +266,9 @@ def validate_table(
 ) -> pa.Table:
     """Check ``table`` against ``schema`` and return it cast to the schema (column order too).
 
-    Extra columns are dropped. Integer/float widths and timestamp units are cast safely;
-    anything that cannot be cast (a string in a numeric column, say) is an error.
+    Extra columns are dropped; a missing nullable column (an optional field added after the
+    data was written) reads as nulls. Integer/float widths and timestamp units are cast
+    safely; anything that cannot be cast (a string in a numeric column, say) is an error.
 
     Args:
         table: The table read from ``source``.
@@ -285,6 +286,10 @@ def validate_table(
         raise SchemaError(f"{source}: table is empty")
     columns = []
     for field in schema:
+        if field.name not in table.column_names and field.nullable:
+            # An optional field added after the data was written: absent = null.
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         if field.name not in table.column_names:
             raise SchemaError(
                 f"{source}: missing column '{field.name}' (expected {field.type}); "
