@@ -376,7 +376,7 @@ def test_stage_chain_local(local_chain, tmp_path, monkeypatch):
     metrics = storage.read_json(chain.metrics)
     # The generated world is hard on purpose (no pattern separable by one field, theft rare
     # per transaction; see components/datagen/README.md): the bounds say "learnt something"
-    # (chance is ROC-AUC 0.5 and PR-AUC ~0.006, the fraud rate), not "scores well".
+    # (chance is ROC-AUC 0.5 and PR-AUC ~0.01, the fraud rate), not "scores well".
     assert metrics["blend_roc_auc"] > 0.7 and metrics["blend_pr_auc"] > 0.05
     assert Path(chain.report).read_text().count("data:image/png;base64,") >= 4
     version = check_registry_and_pyfunc(chain, tracking_uri, tmp_path)
