@@ -347,6 +347,12 @@ def trained_pipeline(tmp_path_factory) -> dict[str, object]:
             p["bundle"],
             "--out-decision",
             p["decision"],
+            # Floors for the generated world's difficulty (see test_stage_chain); the gate's
+            # defaults are set for production.
+            "--min-pr-auc",
+            "0.05",
+            "--min-recall-at-1pct-fpr",
+            "0.1",
         ),
     ]
     for stage, *args in steps:

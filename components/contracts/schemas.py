@@ -89,13 +89,15 @@ PAYMENT_TYPE = Domain(pa.string(), values=PAYMENT_TYPES)
 
 @dataclass(frozen=True)
 class TransactionField:
-    """One field of a POS transaction: in tables (non-nullable) and in requests."""
+    """One field of a POS transaction: in tables (non-nullable unless ``nullable``) and in requests."""
 
     name: str
     domain: Domain
     required: bool = False
     """Required in a scoring request (the seed brief's fields); the others are defaulted."""
     doc: str = ""
+    nullable: bool = False
+    """May be null in tables (the POS had nothing to log); absent from a request = null."""
 
 
 TRANSACTION_FIELDS = (
@@ -121,6 +123,13 @@ TRANSACTION_FIELDS = (
     TransactionField("weight_variance", SIGNED, required=True),
     TransactionField("basket_weight_kg", WEIGHT_KG),
     TransactionField("scan_duration_s", SECONDS),
+    TransactionField(
+        "customer_token",
+        ID,
+        nullable=True,
+        doc="Salted hash of the customer's payment card or loyalty card; null when the "
+        "customer stayed anonymous (cash, no loyalty card).",
+    ),
 )
 """The one description of a transaction: ``RAW_TRANSACTION`` (Arrow), the HTTP request
 (``serving.schemas.PredictRequest``) and the MLflow signature (``register.logic``) derive
@@ -130,7 +139,7 @@ REQUIRED_FIELDS = tuple(f.name for f in TRANSACTION_FIELDS if f.required)
 """The seed brief's fields: required in every scoring request."""
 
 RAW_TRANSACTION = pa.schema(
-    [pa.field(f.name, f.domain.arrow, nullable=False) for f in TRANSACTION_FIELDS]
+    [pa.field(f.name, f.domain.arrow, nullable=f.nullable) for f in TRANSACTION_FIELDS]
 )
 """One POS transaction as logged (no labels)."""
 
@@ -143,6 +152,24 @@ LABELS = pa.schema(
 
 LABELLED_TRANSACTION = pa.schema(list(RAW_TRANSACTION) + list(LABELS))
 """Generated / historic transactions: raw fields plus labels."""
+
+COHORT_LABELS = pa.schema(
+    [
+        pa.field("cashier_hired_on", pa.date32()),
+        pa.field("cashier_turned_on", pa.date32()),
+        pa.field("cashier_left_on", pa.date32()),
+    ]
+)
+"""Label-side facts about the transaction's cashier, for cohort metrics (never request
+fields): ``cashier_hired_on`` first day employed (null: employed before the period),
+``cashier_turned_on`` first day the cashier steals (null: honest; customer scan avoidance at
+the cashier's SCO bank does not count), ``cashier_left_on`` first day no longer employed
+(null: still employed at the end of the period). Evaluate derives its cohorts (established,
+new hires, late turners, leavers, thieves) from these dates and its own time cut."""
+
+GENERATED_TRANSACTION = pa.schema(list(LABELLED_TRANSACTION) + list(COHORT_LABELS))
+"""What ``datagen`` writes: labelled transactions plus the cohort label columns. Reading it
+as ``LABELLED_TRANSACTION`` drops the cohort columns (``validate_table`` ignores extras)."""
 
 LIVE_LABELS = pa.schema([pa.field("transaction_id", pa.string(), nullable=False), *LABELS])
 """Held-out labels of the live stream, joined by transaction_id for online evaluation."""
@@ -239,8 +266,9 @@ def validate_table(
 ) -> pa.Table:
     """Check ``table`` against ``schema`` and return it cast to the schema (column order too).
 
-    Extra columns are dropped. Integer/float widths and timestamp units are cast safely;
-    anything that cannot be cast (a string in a numeric column, say) is an error.
+    Extra columns are dropped; a missing nullable column (an optional field added after the
+    data was written) reads as nulls. Integer/float widths and timestamp units are cast
+    safely; anything that cannot be cast (a string in a numeric column, say) is an error.
 
     Args:
         table: The table read from ``source``.
@@ -258,6 +286,10 @@ def validate_table(
         raise SchemaError(f"{source}: table is empty")
     columns = []
     for field in schema:
+        if field.name not in table.column_names and field.nullable:
+            # An optional field added after the data was written: absent = null.
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         if field.name not in table.column_names:
             raise SchemaError(
                 f"{source}: missing column '{field.name}' (expected {field.type}); "

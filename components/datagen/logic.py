@@ -4,32 +4,34 @@ The generator models a small retail chain:
 
 * **Stores** with different traffic, a few staffed lanes and a bank of self-checkout (SCO)
   lanes; opening hours depend on the weekday.
-* **Cashiers** work in one home store on a fixed shift (early / mid / late) with two fixed
-  days off a week; faster cashiers handle more baskets. Staffed-lane transactions belong to
-  the cashier on the lane; SCO transactions are attributed to the attendant on duty.
+* **Staff** work in slots (home store, fixed shift early / mid / late, two days off a week);
+  faster cashiers handle more baskets. Slots change hands over the period (leavers, new
+  hires). Staffed-lane transactions belong to the cashier on the lane; SCO transactions are
+  attributed to the attendant on duty.
+* **Customers**: regulars per store; card payments and loyalty cards log a hashed
+  ``customer_token``; staff shop with their own cards.
 * **Time**: the day's volume follows a weekly pattern (busier Fridays and weekends) and an
   intraday curve with lunch and evening peaks.
 * **Baskets**: item count (smaller at SCO), price and weight per item with basket-level
   variation, scan duration = payment overhead + items x per-cashier speed, payment types,
-  and the ordinary noise of a real store: legit voids (some expensive, a few after payment),
-  returns with and without receipt, promotions and staff discounts, price overrides,
-  no-sale drawer opens to give change, and SCO scale noise and glitches in
-  ``weight_variance`` (staffed lanes have no security scale: ~0 noise).
+  and the honest look-alikes of every fraud pattern: voids (some dear and approved, some
+  after payment), no-sale transactions, returns with and without receipt, promotions,
+  clearance, staff discounts and manager overrides, SCO scale errors. Only SCO has a scale:
+  staffed lanes log ``weight_variance`` 0 and the catalogue weight of what was rung up.
 
-Fraud (``schemas.FRAUD_TYPES``) is injected mostly by a minority of dishonest cashiers
-(``DISHONEST_SHARE`` of staff; each favours one or two patterns, some start stealing part-way
-through the period), partly by otherwise honest cashiers (opportunistic), and at SCO by
-customers (``scan_avoidance``). Every pattern has a clear majority signature and a subtle
-minority that overlaps legit behaviour, so the classes are learnable but not separable by a
-single threshold.
+Fraud (``schemas.FRAUD_TYPES``, knobs in ``fraud``) is rare per transaction and clustered in
+some shifts of a minority of dishonest cashiers (some turn late, some leave), partly
+opportunistic by otherwise honest cashiers, and at SCO by customers (``scan_avoidance``).
+No pattern is separable by one raw field (``realism`` measures it).
 
-By role: ``population`` (parameters, stores, cashiers, shifts, daily volume), ``fraud``
-(fraud knobs, codes and per-transaction fraud probabilities) and this module (one day's
-baskets, labels and ids assembled into a table; the stream of days).
+By role: ``population`` (parameters, stores, staff slots and turnover, customers, shifts,
+daily volume), ``fraud`` (the world's knobs, fraud codes and per-transaction fraud
+probabilities), ``realism`` (how easy the world is) and this module (one day's baskets,
+labels, cohort columns and ids assembled into a table; the stream of days).
 
-Determinism: the world (stores, cashiers) comes from ``SeedSequence([seed, 0])`` and each
-day from ``SeedSequence([seed, 1, day])``, so the output depends only on the parameters,
-never on how the days are chunked for writing.
+Determinism: the world (stores, cashiers, customers) comes from ``SeedSequence([seed, 0])``
+and each day from ``SeedSequence([seed, 1, day])``, so the output depends only on the
+parameters, never on how the days are chunked for writing.
 """
 
 from __future__ import annotations
@@ -43,31 +45,38 @@ import pyarrow.compute as pc
 
 from components.contracts.schemas import (
     FRAUD_TYPES,
-    LABELLED_TRANSACTION,
+    GENERATED_TRANSACTION,
     LANE_TYPES,
     PAYMENT_TYPES,
     InputError,
 )
 from components.datagen.fraud import (
     DISC,
+    LEGIT_NOSALE_RATE,
+    LEGIT_REFUND_RATE,
     NONE,
     NOSALE,
     OPPORTUNISTIC_MIX,
     PATTERN_CODES,
     REFUND,
+    SCALE_ERROR_RATE,
     SCAN,
     SUBTLE_SHARE,
     SWEET,
+    THEFT_SHIFT_SHARE,
     VOID,
     VOID_REVIEW_LIMIT,
     fraud_probabilities,
 )
 from components.datagen.population import (  # noqa: F401  (DatagenParams, parse_date: the CLI's)
+    FRIENDS,
+    NEVER,
     OPENING_HOURS,
     SHIFTS,
     DatagenParams,
     World,
     allocate,
+    customer_tokens,
     day_row_counts,
     intraday_density,
     make_world,
@@ -91,7 +100,7 @@ def _choice(rng: np.random.Generator, probs: np.ndarray, size: int) -> np.ndarra
 
 
 def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Table:
-    """Generate the ``n`` transactions of day index ``day`` as a LABELLED_TRANSACTION table.
+    """Generate the ``n`` transactions of day index ``day`` as a GENERATED_TRANSACTION table (labels and cohort columns included).
 
     The table is sorted by timestamp. Deterministic in (``params.seed``, ``day``, ``n``).
     """
@@ -113,6 +122,7 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     staffed = ~sco
 
     # -- who: cashiers on duty in this store and hour, weighted by speed
+    slot_holder = world.slot_cashier[:, day]  # (slots,) cashier holding each slot today
     on_duty = np.zeros((n_stores, 24, k))
     shift_start = np.array([SHIFTS[i][0] for i in world.shift])
     shift_end = np.array([SHIFTS[i][1] for i in world.shift])
@@ -124,17 +134,19 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
         # Edges of the day or a tiny staff: whoever works today (or anyone) covers.
         fallback = works if works.any() else np.ones(k, dtype=bool)
         duty = np.where(duty.any(axis=1, keepdims=True), duty, fallback)
-        on_duty[s] = duty / world.speed[g]
+        on_duty[s] = duty / world.speed[slot_holder[g]]
     cashier_local = _choice(rng, on_duty[store, hour], n)
     # One attendant per store and hour watches the SCO bank.
     attendant = np.argmax(on_duty * rng.random(on_duty.shape), axis=2)
     cashier_local = np.where(sco, attendant[store, hour], cashier_local)
-    cashier = store * k + cashier_local
+    cashier = slot_holder[store * k + cashier_local]
     staffed_lane = (cashier_local + day) % world.n_staffed[store]
     sco_lane = rng.integers(0, 1 << 30, n) % world.n_sco[store]
 
-    # -- fraud labels
+    # -- fraud labels: a dishonest cashier steals only in some shifts (clustered theft)
+    theft_shift = rng.random(len(world.cashier_ids)) < THEFT_SHIFT_SHARE
     dishonest_active = world.dishonest[cashier] & (world.start_day[cashier] <= day)
+    dishonest_active &= theft_shift[cashier]
     risky_hour = (hour >= 19) | (hour < open_h + 2)
     p_fraud = fraud_probabilities(
         staffed=staffed,
@@ -157,17 +169,17 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     # -- basket: true items in the basket, items actually rung up
     weekend = weekday >= 5
     median_items = np.where(sco, 4.5, 9.0) * (1.15 if weekend else 1.0)
-    median_items = np.where(f_sweet | f_disc, 13.0, median_items)
-    median_items = np.where(f_nosale, 3.0, median_items)
-    median_items = np.where(f_scan, 7.0, median_items)
+    median_items = np.where(f_sweet | f_disc, 11.0, median_items)
+    median_items = np.where(f_scan, 6.0, median_items)
     items_true = np.clip(np.rint(_lognormal(rng, median_items, np.where(sco, 0.7, 0.9), n)), 1, 150)
     items_true = np.where(f_sweet, np.maximum(items_true, 3), items_true)
     items_true = np.where(f_scan, np.maximum(items_true, 2), items_true).astype(np.int64)
 
+    # Sweethearting leaves a few items unrung (a friend's basket is not given away whole);
+    # scan avoiders skip one or two dear items, sometimes more.
     unrung = np.zeros(n, dtype=np.int64)
-    frac = rng.uniform(0.4, 0.8, n)
-    unrung_sweet = np.where(subtle, 1 + (items_true >= 12), np.rint(items_true * frac))
-    unrung_scan = np.where(subtle, 1, np.rint(items_true * rng.uniform(0.35, 0.75, n)))
+    unrung_sweet = np.where(subtle, 1, np.rint(items_true * rng.uniform(0.2, 0.6, n)))
+    unrung_scan = np.where(subtle, 1, np.rint(items_true * rng.uniform(0.2, 0.6, n)))
     unrung = np.where(f_sweet, unrung_sweet, unrung)
     unrung = np.where(f_scan, unrung_scan, unrung)
     unrung = np.clip(unrung, 0, items_true - 1).astype(np.int64)
@@ -179,106 +191,124 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     gross = rung * price_level * price_noise
     unit_kg = _lognormal(rng, 0.55, 0.3, n)
     weight_true = items_true * unit_kg * np.exp(rng.normal(0.0, 1.0, n) * 0.5 / np.sqrt(items_true))
+    rung_kg = weight_true * rung / items_true  # catalogue weight of what was rung up
     # What goes unscanned tends to be heavy and dear (meat, detergent, bottles).
     hidden_base = weight_true * unrung / items_true
     hidden_kg = hidden_base * np.where(f_scan, rng.uniform(1.2, 2.5, n), 1.0)
     weight_true = weight_true + hidden_kg - hidden_base
 
-    # Refunds: returns at the service desk (staffed lanes). Some are refund-only
-    # transactions with nothing bought.
-    legit_refund = staffed & ~is_fraud & (rng.random(n) < 0.022)
+    # No-sales: the drawer opened for change, a till check or a cash lift (legit), or to
+    # take cash; most are their own transaction (nothing sold), some follow a cash sale.
+    legit_nosale = staffed & ~is_fraud & (rng.random(n) < LEGIT_NOSALE_RATE)
+    no_sale = np.where(legit_nosale, _choice(rng, np.array([0.85, 0.12, 0.03]), n) + 1, 0)
+    nosale_abuse = np.where(subtle, 1, _choice(rng, np.array([0.7, 0.22, 0.08]), n) + 1)
+    no_sale = np.where(f_nosale, nosale_abuse, no_sale)
+    nosale_only = (no_sale > 0) & (rng.random(n) < 0.7)
+
+    # Refunds: returns at the service desk (staffed lanes), with receipt (to the card used)
+    # or without (store credit / cash, capped). Fraudulent ones go to the cashier's own
+    # card or a friend's, or are pocketed as cash; amounts stay ordinary.
+    legit_refund = staffed & ~is_fraud & ~nosale_only & (rng.random(n) < LEGIT_REFUND_RATE)
     refund = legit_refund | f_refund
     refund_amount = np.where(
         f_refund,
-        np.where(subtle, _lognormal(rng, 38.0, 0.5, n), _lognormal(rng, 85.0, 0.55, n)),
-        _lognormal(rng, 20.0, 0.9, n),
+        np.where(subtle, _lognormal(rng, 22.0, 0.5, n), _lognormal(rng, 34.0, 0.6, n)),
+        _lognormal(rng, 26.0, 0.95, n),
     )
     refund_amount = np.where(refund, np.clip(refund_amount, 1.0, 900.0), 0.0)
-    refund_no_receipt = refund & (
-        rng.random(n) < np.where(f_refund, np.where(subtle, 0.2, 0.75), 0.17)
-    )
-    refund_only = refund & (rng.random(n) < np.where(f_refund, 0.65, 0.35))
-    items_true = np.where(refund_only, 0, items_true)
-    rung = np.where(refund_only, 0, rung)
-    unrung = np.where(refund_only, 0, unrung)
-    gross = np.where(refund_only, 0.0, gross)
-    weight_true = np.where(refund_only, 0.0, weight_true)
+    refund_no_receipt = refund & (rng.random(n) < np.where(f_refund, 0.4, 0.25))
+    refund_only = refund & (rng.random(n) < np.where(f_refund, 0.7, 0.5))
+    empty = refund_only | nosale_only
+    items_true = np.where(empty, 0, items_true)
+    rung = np.where(empty, 0, rung)
+    unrung = np.where(empty, 0, unrung)
+    gross = np.where(empty, 0.0, gross)
+    weight_true = np.where(empty, 0.0, weight_true)
+    rung_kg = np.where(empty, 0.0, rung_kg)
 
-    # Discounts and price overrides.
+    # Discounts: promotions, staff discount, clearance markdowns and manager price
+    # overrides (damaged goods, price matches) are the honest look-alikes of abuse.
     promo = rng.random(n) < 0.28
     staff_disc = rng.random(n) < 0.03
     disc_frac = np.where(promo, rng.uniform(0.02, 0.15, n), 0.0)
     disc_frac = np.where(staff_disc, np.maximum(disc_frac, rng.uniform(0.1, 0.25, n)), disc_frac)
-    legit_override = rng.random(n) < np.where(staffed, 0.015, 0.003)
-    overrides = np.where(legit_override, 1 + (rng.random(n) < 0.1), 0)
-    disc_frac = np.where(legit_override, disc_frac + rng.uniform(0.02, 0.12, n), disc_frac)
-    abuse_frac = np.where(subtle, rng.uniform(0.15, 0.3, n), rng.uniform(0.3, 0.9, n))
-    abuse_overrides = np.where(subtle, 1, np.where(rng.random(n) < 0.75, rng.integers(1, 5, n), 0))
+    clearance = rng.random(n) < 0.025
+    disc_frac = np.where(clearance, disc_frac + rng.uniform(0.05, 0.45, n), disc_frac)
+    legit_override = rng.random(n) < np.where(staffed, 0.04, 0.003)
+    overrides = np.where(legit_override, 1 + (rng.random(n) < 0.15), 0)
+    disc_frac = np.where(legit_override, disc_frac + rng.uniform(0.03, 0.3, n), disc_frac)
+    abuse_frac = np.where(subtle, rng.uniform(0.1, 0.2, n), rng.uniform(0.12, 0.5, n))
+    abuse_overrides = _choice(rng, np.array([0.3, 0.5, 0.2]), n)
     disc_frac = np.where(f_disc, abuse_frac, disc_frac)
     overrides = np.where(f_disc, abuse_overrides, overrides)
+    disc_frac = np.minimum(disc_frac, 0.9)
     discount = np.round(np.minimum(gross * disc_frac, gross), 2)
     total = np.round(np.maximum(gross - discount, 0.0), 2)
 
-    # Voids: a mis-scan corrected (cheap line), sometimes an expensive one, rarely after
-    # payment with a supervisor; abusers void high-value lines, stay under the review
-    # limit, or void after the customer has paid cash.
-    legit_void = ~is_fraud & (rng.random(n) < np.where(staffed, 0.07, 0.04))
+    # Voids: a mis-scan corrected (cheap line), a customer changing their mind on a dear
+    # item (supervisor-approved), sometimes after payment. Abusers mostly skim one ordinary
+    # line, some stay just under the review limit, a few void big lines or after payment.
+    legit_void = ~is_fraud & ~empty & (rng.random(n) < np.where(staffed, 0.1, 0.04))
     void_count = np.where(legit_void, _choice(rng, np.array([0.85, 0.12, 0.03]), n) + 1, 0)
-    line = _lognormal(rng, 1.0, 0.7, n) * price_level
+    line = _lognormal(rng, 1.3, 0.8, n) * price_level
     void_amount = void_count * line
-    pricey = legit_void & (rng.random(n) < 0.08)
-    void_amount = np.where(pricey, rng.uniform(30.0, 150.0, n), void_amount)
-    post_payment = legit_void & (rng.random(n) < 0.035)
+    pricey = legit_void & (rng.random(n) < 0.1)
+    void_amount = np.where(pricey, rng.uniform(20.0, 200.0, n), void_amount)
+    post_payment = legit_void & (rng.random(n) < 0.08)
 
-    mode = _choice(rng, np.array([0.4, 0.35, 0.25]), n)  # high value / under limit / post-pay
-    abuse_count = rng.integers(1, 4, n)
-    high_value = abuse_count * rng.uniform(35.0, 180.0, n)
-    under_limit = abuse_count * rng.uniform(VOID_REVIEW_LIMIT - 6.0, VOID_REVIEW_LIMIT - 0.01, n)
-    after_pay = np.minimum(abuse_count, 2) * rng.uniform(10.0, 60.0, n)
-    abuse_amount = np.select([mode == 0, mode == 1], [high_value, under_limit], after_pay)
-    abuse_count = np.where(mode == 2, np.minimum(abuse_count, 2), abuse_count)
-    abuse_ppv = (mode == 2) | (rng.random(n) < 0.3)
-    void_count = np.where(f_void, np.where(subtle, 1, abuse_count), void_count)
-    void_amount = np.where(
-        f_void, np.where(subtle, rng.uniform(12.0, 35.0, n), abuse_amount), void_amount
+    mode = _choice(rng, np.array([0.45, 0.3, 0.1, 0.15]), n)  # skim/under limit/high/post-pay
+    abuse_count = np.where(rng.random(n) < 0.8, 1, 2)
+    skim = abuse_count * line * 1.5
+    under_limit = rng.uniform(VOID_REVIEW_LIMIT - 15.0, VOID_REVIEW_LIMIT - 0.01, n)
+    high_value = rng.uniform(40.0, 180.0, n)
+    after_pay = rng.uniform(10.0, 60.0, n)
+    abuse_amount = np.select(
+        [mode == 0, mode == 1, mode == 2], [skim, under_limit, high_value], after_pay
     )
-    post_payment = np.where(f_void, ~subtle & abuse_ppv, post_payment)
+    void_count = np.where(f_void, np.where(subtle, 1, abuse_count), void_count)
+    void_amount = np.where(f_void, np.where(subtle, skim, abuse_amount), void_amount)
+    post_payment = np.where(f_void, ~subtle & (mode == 3), post_payment)
     void_amount = np.round(np.where(void_count > 0, void_amount, 0.0), 2)
 
-    # No-sale drawer opens: to give change (rare, one), or to take cash (several).
-    legit_nosale = staffed & ~is_fraud & (rng.random(n) < 0.014)
-    no_sale = np.where(legit_nosale, 1 + (rng.random(n) < 0.1), 0)
-    nosale_abuse = np.where(subtle, 1, _choice(rng, np.array([0.25, 0.4, 0.22, 0.13]), n) + 1)
-    no_sale = np.where(f_nosale, nosale_abuse, no_sale)
-
-    # Payment.
+    # Payment (a no-sale on its own opens the cash drawer: "cash").
     pay_probs = np.where(
         sco[:, None],
         np.array([0.1, 0.66, 0.2, 0.04]),
         np.array([0.24, 0.56, 0.15, 0.05]),
     )
     pay_probs = np.where(
-        (f_sweet | f_void | f_nosale)[:, None], np.array([0.6, 0.3, 0.07, 0.03]), pay_probs
+        (f_sweet | f_void | f_nosale)[:, None], np.array([0.45, 0.42, 0.1, 0.03]), pay_probs
     )
-    pay_probs = np.where(f_refund[:, None], np.array([0.38, 0.55, 0.02, 0.05]), pay_probs)
-    payment = _choice(rng, pay_probs, n)
+    pay_probs = np.where(f_refund[:, None], np.array([0.35, 0.55, 0.05, 0.05]), pay_probs)
+    payment = np.where(nosale_only, 0, _choice(rng, pay_probs, n))
 
-    # Scale: staffed lanes have no security scale (scanner-scale rounding only); SCO has
-    # noise, bags on the scale and glitches of either sign. Scan avoidance leaves
-    # unexpected weight in the bagging area unless the item went around it.
-    weight_var = np.where(sco, rng.normal(0.0, 0.04, n), rng.normal(0.0, 0.004, n))
-    bag = sco & (rng.random(n) < 0.06)
-    weight_var = np.where(bag, weight_var + rng.uniform(0.03, 0.25, n), weight_var)
-    glitch = sco & (rng.random(n) < 0.01)
-    glitch_kg = _lognormal(rng, 0.35, 0.5, n) * np.where(rng.random(n) < 0.65, 1.0, -1.0)
+    colleague = slot_holder[store * k + rng.integers(0, k, n)]
+    customer, has_token = customer_tokens(rng, world, store, colleague, payment, n)
+    # Sweethearting goes to a friend; fake refunds to the cashier's own card or a friend's.
+    friend = world.friends[cashier, rng.integers(0, FRIENDS, n)]
+    customer = np.where(f_sweet, friend, customer)
+    has_token = np.where(f_sweet, has_token | (rng.random(n) < 0.5), has_token)
+    to_own = rng.random(n) < 0.55
+    customer = np.where(f_refund, np.where(to_own, world.own_token(cashier), friend), customer)
+    has_token = np.where(f_refund, payment != 0, has_token) & ~nosale_only
+
+    # Scale: staffed lanes have no scale (variance 0, basket weight from the catalogue
+    # weights of what was rung up); SCO weighs the bagging area: noise, bags, produce and
+    # glitches of either sign. Scan avoiders either bag the item on the scale (unexpected
+    # weight, often cleared by the attendant) or keep it off the scale (no trace).
+    weight_var = np.where(sco, rng.normal(0.0, 0.04, n), 0.0)
+    bag = sco & (rng.random(n) < 0.1)
+    weight_var = np.where(bag, weight_var + rng.uniform(0.03, 0.3, n), weight_var)
+    glitch = sco & (rng.random(n) < SCALE_ERROR_RATE)
+    glitch_kg = _lognormal(rng, 0.4, 0.7, n) * np.where(rng.random(n) < 0.7, 1.0, -1.0)
     weight_var = np.where(glitch, glitch_kg, weight_var)
+    on_scale = rng.random(n) < 0.55
+    scan_var = np.where(subtle, rng.uniform(0.05, 0.3, n), hidden_kg * rng.uniform(0.85, 1.0, n))
     weight_var = np.where(
-        f_scan,
-        np.where(subtle, rng.uniform(0.05, 0.3, n), hidden_kg * rng.uniform(0.85, 1.0, n))
-        + rng.normal(0.0, 0.04, n),
-        weight_var,
+        f_scan, np.where(on_scale, scan_var, 0.0) + rng.normal(0.0, 0.04, n), weight_var
     )
-    basket_kg = np.maximum(weight_true * rng.normal(1.0, 0.01, n), 0.0)
+    weighed = np.where(f_scan & ~on_scale, rung_kg, weight_true)
+    basket_kg = np.where(sco, np.maximum(weighed * rng.normal(1.0, 0.01, n), 0.0), rung_kg)
 
     # Scan duration: payment overhead + items at the cashier's pace; unrung items are still
     # handled (passed around the scanner, or bagged without scanning).
@@ -288,8 +318,8 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
     handled = rung + unrung * np.where(sco, rng.uniform(0.8, 1.2, n), rng.uniform(0.7, 1.0, n))
     duration = overhead + handled * per_item + 12.0 * void_count + 9.0 * no_sale
     duration += np.where(refund, 45.0, 0.0) + 15.0 * overrides + np.where(post_payment, 30.0, 0.0)
-    # Scan avoiders dwell: waiting for the attendant to look away, rearranging bags.
-    duration += np.where(f_scan, rng.uniform(15.0, 60.0, n), 0.0)
+    # Scan avoiders dwell a little: waiting for the attendant to look away.
+    duration += np.where(f_scan, rng.uniform(0.0, 30.0, n), 0.0)
     duration = np.maximum(duration, 5.0)
 
     # -- ids, ordering
@@ -342,10 +372,30 @@ def generate_day(world: World, params: DatagenParams, day: int, n: int) -> pa.Ta
         "weight_variance": np.round(take(weight_var), 3),
         "basket_weight_kg": np.round(take(basket_kg), 3),
         "scan_duration_s": np.round(take(duration), 1),
+        "customer_token": pa.array(world.customer_tokens).take(
+            pa.array(take(customer), mask=~take(has_token))
+        ),
         "is_fraud": take(is_fraud),
         "fraud_type": pa.array(np.asarray(FRAUD_TYPES, dtype=object)[take(ftype)]),
+        **cohort_columns(world, params, take(cashier)),
     }
-    return pa.table(columns, schema=LABELLED_TRANSACTION)
+    return pa.table(columns, schema=GENERATED_TRANSACTION)
+
+
+def cohort_columns(world: World, params: DatagenParams, cashier: np.ndarray) -> dict:
+    """``schemas.COHORT_LABELS`` of each row's cashier (dates; null = not in the period)."""
+    start = np.datetime64(params.start_date, "D")
+    out = {}
+    for name, day in (
+        ("cashier_hired_on", world.hire_day),
+        ("cashier_turned_on", world.start_day),
+        ("cashier_left_on", world.leave_day),
+    ):
+        day = day[cashier]
+        missing = (day < 0) | (day >= NEVER)
+        dates = start + np.where(missing, 0, day).astype("timedelta64[D]")
+        out[name] = pa.array(dates, type=pa.date32(), mask=missing)
+    return out
 
 
 def generate(params: DatagenParams) -> Iterator[pa.Table]:

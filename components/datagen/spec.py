@@ -11,8 +11,8 @@ SPEC = StageSpec(
         Io(
             "transactions",
             "Dataset",
-            "Labelled transactions: Parquet dataset folder (``LABELLED_TRANSACTION`` schema, "
-            "``_SUCCESS`` marker), sorted by time.",
+            "Labelled transactions: Parquet dataset folder (``GENERATED_TRANSACTION`` schema: "
+            "raw fields, labels and cashier cohort dates; ``_SUCCESS`` marker), sorted by time.",
         ),
     ),
     params=(
@@ -22,8 +22,11 @@ SPEC = StageSpec(
                 "rows": "Number of transactions to generate (> 0).",
                 "days": "Number of calendar days the transactions span.",
                 "stores": "Number of stores.",
-                "cashiers_per_store": "Cashiers employed per store (each works in one home store).",
-                "fraud_rate": "Fraction of transactions that carry a fraud pattern, in [0, 0.5].",
+                "cashiers_per_store": "Staff slots per store (each with a shift and days off; "
+                "a leaver's slot passes to a new hire, so more cashiers appear over the period).",
+                "fraud_rate": "Fraction of transactions that carry a fraud pattern, in [0, 0.5] "
+                "(thieves' share is capped per shift; the rest is customer scan avoidance and "
+                "honest cashiers' opportunistic fraud).",
                 "seed": "Random seed; the same seed and sizes give identical data.",
                 "start_date": "First day of the generated period (YYYY-MM-DD).",
             },

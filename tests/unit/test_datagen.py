@@ -11,8 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.contracts.schemas import FRAUD_TYPES, LABELLED_TRANSACTION, validate_table
-from components.datagen.fraud import VOID_REVIEW_LIMIT, fill, fraud_probabilities
+from components.contracts.schemas import FRAUD_TYPES, GENERATED_TRANSACTION, validate_table
+from components.datagen.fraud import (
+    SCAN_AVOIDANCE_SHARE,
+    THEFT_CAP,
+    VOID_REVIEW_LIMIT,
+    fill,
+    fraud_probabilities,
+)
 from components.datagen.logic import generate, rechunk, summarize
 from components.datagen.population import (
     OPENING_HOURS,
@@ -39,8 +45,8 @@ def small() -> pd.DataFrame:
 
 def test_output_matches_schema_and_ids_are_unique():
     table = table_of(SMALL)
-    assert table.schema.equals(LABELLED_TRANSACTION)
-    validate_table(table, LABELLED_TRANSACTION, source="generated")  # raises on a bad value
+    assert table.schema.equals(GENERATED_TRANSACTION)
+    validate_table(table, GENERATED_TRANSACTION, source="generated")  # raises on a bad value
     assert table.num_rows == SMALL.rows
     ids = table.column("transaction_id").to_pylist()
     assert len(set(ids)) == len(ids)
@@ -111,88 +117,107 @@ def test_scan_avoidance_only_at_self_checkout_other_fraud_only_staffed(small):
 def test_self_checkout_attributed_to_a_cashier_of_the_store(small):
     world = make_world(SMALL)
     home = {
-        cid: world.store_ids[i // SMALL.cashiers_per_store]
-        for i, cid in enumerate(world.cashier_ids)
+        cid: world.store_ids[s]
+        for cid, s in zip(world.cashier_ids, world.cashier_store, strict=True)
     }
     assert (small["cashier_id"].map(home) == small["store_id"]).all()
     assert (small["lane_id"].str.split("-").str[0] == small["store_id"]).all()
     assert set(small.loc[small["lane_type"] == "self_checkout", "lane_id"].str[4:7]) == {"SCO"}
 
 
-def test_most_cashier_fraud_comes_from_a_few_dishonest_cashiers(small):
-    cashier_fraud = small[small["is_fraud"] & (small["fraud_type"] != "scan_avoidance")]
-    per_cashier = cashier_fraud.groupby("cashier_id").size().sort_values(ascending=False)
-    top = max(1, round(0.1 * SMALL.stores * SMALL.cashiers_per_store))
-    assert per_cashier.iloc[:top].sum() > 0.5 * len(cashier_fraud)
+def test_cashiers_work_only_while_employed(small):
+    day = small["timestamp"].dt.normalize()
+    hired = pd.to_datetime(small["cashier_hired_on"])
+    left = pd.to_datetime(small["cashier_left_on"])
+    assert (hired.isna() | (day >= hired)).all()
+    assert (left.isna() | (day < left)).all()
 
 
 def _staffed_legit(df):
     return df[(df["fraud_type"] == "none") & (df["lane_type"] == "staffed")]
 
 
-def test_fraud_signatures(small):
+def test_fraud_signatures_lean_but_overlap(small):
+    """Every pattern shifts its signal away from honest work, and honest look-alikes
+    (supervisor voids, returns, clearance, scale errors) reach into the fraud's range."""
     legit = _staffed_legit(small)
     sco_legit = small[(small["fraud_type"] == "none") & (small["lane_type"] == "self_checkout")]
     by = {name: small[small["fraud_type"] == name] for name in FRAUD_TYPES[1:]}
 
-    def kg_per_item(df):
-        return (df["basket_weight_kg"] / df["item_count"].clip(lower=1)).median()
-
-    # Under-ringing: more weight per rung item than a normal basket.
-    assert kg_per_item(by["sweethearting"]) > 1.5 * kg_per_item(legit)
-    # Void abuse: expensive voids, after payment, or just under the review limit.
     voids = by["void_abuse"]
+    legit_voids = legit[legit["void_count"] > 0]
     assert (voids["void_count"] > 0).all()
-    assert (
-        voids["void_amount"].median()
-        > 3 * legit.loc[legit["void_count"] > 0, "void_amount"].median()
-    )
-    assert voids["post_payment_void"].mean() > 0.2 > 10 * legit["post_payment_void"].mean()
+    assert voids["void_amount"].median() > 2 * legit_voids["void_amount"].median()
+    assert (legit_voids["void_amount"] > voids["void_amount"].median()).mean() > 0.1
+    assert voids["post_payment_void"].mean() > 3 * legit["post_payment_void"].mean() > 0
     per_void = voids["void_amount"] / voids["void_count"]
-    assert ((per_void >= VOID_REVIEW_LIMIT - 6) & (per_void < VOID_REVIEW_LIMIT)).mean() > 0.2
-    # No-sale abuse: drawer opens, mostly more than one.
-    assert (by["no_sale_abuse"]["no_sale_count"] >= 1).all()
-    assert (by["no_sale_abuse"]["no_sale_count"] >= 2).mean() > 0.5
-    # Refund fraud: large refunds, mostly without receipt.
+    assert ((per_void >= VOID_REVIEW_LIMIT - 15) & (per_void < VOID_REVIEW_LIMIT)).mean() > 0.15
+
+    nosale = by["no_sale_abuse"]
+    assert (nosale["no_sale_count"] >= 1).all()
+    assert (nosale["no_sale_count"] >= 2).mean() > (legit["no_sale_count"] >= 2).mean()
+    assert (nosale["no_sale_count"] == 1).mean() > 0.4
+    # No-sales are mostly their own transaction: nothing sold.
+    assert (nosale["item_count"] == 0).mean() > 0.5
+    assert (legit.loc[legit["no_sale_count"] > 0, "item_count"] == 0).mean() > 0.5
+
     refunds = by["refund_fraud"]
     legit_refunds = legit[legit["refund_amount"] > 0]
     assert (refunds["refund_amount"] > 0).all()
-    assert refunds["refund_no_receipt"].mean() > 2 * legit_refunds["refund_no_receipt"].mean()
-    assert refunds["refund_amount"].median() > 2 * legit_refunds["refund_amount"].median()
+    assert refunds["refund_no_receipt"].mean() > legit_refunds["refund_no_receipt"].mean() > 0.1
+    assert (legit_refunds["refund_amount"] > refunds["refund_amount"].median()).mean() > 0.2
 
-    # Discount abuse: a large share of the basket given away.
     def disc_ratio(df):
-        return (
-            df["discount_amount"] / (df["total_amount"] + df["discount_amount"] + 1e-9)
-        ).median()
+        return df["discount_amount"] / (df["total_amount"] + df["discount_amount"] + 1e-9)
 
-    assert disc_ratio(by["discount_abuse"]) > 0.25 > 4 * disc_ratio(legit)
-    # Scan avoidance: unexpected weight in the bagging area.
-    assert by["scan_avoidance"]["weight_variance"].median() > 0.3
+    assert disc_ratio(by["discount_abuse"]).median() > 0.2 > disc_ratio(legit).median()
+    assert (disc_ratio(legit) > 0.3).mean() > 0.01  # clearance and manager overrides
+
+    scan = by["scan_avoidance"]
+    assert scan["weight_variance"].median() > 0.1
+    assert (scan["weight_variance"].abs() < 0.1).mean() > 0.2  # kept off the scale
     assert sco_legit["weight_variance"].abs().median() < 0.05
+    assert (sco_legit["weight_variance"].abs() > 0.3).mean() > 0.01  # scale errors
 
 
-def test_legit_transactions_include_odd_but_honest_cases(small):
-    legit = small[small["fraud_type"] == "none"]
-    assert legit["post_payment_void"].sum() > 0
-    assert legit["refund_no_receipt"].sum() > 0
-    assert (legit["void_amount"] > 30).sum() > 0
-    assert (legit["no_sale_count"] > 0).sum() > 0
-    sco_legit = legit[legit["lane_type"] == "self_checkout"]
-    assert (sco_legit["weight_variance"].abs() > 0.3).sum() > 0  # scale glitches
-    staffed = legit[legit["lane_type"] == "staffed"]
-    assert staffed["weight_variance"].abs().max() < 0.05  # no security scale: ~0 noise
-
-
-def test_subtle_fraud_overlaps_legit(small):
-    """Not trivially separable: some fraud looks like ordinary baskets on each single signal."""
+def test_staffed_lanes_have_no_scale(small):
+    """No staffed-lane weight signal: variance 0 and the basket weight is the catalogue
+    weight of what was rung up, so under-ringing leaves no trace in weight per item."""
+    staffed = small[small["lane_type"] == "staffed"]
+    assert (staffed["weight_variance"] == 0).all()
     legit = _staffed_legit(small)
     sweet = small[small["fraud_type"] == "sweethearting"]
-    ratio = sweet["basket_weight_kg"] / sweet["item_count"].clip(lower=1)
-    legit_ratio = legit["basket_weight_kg"] / legit["item_count"].clip(lower=1)
-    assert (ratio < legit_ratio.quantile(0.95)).mean() > 0.05
-    nosale = small[small["fraud_type"] == "no_sale_abuse"]
-    assert (nosale["no_sale_count"] == 1).mean() > 0.05
+
+    def kg_per_item(df):
+        return (df["basket_weight_kg"] / df["item_count"].clip(lower=1)).median()
+
+    assert kg_per_item(sweet) == pytest.approx(kg_per_item(legit), rel=0.2)
+
+
+def test_customer_tokens(small):
+    """Card payments carry a token; sweethearting goes to a few friends; fake refunds
+    often go to the cashier's own card."""
+    card = small["payment_type"].isin(["card", "mobile"])
+    assert small.loc[card, "customer_token"].notna().all()
+    assert small.loc[small["payment_type"] == "cash", "customer_token"].isna().mean() > 0.4
+    assert small["customer_token"].dropna().str.fullmatch("[0-9a-f]{16}").all()
+    sweet = small[(small["fraud_type"] == "sweethearting") & small["customer_token"].notna()]
+    per_pair = sweet.groupby(["cashier_id", "customer_token"]).size()
+    assert per_pair.max() >= 2  # the same friend again
+    world = make_world(SMALL)
+    own = dict(
+        zip(
+            world.cashier_ids,
+            np.asarray(world.customer_tokens)[world.own_token(np.arange(len(world.cashier_ids)))],
+            strict=True,
+        )
+    )
+    refunds = small[small["fraud_type"] == "refund_fraud"]
+    to_own = refunds["customer_token"] == refunds["cashier_id"].map(own)
+    assert to_own.mean() > 0.2
+    legit = small[small["fraud_type"] == "none"]
+    staff_tokens = set(own.values())
+    assert legit["customer_token"].isin(staff_tokens).sum() > 0  # staff shop too
 
 
 def test_scan_duration_grows_with_items(small):
@@ -210,20 +235,21 @@ def test_allocate_and_day_counts():
 
 
 def test_fraud_probabilities_hit_the_target():
-    staffed = np.array([True] * 80 + [False] * 20)
-    dishonest = np.zeros(100, dtype=bool)
-    dishonest[:8] = True
+    """At a realistic rate (0.6 %) a thief in a theft shift steals far more often than an
+    honest cashier, but still rarely (capped per transaction)."""
+    staffed = np.arange(1000) < 800
+    dishonest = np.arange(1000) < 80
     p = fraud_probabilities(
         staffed=staffed,
         dishonest_active=dishonest,
         intensity=np.where(dishonest, 1.0, 0.0),
-        risky_hour=np.zeros(100, dtype=bool),
-        expected_frauds=10.0,
+        risky_hour=np.zeros(1000, dtype=bool),
+        expected_frauds=6.0,
     )
-    assert p.sum() == pytest.approx(10.0)
+    assert p.sum() == pytest.approx(6.0)
     assert ((p >= 0) & (p <= 1)).all()
-    assert p[:8].sum() > p[8:80].sum()  # the dishonest few do most of the cashier fraud
-    assert p[80:].sum() == pytest.approx(2.0)  # scan avoidance share
+    assert p[80:800].max() * 5 < p[:80].min() <= p[:80].max() <= THEFT_CAP
+    assert p[800:].sum() == pytest.approx(6.0 * SCAN_AVOIDANCE_SHARE)
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,15 @@
-"""The realism report (``components.datagen.realism``): the measurement itself, on small
-seeded data (what it says of today's generator is in the README, not asserted here)."""
+"""The realism report (``components.datagen.realism``) and the realism of the default world,
+measured on small seeded data."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from components.contracts.schemas import FRAUD_TYPES
@@ -19,8 +21,8 @@ from components.datagen.realism import (
 )
 from tools import realism as realism_cli
 
-MID = DatagenParams(rows=30_000, days=28, stores=4, cashiers_per_store=10, seed=2)
-"""Default fraud rate and shape, fewer stores: every type present."""
+MID = DatagenParams(rows=60_000, days=28, stores=4, cashiers_per_store=10, seed=2)
+"""Default fraud rate and shape, fewer stores: every cohort and every type present."""
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +68,54 @@ def test_a_separable_field_is_found():
     assert best["field"] == "-void_amount" and best["recall"] == 1.0
 
 
+def test_no_type_is_separable_by_one_raw_field(report):
+    """The aim is 0.6 at 200k rows (see the README); this sample is smaller and noisier."""
+    best = report["best_single_field_at_1pct_fpr"]
+    assert set(best) == set(FRAUD_TYPES) - {"none"}
+    for name, b in best.items():
+        assert b["rows"] >= 20, name
+        assert b["recall"] < 0.7, (name, b)
+        assert b["fpr"] < 0.02, (name, b)
+
+
+def test_theft_is_rare_and_clustered(report):
+    t = report["theft_per_shift"]
+    assert t["thieves"] >= 3
+    assert t["share_of_shifts_with_theft"] < 0.75  # not every shift
+    assert t["events_per_theft_shift_median"] <= 4
+    assert t["events_per_theft_shift_p90"] <= 12
+    assert 0.005 < t["fraud_share_of_thieves_transactions"] < 0.06
+    assert report["fraud_share"] == pytest.approx(MID.fraud_rate, rel=0.15)
+
+
+def test_turnover_new_hires_every_week_late_turners_leavers(report):
+    c = report["cohorts"]
+    # A slot holder who leaves before their first working day never appears.
+    assert 0.9 * MID.stores * MID.cashiers_per_store <= c["established"]
+    assert c["established"] <= MID.stores * MID.cashiers_per_store
+    assert set(c["new_hires_per_week"]) == {str(w) for w in range(MID.days // 7)}
+    assert all(v >= 1 for v in c["new_hires_per_week"].values())
+    # A new hire takes a leaver's slot (a leaver may go before working a day here).
+    assert c["new_hires"] - 2 <= c["leavers"] <= c["new_hires"]
+    assert c["late_turners"] >= 1 and c["thieves_who_leave"] >= 1
+    assert c["cashiers"] == c["established"] + c["new_hires"]
+
+
 def test_report_formats_and_is_json(report):
     text = "\n".join(format_report(report))
-    assert "scan_avoidance" in text and "best single field" in text
-    assert set(report["best_single_field_at_1pct_fpr"]) == set(FRAUD_TYPES) - {"none"}
+    assert "scan_avoidance" in text and "new hires per week" in text
     assert json.loads(json.dumps(report)) == report
+
+
+def test_same_seed_same_bytes():
+    small = DatagenParams(rows=5_000, days=7, stores=2, cashiers_per_store=6, seed=11)
+
+    def parquet_bytes() -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(pa.concat_tables(list(generate(small))), buf)
+        return buf.getvalue()
+
+    assert parquet_bytes() == parquet_bytes()
 
 
 def test_cli_writes_the_report(tmp_path, capsys):

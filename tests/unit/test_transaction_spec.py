@@ -68,7 +68,7 @@ def test_types_and_constraints_agree(spec):
     arrow = RAW_TRANSACTION.field(spec.name)
     prop = request_property(spec.name)
     mlflow_type = {c.name: c.type.name for c in register.model_signature().inputs.inputs}
-    assert not arrow.nullable
+    assert arrow.nullable == spec.nullable
     json_type, json_format, ml_type = RENDERINGS[str(arrow.type)]
     assert mlflow_type[spec.name] == ml_type
     if spec.domain.values:
@@ -95,3 +95,15 @@ def test_generated_transactions_are_valid_requests():
         body = json.dumps(row, default=datetime.isoformat)
         request = msgspec.json.decode(body, type=PredictRequest)
         assert {n: request[n] for n in NAMES} == row, row["transaction_id"]
+
+
+def test_data_written_before_an_optional_field_existed_reads_it_as_null():
+    """``customer_token`` is nullable: a table without the column validates, with nulls."""
+    from components.contracts.schemas import validate_table
+
+    params = DatagenParams(rows=300, days=1, stores=1, cashiers_per_store=3, seed=1)
+    old = pa.concat_tables(list(generate(params))).select(NAMES).drop_columns(["customer_token"])
+    table = validate_table(old, RAW_TRANSACTION, source="old.parquet")
+    assert table.column("customer_token").null_count == old.num_rows
+    with pytest.raises(ValueError, match="missing column 'item_count'"):
+        validate_table(old.drop_columns(["item_count"]), RAW_TRANSACTION, source="old.parquet")
