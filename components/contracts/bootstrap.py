@@ -61,20 +61,42 @@ class Blocks:
         low, high = np.percentile(ratios, [2.5, 97.5]) if ratios.size else (math.nan, math.nan)
         return {"value": float(hit.sum() / n), "ci_low": float(low), "ci_high": float(high), "n": n}
 
+    def _draw_rates(self, hit: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """``sum(hit & base) / sum(base)`` in each resample of ALL blocks (NaN: empty base)."""
+        base = np.asarray(base, dtype=bool)
+        present, w = self._weights(None)
+        d = w @ self._sums(base)[present]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (w @ self._sums(np.asarray(hit, dtype=bool) & base)[present]) / d
+
+    @staticmethod
+    def _interval(value: float, draws: np.ndarray, n: int) -> dict:
+        draws = draws[np.isfinite(draws)]
+        low, high = np.percentile(draws, [2.5, 97.5]) if draws.size else (math.nan, math.nan)
+        return {"value": value, "ci_low": float(low), "ci_high": float(high), "n": n}
+
     def paired_difference(self, hit_a: np.ndarray, hit_b: np.ndarray, base: np.ndarray) -> dict:
         """``rate(hit_a, base) - rate(hit_b, base)`` with its 95% interval, both rates taken
         on the SAME resamples (paired: the noise the two share cancels)."""
         base = np.asarray(base, dtype=bool)
         n = int(base.sum())
         if n == 0:
-            return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-        a = self._sums(np.asarray(hit_a, dtype=bool) & base)
-        b = self._sums(np.asarray(hit_b, dtype=bool) & base)
-        present, w = self._weights(None)
-        d = w @ self._sums(base)[present]
+            return self._interval(math.nan, np.array([]), 0)
+        a, b = (np.asarray(h, dtype=bool) & base for h in (hit_a, hit_b))
+        diffs = self._draw_rates(a, base) - self._draw_rates(b, base)
+        return self._interval(float((a.sum() - b.sum()) / n), diffs, n)
+
+    def rate_ratio(self, hit: np.ndarray, base_a: np.ndarray, base_b: np.ndarray) -> dict:
+        """``rate(hit, base_a) / rate(hit, base_b)`` (e.g. one cohort's false-alarm rate over
+        another's) with its 95% interval, both rates taken on the SAME resamples of all
+        blocks; draws where either base is empty or the denominator rate is 0 are left out.
+        ``n`` is ``base_a``'s count; the value is inf when ``rate(hit, base_b)`` is 0."""
+        hit = np.asarray(hit, dtype=bool)
+        a, b = np.asarray(base_a, dtype=bool), np.asarray(base_b, dtype=bool)
+        if not a.any() or not b.any():
+            return self._interval(math.nan, np.array([]), int(a.sum()))
+        num, den = (hit & a).sum() / a.sum(), (hit & b).sum() / b.sum()
         with np.errstate(invalid="ignore", divide="ignore"):
-            diffs = ((w @ a[present]) - (w @ b[present])) / d
-        diffs = diffs[d > 0]
-        low, high = np.percentile(diffs, [2.5, 97.5]) if diffs.size else (math.nan, math.nan)
-        value = float((a.sum() - b.sum()) / n)
-        return {"value": value, "ci_low": float(low), "ci_high": float(high), "n": n}
+            value = float(num / den) if den else (math.inf if num else math.nan)
+            draws = self._draw_rates(hit, a) / self._draw_rates(hit, b)
+        return self._interval(value, draws, int(a.sum()))

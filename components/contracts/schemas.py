@@ -168,11 +168,15 @@ the cashier's SCO bank does not count), ``cashier_left_on`` first day no longer 
 new hires, late turners, leavers, thieves) from these dates and its own time cut."""
 
 GENERATED_TRANSACTION = pa.schema(list(LABELLED_TRANSACTION) + list(COHORT_LABELS))
-"""What ``datagen`` writes: labelled transactions plus the cohort label columns. Reading it
-as ``LABELLED_TRANSACTION`` drops the cohort columns (``validate_table`` ignores extras)."""
+"""What ``datagen`` writes and ``split``'s historic lake holds: labelled transactions plus
+the cohort label columns (older data without them reads as nulls). Reading it as
+``LABELLED_TRANSACTION`` drops the cohort columns (``validate_table`` ignores extras)."""
 
-LIVE_LABELS = pa.schema([pa.field("transaction_id", pa.string(), nullable=False), *LABELS])
-"""Held-out labels of the live stream, joined by transaction_id for online evaluation."""
+LIVE_LABELS = pa.schema(
+    [pa.field("transaction_id", pa.string(), nullable=False), *LABELS, *COHORT_LABELS]
+)
+"""Held-out labels of the live stream (cohort labels included), joined by transaction_id
+for online evaluation."""
 
 NON_NEGATIVE_COLUMNS = (
     *(f.name for f in TRANSACTION_FIELDS if f.domain.ge == 0),

@@ -30,16 +30,24 @@ import pyarrow as pa
 from components.contracts import cli, kfp_io, storage, tracking
 from components.contracts import features as F
 from components.contracts.layout import HISTORIC_SUBSETS, SUBSET_COLUMN
-from components.contracts.schemas import LABELS, InputError, validate_table
+from components.contracts.schemas import (
+    COHORT_LABELS,
+    LABELS,
+    TIMESTAMP,
+    InputError,
+    validate_table,
+)
 from components.contracts.settings import Settings
 from components.contracts.training import check_features_table
-from components.evaluate import logic, models, report
+from components.evaluate import logic, models, protocol, report
 from components.evaluate.spec import SPEC
 
 log = logging.getLogger(SPEC.name)
 
 COHORT_COLUMN = "cohort"
 """Optional label-side column of the feature table: each row's cohort (reported per value)."""
+COHORT_DATES = pa.schema([pa.field("timestamp", TIMESTAMP), *COHORT_LABELS])
+"""Optional feature-table columns the date cohorts derive from (``protocol.date_cohort_masks``)."""
 FEATURE_COLUMNS = pa.schema(
     [
         pa.field("transaction_id", pa.string(), nullable=False),
@@ -69,7 +77,7 @@ class FeatureRows:
     fraud_type: np.ndarray
     cashier: np.ndarray
     cohorts: dict[str, np.ndarray]
-    """Label-side cohort columns present in the table (``COHORT_COLUMN``)."""
+    """Label-side cohorts: ``COHORT_COLUMN`` values and the date cohorts' row masks."""
 
 
 def read_features(uri: str) -> FeatureRows:
@@ -79,6 +87,9 @@ def read_features(uri: str) -> FeatureRows:
     schema = FEATURE_COLUMNS
     if COHORT_COLUMN in names:
         schema = schema.append(pa.field(COHORT_COLUMN, pa.string()))
+    dated = all(n in names for n in COHORT_DATES.names)
+    if dated:
+        schema = pa.schema([*schema, *COHORT_DATES])
     table = validate_table(
         table.select([n for n in schema.names if n in names]), schema, source=uri
     )
@@ -99,6 +110,13 @@ def read_features(uri: str) -> FeatureRows:
     cohorts = (
         {COHORT_COLUMN: column(COHORT_COLUMN).astype(object)} if COHORT_COLUMN in names else {}
     )
+    if dated:
+        cohorts |= protocol.date_cohort_masks(
+            subset,
+            column("timestamp"),
+            column("cashier_hired_on"),
+            column("cashier_turned_on"),
+        )
     return FeatureRows(
         X, subset, labels, column("fraud_type").astype(object), column("cashier_id"), cohorts
     )
@@ -253,6 +271,8 @@ def _print_summary(metrics: dict[str, Any]) -> None:
             f"  {name:<16} {c['frauds']:>5} frauds: recall {ci(f'{name}_recall_at_1pct_fpr')}, "
             f"false alarms {ci(f'{name}_false_alarm_rate_at_1pct_fpr')}"
         )
+    if "new_hire_false_alarm_ratio" in s:
+        print(f"  new-hire false-alarm ratio (vs established): {ci('new_hire_false_alarm_ratio')}")
     print(
         f"  thresholds: High >= {t['high']:.2f} (test precision {ci('blend_high_precision')}), "
         f"Medium >= {t['medium']:.2f} (test recall {ci('blend_medium_recall')})"

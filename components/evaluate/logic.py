@@ -312,6 +312,8 @@ def summarize(
             )
         )
     summary.update(protocol.loto_summary(loto))
+    flagged = test.blend >= operating["blend"]
+    summary.update(protocol.new_hire_false_alarm_ratio(flagged, test.labels, cohorts, blocks))
     summary = {k: float(v) for k, v in summary.items() if v is not None and math.isfinite(v)}
     return {
         "summary": summary,
@@ -325,8 +327,7 @@ def summarize(
             "fitted_on": "train (forest, boosters, forest center/scale), valid (blend, "
             "every threshold, drift reference); test only counted",
             "intervals": f"95% percentile, {blocks.draws} resamples of test cashiers (blocks)",
-            "cohorts": "seen_cashiers: has train/valid rows; unseen_cashiers: the others, "
-            "i.e. held_out_cashiers (held out by split) and new_cashiers (first row in test)",
+            "cohorts": protocol.COHORTS_NOTE,
         },
     }
 

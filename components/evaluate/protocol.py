@@ -6,7 +6,10 @@ leave-one-type-out folds. Pure numpy, no I/O.
   rows **by cashier blocks** (a cashier's rows are drawn together: one thief's thefts are
   not independent evidence), all draws in one vectorized product.
 * Cohorts: cashiers with rows in train/valid ("seen") vs the rest ("unseen": held out by
-  ``split`` or hired later), plus any label-side ``cohort`` column the data carries.
+  ``split`` or hired later); from the cohort label dates (``contracts.cohorts``, cut at the
+  test period's first day) established cashiers, new hires, late turners, thieves and
+  unseen thieves (thieves without train/valid rows); and any label-side ``cohort`` column.
+  ``new_hire_false_alarm_ratio``: new hires' false-alarm rate over established cashiers'.
 * Leave-one-type-out: per fraud type, a booster trained without its rows, a blend fitted
   and a 1%-FPR threshold chosen on valid without its rows, its test recall at that threshold.
 """
@@ -19,10 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from components.contracts import blend
+from components.contracts import blend, cohorts
 from components.contracts.bootstrap import BOOTSTRAP_DRAWS, Blocks
 
 __all__ = ["BOOTSTRAP_DRAWS", "Blocks"]  # re-exported: evaluate's one import for the protocol
+
+COHORTS_NOTE = (
+    "seen_cashiers: has train/valid rows; unseen_cashiers: the others, i.e. "
+    "held_out_cashiers (held out by split) and new_cashiers (first row in test); from the "
+    "cohort label dates, cut at the test period's first day: established (hired before it "
+    "or before the data), new_hires (hired on or after it), late_turners (started stealing "
+    "on or after it), thieves (started stealing before the test period ended), "
+    "unseen_thieves (thieves without train/valid rows)"
+)
+"""How each cohort of the report is defined (``metrics.json`` ``protocol.cohorts``)."""
 
 FPR_TARGET = 0.01
 """False-positive rate (on valid) that fixes the "at 1% FPR" operating threshold."""
@@ -57,6 +70,18 @@ def operating_point(
     }
 
 
+def date_cohort_masks(
+    subset: np.ndarray, timestamps: np.ndarray, hired_on: np.ndarray, turned_on: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Row masks (all rows) of ``cohorts.DATE_COHORTS`` at evaluate's time cut: the test
+    period's first day (no row from it on is fitted or chosen on) up to the day after its
+    last row. Empty when the data carries no cohort dates (older data: all null)."""
+    if not cohorts.has_dates(hired_on, turned_on):
+        return {}
+    days = cohorts.as_days(np.asarray(timestamps)[np.asarray(subset) == "test"])
+    return cohorts.date_cohorts(hired_on, turned_on, cut=days.min(), end=days.max() + 1)
+
+
 def cohort_masks(
     test_cashiers: np.ndarray,
     fitted_cashiers: np.ndarray,
@@ -65,8 +90,10 @@ def cohort_masks(
 ) -> dict[str, np.ndarray]:
     """Test-row masks per cohort: ``seen_cashiers`` (cashier has train/valid rows),
     ``unseen_cashiers`` (not), split into ``held_out_cashiers`` (held out by ``split``: they
-    have ``holdout`` rows) and ``new_cashiers`` (no row before the test period), and
-    ``cohort_<value>`` for each value of a label-side column."""
+    have ``holdout`` rows) and ``new_cashiers`` (no row before the test period); a boolean
+    label-side entry is a cohort mask itself (``date_cohort_masks``: with ``thieves``,
+    ``unseen_thieves`` = thieves without train/valid rows), any other gives
+    ``<name>_<value>`` for each of its values."""
     test_cashiers = np.asarray(test_cashiers).astype(str)
     seen = np.isin(test_cashiers, np.asarray(fitted_cashiers).astype(str))
     out = {"seen_cashiers": seen, "unseen_cashiers": ~seen}
@@ -75,10 +102,29 @@ def cohort_masks(
         out["held_out_cashiers"] = held & ~seen
         out["new_cashiers"] = ~held & ~seen
     for column, values in labelled.items():
+        if np.asarray(values).dtype == bool:
+            out[column] = np.asarray(values)
+            continue
         values = np.asarray(values).astype(str)
         for value in sorted(set(values.tolist())):
             out[f"{column}_{value}"] = values == value
+    if "thieves" in out:
+        out["unseen_thieves"] = out["thieves"] & ~seen
     return out
+
+
+def new_hire_false_alarm_ratio(
+    flagged: np.ndarray, labels: np.ndarray, masks: dict[str, np.ndarray], blocks: Blocks
+) -> dict[str, float]:
+    """``new_hire_false_alarm_ratio`` (new hires' false-alarm rate over established
+    cashiers', on the same cashier-block resamples) and its ``_ci_low`` / ``_ci_high``;
+    empty without both cohorts."""
+    if "new_hires" not in masks or "established" not in masks:
+        return {}
+    legit = ~np.asarray(labels, dtype=bool)
+    r = blocks.rate_ratio(flagged, masks["new_hires"] & legit, masks["established"] & legit)
+    key = "new_hire_false_alarm_ratio"
+    return {key: r["value"], f"{key}_ci_low": r["ci_low"], f"{key}_ci_high": r["ci_high"]}
 
 
 def flat_point(prefix: str, point: dict[str, dict]) -> dict[str, float]:

@@ -180,6 +180,16 @@ def render_markdown(metrics: dict[str, Any], *, image_src: dict[str, str] | None
             f"| {name} | {c['rows']:,} | {c['frauds']:,} | {_ci(c['recall'])} | "
             f"{_ci(c['precision'])} | {_ci(c['false_alarm_rate'])} |"
         )
+    s = metrics["summary"]
+    if "new_hire_false_alarm_ratio" in s:
+        key = "new_hire_false_alarm_ratio"
+        ratio = {
+            "value": s[key],
+            "ci_low": s.get(f"{key}_ci_low"),
+            "ci_high": s.get(f"{key}_ci_high"),
+        }
+        lines += ["", f"New hires' false-alarm rate over established cashiers': {_ci(ratio)} "
+                  "(target <= 1.5)."]  # fmt: skip
     loto = metrics["leave_one_type_out"]
     if loto:
         lines += [

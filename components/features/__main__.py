@@ -27,7 +27,7 @@ from components.contracts.layout import (
     TimeBoundaries,
 )
 from components.contracts.schemas import (
-    LABELLED_TRANSACTION,
+    GENERATED_TRANSACTION,
     DuplicateIds,
     InputError,
     raise_on_duplicates,
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         for date in dates:
             source = f"{args.in_historic} (date={date})"
             table = storage.read_table(
-                args.in_historic, LABELLED_TRANSACTION, filter=ds.field("date") == date
+                args.in_historic, GENERATED_TRANSACTION, filter=ds.field("date") == date
             )
             ids.add(table.column("transaction_id"))
             try:

@@ -11,17 +11,19 @@ import pyarrow as pa
 
 from components.contracts import features as F
 from components.contracts.layout import SUBSET_COLUMN, TimeBoundaries, assign_subset
-from components.contracts.schemas import LABELLED_TRANSACTION
+from components.contracts.schemas import COHORT_LABELS, LABELLED_TRANSACTION
 
 FEATURE_TABLE_SCHEMA = pa.schema(
     [
         *(LABELLED_TRANSACTION.field(name) for name in F.ID_COLUMNS),
         pa.field(SUBSET_COLUMN, pa.string(), nullable=False),
         *(LABELLED_TRANSACTION.field(name) for name in F.LABEL_COLUMNS),
+        *COHORT_LABELS,  # label-side: for evaluate's cohort table, never a model input
         *(pa.field(name, pa.float64(), nullable=False) for name in F.FEATURE_NAMES),
     ]
 )
-"""The features table: ids, time subset, labels, then ``FEATURE_NAMES`` in order."""
+"""The features table: ids, time subset, labels, cohort labels (null when the data has
+none), then ``FEATURE_NAMES`` in order."""
 
 
 def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeBoundaries) -> pa.Table:
@@ -44,6 +46,7 @@ def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeBoundarie
         ),
         "is_fraud": tx["is_fraud"].to_numpy(dtype=bool),
         "fraud_type": tx["fraud_type"].to_numpy(),
+        **{c: tx[c] if c in tx else [None] * len(tx) for c in COHORT_LABELS.names},
     }
     head = list(FEATURE_TABLE_SCHEMA)[: len(columns)]
     arrays = [pa.array(columns[f.name], type=f.type) for f in head]

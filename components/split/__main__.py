@@ -2,7 +2,8 @@
 
 Two streaming passes over the input, so memory is bounded by one read buffer plus the
 live window (a few days): the first reads only the timestamps to fix the boundaries, the
-second validates every batch against ``LABELLED_TRANSACTION`` and routes its rows to the
+second validates every batch against ``GENERATED_TRANSACTION`` (labels and cohort
+labels; data without the cohort columns reads them as nulls) and routes its rows to the
 Hive-partitioned historic lake or to the live window. The four outputs are published in
 one commit (``storage.publish``): all of them or none.
 
@@ -35,6 +36,7 @@ from components.contracts.layout import (
     time_boundaries,
 )
 from components.contracts.schemas import (
+    GENERATED_TRANSACTION,
     LABELLED_TRANSACTION,
     DuplicateIds,
     InputError,
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         ) as writer,
     ):
         for batch in storage.iter_dataset_batches(src):
-            table = validate_table(pa.Table.from_batches([batch]), LABELLED_TRANSACTION, source=src)
+            table = validate_table(
+                pa.Table.from_batches([batch]), GENERATED_TRANSACTION, source=src
+            )
             ids.add(table.column("transaction_id"))
             codes = subset_codes(table.column("timestamp"), b)
             n = np.bincount(codes, minlength=len(SUBSETS))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts.layout import DATE_COLUMN, TimeBoundaries
-from components.contracts.schemas import LABELS, LIVE_LABELS, RAW_TRANSACTION, TIMESTAMP, InputError
+from components.contracts.schemas import LIVE_LABELS, RAW_TRANSACTION, TIMESTAMP, InputError
 
 
 def _scalar(ts: datetime) -> pa.Scalar:
@@ -51,6 +51,5 @@ def live_stream(live: pa.Table) -> pa.Table:
 
 
 def live_labels(live: pa.Table) -> pa.Table:
-    """The live stream's labels (LIVE_LABELS), in the stream's order."""
-    ordered = time_order(live)
-    return ordered.select(["transaction_id", *LABELS.names]).cast(LIVE_LABELS)
+    """The live stream's labels (LIVE_LABELS: cohort labels included), in the stream's order."""
+    return time_order(live).select(LIVE_LABELS.names).cast(LIVE_LABELS)

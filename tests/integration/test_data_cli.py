@@ -13,6 +13,8 @@ import pytest
 
 from components.contracts import storage
 from components.contracts.schemas import (
+    COHORT_LABELS,
+    GENERATED_TRANSACTION,
     LABELLED_TRANSACTION,
     LIVE_LABELS,
     RAW_TRANSACTION,
@@ -102,6 +104,16 @@ def test_split_outputs(generated, tmp_path):
     )
     assert src_live.num_rows == labels.num_rows
     assert pc.sum(src_live.column("is_fraud")).as_py() == pc.sum(labels.column("is_fraud")).as_py()
+    # The cohort labels flow through: into the lake and next to the live labels.
+    cohort = storage.read_table(str(generated), GENERATED_TRANSACTION).select(
+        ["transaction_id", *COHORT_LABELS.names]
+    )
+    lake = storage.read_table(str(tmp_path / "historic"), GENERATED_TRANSACTION)
+    for out in (lake, labels):
+        got = out.select(["transaction_id", *COHORT_LABELS.names]).sort_by("transaction_id")
+        want = cohort.filter(pc.is_in(cohort["transaction_id"], got["transaction_id"]))
+        assert got.equals(want.sort_by("transaction_id"))
+    assert lake.column("cashier_hired_on").null_count < lake.num_rows  # some new hires
     # A partition holds exactly its own day.
     day = storage.read_table(
         str(tmp_path / "historic"), LABELLED_TRANSACTION, filter=ds.field("date") == "2026-01-07"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 
 import numpy as np
 import pyarrow as pa
@@ -13,14 +14,17 @@ import pytest
 from components.contracts import features as F
 from components.contracts import storage
 from components.contracts.layout import SUBSET_COLUMN
+from components.contracts.schemas import COHORT_LABELS
 from components.features.logic import FEATURE_TABLE_SCHEMA
 from tests.unit.test_features import batch_features, make_tx
 
 pytestmark = pytest.mark.integration
 
 
-def write_lake(uri: str, n: int = 3000, drop: str | None = None) -> None:
+def write_lake(uri: str, n: int = 3000, drop: str | None = None, hired: dict | None = None) -> None:
     df = make_tx(n, seed=11)
+    if hired:  # cohort label column (``cashier_hired_on``) of some cashiers
+        df["cashier_hired_on"] = df["cashier_id"].map(hired)
     df["is_fraud"] = df["void_count"] > 1
     df["fraud_type"] = np.where(df["is_fraud"], "void_abuse", "none")
     df["date"] = df["timestamp"].dt.strftime("%Y-%m-%d")
@@ -91,6 +95,24 @@ def test_features_cli_builds_point_in_time_table(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
     profiles = storage.read_table(out_profiles, F.PROFILE_SCHEMA)
     assert profiles.filter(pa.compute.equal(profiles["level"], "global"))["n"][0].as_py() == 3000
+    for name in COHORT_LABELS.names:  # older data without cohort labels: all null
+        assert table.column(name).null_count == 3000
+
+
+def test_features_cli_carries_the_cohort_labels(tmp_path):
+    """Label-side cohort columns ride along, row by row, and are not model inputs."""
+    lake = str(tmp_path / "lake")
+    cashiers = sorted(set(make_tx(3000, seed=11)["cashier_id"]))
+    hired = {cashiers[0]: date(2026, 1, 9), cashiers[1]: date(2026, 1, 6)}
+    write_lake(lake, hired=hired)
+    proc, out_features, _ = run_features(tmp_path, lake)
+    assert proc.returncode == 0, proc.stderr
+    table = storage.read_table(out_features, FEATURE_TABLE_SCHEMA)
+    got = dict(
+        zip(table["cashier_id"].to_pylist(), table["cashier_hired_on"].to_pylist(), strict=True)
+    )
+    assert got == {c: hired.get(c) for c in cashiers}
+    assert not set(COHORT_LABELS.names) & set(F.FEATURE_NAMES)
 
 
 def test_features_cli_missing_column_is_one_clear_line(tmp_path):

@@ -175,9 +175,10 @@ def test_pr_and_roc_auc_perfect_and_nan():
 # ---------------------------------------------------------------- CLI on synthetic inputs
 
 
-def synthetic_features(n: int = 6000, seed: int = 0) -> pa.Table:
+def synthetic_features(n: int = 6000, seed: int = 0, cohort_dates: dict | None = None) -> pa.Table:
     """A FEATURE_TABLE_SCHEMA table: known fraud types shift shared columns; the novel type
-    shifts a column no known type uses (so a booster that never saw it cannot learn it)."""
+    shifts a column no known type uses (so a booster that never saw it cannot learn it).
+    The cohort label columns are null unless ``cohort_dates`` gives them (column -> values)."""
     from components.features.logic import FEATURE_TABLE_SCHEMA
 
     rng = np.random.default_rng(seed)
@@ -202,8 +203,10 @@ def synthetic_features(n: int = 6000, seed: int = 0) -> pa.Table:
         SUBSET_COLUMN: subset,
         "is_fraud": types != "none",
         "fraud_type": types,
+        **(cohort_dates or {}),
     }
-    arrays = [pa.array(cols[f.name], type=f.type) for f in list(FEATURE_TABLE_SCHEMA)[:7]]
+    head = [f for f in FEATURE_TABLE_SCHEMA if f.name not in F.FEATURE_NAMES]
+    arrays = [pa.array(cols.get(f.name, [None] * n), type=f.type) for f in head]
     arrays += [pa.array(X[:, j]) for j in range(X.shape[1])]
     return pa.Table.from_arrays(arrays, schema=FEATURE_TABLE_SCHEMA)
 

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from components.contracts.layout import SUBSETS, TimeBoundaries, assign_subset, time_boundaries
 from components.contracts.schemas import (
+    COHORT_LABELS,
+    GENERATED_TRANSACTION,
     LABELLED_TRANSACTION,
     LIVE_LABELS,
     RAW_TRANSACTION,
@@ -123,6 +125,18 @@ def test_live_stream_has_raw_fields_only_in_time_order(tx):
     assert labels.schema.equals(LIVE_LABELS)
     assert labels.column("transaction_id").equals(stream.column("transaction_id"))
     validate_table(stream, RAW_TRANSACTION, source="stream")
+
+
+def test_live_labels_carry_the_cohort_labels_and_older_data_reads_them_as_null(tx):
+    labels = live_labels(tx)
+    by_id = dict(zip(tx.column("transaction_id").to_pylist(), tx.to_pylist(), strict=True))
+    for row in labels.to_pylist():
+        assert {c: row[c] for c in COHORT_LABELS.names} == {
+            c: by_id[row["transaction_id"]][c] for c in COHORT_LABELS.names
+        }
+    assert labels.column("cashier_turned_on").null_count < labels.num_rows  # some thieves
+    older = validate_table(tx.select(LABELLED_TRANSACTION.names), GENERATED_TRANSACTION, source="x")
+    assert all(live_labels(older).column(c).null_count == tx.num_rows for c in COHORT_LABELS.names)
 
 
 def test_with_date_partition(tx):
