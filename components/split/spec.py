@@ -23,7 +23,8 @@ SPEC = StageSpec(
         Io(
             "live_labels",
             "Dataset",
-            "Labels of the live stream (Parquet: transaction_id, is_fraud, fraud_type), "
+            "Labels of the live stream (Parquet: transaction_id, is_fraud, fraud_type and the "
+            "cohort labels cashier_hired_on, cashier_turned_on, cashier_left_on), "
             "for online evaluation.",
         ),
         Io(
