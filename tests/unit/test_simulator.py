@@ -344,8 +344,10 @@ def _write_live_files(folder, n=5):
                 "transaction_id": [f"L{i}" for i in range(n)],
                 "is_fraud": [i == 0 for i in range(n)],
                 "fraud_type": ["void_abuse" if i == 0 else "none" for i in range(n)],
-            },
-            schema=LIVE_LABELS,
+            },  # written before the cohort labels existed: those columns read as null
+            schema=pa.schema(
+                LIVE_LABELS.field(n) for n in ("transaction_id", "is_fraud", "fraud_type")
+            ),
         ),
         str(labels),
     )

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tools.simulator.cohorts import format_cohort_table, load_cohort_dates
 from tools.simulator.inputs import latest_live_files, load_labels, load_stream
 from tools.simulator.logic import SimulatorConfig, SimulatorError, format_report
 from tools.simulator.run import Progress, build_report, run
@@ -142,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream_uri, labels_uri = _resolve_inputs(args)
         transactions = load_stream(stream_uri, limit=config.max_requests)
         labels = load_labels(labels_uri) if labels_uri else None
+        cohort_dates = load_cohort_dates(labels_uri) if labels_uri else None
         transport: Transport
         if args.lambda_handler:
             transport = LambdaTransport(
@@ -173,10 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, elapsed = run(transactions, transport, config, progress=progress)
     finally:
         transport.close()
-    report = build_report(transport.name, config, results, elapsed, labels)
+    report = build_report(
+        transport.name, config, results, elapsed, labels,
+        transactions=transactions, cohort_dates=cohort_dates,
+    )  # fmt: skip
     report["stream"] = stream_uri
     report["labels"] = labels_uri
     print(format_report(report))
+    if report["cohorts"]:
+        print("\n" + format_cohort_table({"online": report}))
     if args.report:
         write_json(report, args.report)
         print(f"report: {args.report}")

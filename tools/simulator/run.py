@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from tools.simulator.cohorts import CohortDates, quality_by_cohort
 from tools.simulator.logic import (
     RequestResult,
     SimulatorConfig,
@@ -182,13 +183,22 @@ def build_report(
     results: Sequence[RequestResult],
     elapsed_s: float,
     labels: Mapping[str, tuple[bool, str]] | None,
+    *,
+    transactions: Sequence[Mapping] | None = None,
+    cohort_dates: CohortDates | None = None,
 ) -> dict:
-    """The JSON report: config, client-side latency summary and (with labels) online quality."""
+    """The JSON report: config, client-side latency summary and (with labels) online quality;
+    with the replayed ``transactions`` and the labels' ``cohort_dates`` also the quality per
+    cashier cohort (``cohorts.quality_by_cohort``)."""
     failures = Counter(r.error for r in results if not r.ok and r.error)
+    by_cohort = None
+    if labels is not None and transactions is not None and cohort_dates is not None:
+        by_cohort = quality_by_cohort(results, transactions, labels, cohort_dates)
     return {
         "target": target,
         "config": asdict(config),
         "latency": latency_summary(results, elapsed_s),
         "quality": online_quality(results, labels) if labels is not None else None,
+        "cohorts": by_cohort,
         "top_errors": [{"error": e, "count": n} for e, n in failures.most_common(5)],
     }
