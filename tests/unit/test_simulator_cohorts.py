@@ -20,6 +20,7 @@ from tools.simulator.cohorts import (
 )
 
 DAY0 = dt.date(2026, 2, 1)  # the first replayed day: the cut
+SCORE = {"Low Risk": 5.0, "Medium Risk": 40.0, "High Risk": 90.0}
 
 
 def _stream(levels_by_cashier: dict[str, list[str]]):
@@ -35,7 +36,8 @@ def _stream(levels_by_cashier: dict[str, list[str]]):
             transactions.append(
                 {"transaction_id": tid, "cashier_id": cashier, "timestamp": f"{day}T10:00:00"}
             )
-            results.append(RequestResult(i, tid, 200, 0.01, 1, level.rstrip("!"), 50.0))
+            level = level.rstrip("!")
+            results.append(RequestResult(i, tid, 200, 0.01, 1, level, SCORE[level]))
             labels[tid] = (fraud, "void_abuse" if fraud else "none")
     return transactions, results, labels
 
@@ -64,15 +66,23 @@ def test_quality_by_cohort_counts_each_cohort_and_the_new_hire_ratio():
     c = q["cohorts"]
     assert (c["established"]["transactions"], c["new_hires"]["transactions"]) == (30, 10)
     assert (c["late_turners"]["frauds"], c["thieves"]["transactions"]) == (2, 10)
-    est, new = c["established"]["Medium Risk"], c["new_hires"]["Medium Risk"]
+    est, new = c["established"]["Medium Risk or above"], c["new_hires"]["Medium Risk or above"]
     assert est["false_alarm_rate"]["value"] == pytest.approx(1 / 28)
     assert new["false_alarm_rate"]["value"] == pytest.approx(3 / 10)
-    assert c["late_turners"]["High Risk"]["recall"]["value"] == pytest.approx(0.5)
-    assert c["new_hires"]["High Risk"]["false_alarm_rate"]["value"] == pytest.approx(0.1)
+    assert c["late_turners"]["High Risk or above"]["recall"]["value"] == pytest.approx(0.5)
+    assert c["new_hires"]["High Risk or above"]["false_alarm_rate"]["value"] == pytest.approx(0.1)
     ratio = q["new_hire_false_alarm_ratio"]
-    assert ratio["Medium Risk"]["value"] == pytest.approx((3 / 10) / (1 / 28))
-    assert ratio["High Risk"]["value"] is None  # established: no High false alarm (ratio inf)
+    assert ratio["Medium Risk or above"]["value"] == pytest.approx((3 / 10) / (1 / 28))
+    assert (
+        ratio["High Risk or above"]["value"] is None
+    )  # established: no High false alarm (ratio inf)
     json.dumps(q, allow_nan=False)  # NaN / inf written as null
+    by_score = quality_by_cohort(
+        results, transactions, labels, _dates(transactions), alert_score=30
+    )
+    assert by_score["alerts"] == ["Medium Risk or above", "High Risk or above", "risk_score >= 30"]
+    for cohort in by_score["cohorts"].values():  # scores >= 30 are exactly Medium and High
+        assert cohort["risk_score >= 30"] == cohort["Medium Risk or above"]
 
 
 def test_side_by_side_table_and_the_report_and_cli(tmp_path, capsys):

@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", default=None, help="write the JSON report here (local path or s3:// URI)"
     )
+    p.add_argument(
+        "--alert-score",
+        type=float,
+        default=None,
+        help="also report the cohorts alerting at risk_score >= this (e.g. evaluate's "
+        "valid-fixed 1%% FPR threshold, threshold_at_1pct_fpr in blend.json)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -177,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         transport.close()
     report = build_report(
         transport.name, config, results, elapsed, labels,
-        transactions=transactions, cohort_dates=cohort_dates,
+        transactions=transactions, cohort_dates=cohort_dates, alert_score=args.alert_score,
     )  # fmt: skip
     report["stream"] = stream_uri
     report["labels"] = labels_uri

@@ -56,6 +56,8 @@ def quality_by_cohort(
     transactions: Sequence[Mapping],
     labels: Mapping[str, tuple],
     dates: CohortDates,
+    *,
+    alert_score: float | None = None,
 ) -> dict | None:
     """Per-cohort online quality of the answered, labelled requests.
 
@@ -64,12 +66,15 @@ def quality_by_cohort(
         transactions: The replayed request bodies (``cashier_id``, ISO ``timestamp``).
         labels: ``transaction_id -> (is_fraud, fraud_type)`` (the simulator's labels).
         dates: ``transaction_id -> (cashier_hired_on, cashier_turned_on)``.
+        alert_score: Also alert at ``risk_score >= alert_score`` (e.g. evaluate's
+            valid-fixed 1%-FPR threshold, ``threshold_at_1pct_fpr`` in ``blend.json``).
 
     Returns:
         None when no answered request has a label; else ``cut`` (ISO day: the first replayed
-        day), ``cohorts`` (name -> ``transactions``, ``frauds`` and, per alert level,
+        day), ``alerts`` (the alert rules: each ``FLAGGED_LEVELS`` level or above, and the
+        score rule), ``cohorts`` (name -> ``transactions``, ``frauds`` and, per alert,
         ``recall`` / ``false_alarm_rate`` with intervals) and ``new_hire_false_alarm_ratio``
-        (alert level -> value with interval).
+        (alert -> value with interval).
     """
     rank = {level: i for i, level in enumerate(RISK_LEVELS)}
     rows = [
@@ -86,7 +91,10 @@ def quality_by_cohort(
     hired, turned = zip(*(dates.get(t, (None, None)) for t in tids), strict=True)
     masks = date_cohorts(hired, turned, cut=days.min(), end=days.max() + 1)
     blocks = Blocks(np.array([str(tx["cashier_id"]) for _, tx in rows]))
-    flagged = {lv: level >= rank[lv] for lv in FLAGGED_LEVELS}
+    flagged = {f"{lv} or above": level >= rank[lv] for lv in FLAGGED_LEVELS}
+    if alert_score is not None:
+        score = np.array([r.risk_score for r, _ in rows], dtype=np.float64)
+        flagged[f"risk_score >= {alert_score:g}"] = score >= alert_score
     cohorts = {}
     for name, m in masks.items():
         cohorts[name] = {
@@ -105,7 +113,12 @@ def quality_by_cohort(
         lv: _clean(blocks.rate_ratio(f, masks["new_hires"] & legit, masks["established"] & legit))
         for lv, f in flagged.items()
     }
-    return {"cut": str(days.min()), "cohorts": cohorts, "new_hire_false_alarm_ratio": ratio}
+    return {
+        "cut": str(days.min()),
+        "alerts": list(flagged),
+        "cohorts": cohorts,
+        "new_hire_false_alarm_ratio": ratio,
+    }
 
 
 def _ci(r: Mapping | None) -> str:
@@ -127,8 +140,8 @@ def format_cohort_table(reports: Mapping[str, Mapping]) -> str:
         f"online quality per cohort (cut {first['cut']}: hired / turned on or after it = "
         "new hire / late turner); recall and false-alarm rate [95% cashier-block bootstrap]"
     ]
-    for lv in FLAGGED_LEVELS:
-        lines.append(f"  alert at {lv} or above")
+    for lv in first["alerts"]:
+        lines.append(f"  alert at {lv}")
         lines.append(
             f"    {'cohort':<13}{'n':>7}{'frauds':>7}  "
             + "  ".join(

@@ -186,14 +186,17 @@ def build_report(
     *,
     transactions: Sequence[Mapping] | None = None,
     cohort_dates: CohortDates | None = None,
+    alert_score: float | None = None,
 ) -> dict:
     """The JSON report: config, client-side latency summary and (with labels) online quality;
     with the replayed ``transactions`` and the labels' ``cohort_dates`` also the quality per
-    cashier cohort (``cohorts.quality_by_cohort``)."""
+    cashier cohort (``cohorts.quality_by_cohort``, also alerting at ``alert_score``)."""
     failures = Counter(r.error for r in results if not r.ok and r.error)
     by_cohort = None
     if labels is not None and transactions is not None and cohort_dates is not None:
-        by_cohort = quality_by_cohort(results, transactions, labels, cohort_dates)
+        by_cohort = quality_by_cohort(
+            results, transactions, labels, cohort_dates, alert_score=alert_score
+        )
     return {
         "target": target,
         "config": asdict(config),
