@@ -15,9 +15,9 @@ from tools.simulator import RequestResult, SimulatorConfig, build_report
 from tools.simulator.cohorts import (
     format_cohort_table,
     load_cohort_dates,
-    main,
     quality_by_cohort,
 )
+from tools.simulator.compare import main
 
 DAY0 = dt.date(2026, 2, 1)  # the first replayed day: the cut
 SCORE = {"Low Risk": 5.0, "Medium Risk": 40.0, "High Risk": 90.0}
@@ -65,6 +65,7 @@ def test_quality_by_cohort_counts_each_cohort_and_the_new_hire_ratio():
     assert q["cut"] == str(DAY0)
     c = q["cohorts"]
     assert (c["established"]["transactions"], c["new_hires"]["transactions"]) == (30, 10)
+    assert (c["established"]["cashiers"], c["new_hires"]["cashiers"]) == (3, 1)
     assert (c["late_turners"]["frauds"], c["thieves"]["transactions"]) == (2, 10)
     est, new = c["established"]["Medium Risk or above"], c["new_hires"]["Medium Risk or above"]
     assert est["false_alarm_rate"]["value"] == pytest.approx(1 / 28)

@@ -11,14 +11,12 @@ hires' false-alarm rate over established cashiers', same resamples).
 
 Compare two runs (the app served with ``PROFILE_STORE=frozen`` and with the live store)::
 
-    python -m tools.simulator.cohorts frozen=var/sim-frozen.json live=var/sim-live.json
+    python -m tools.simulator.compare frozen=var/sim-frozen.json live=var/sim-live.json
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -90,7 +88,8 @@ def quality_by_cohort(
     days = as_days([str(tx["timestamp"])[:10] for _, tx in rows])
     hired, turned = zip(*(dates.get(t, (None, None)) for t in tids), strict=True)
     masks = date_cohorts(hired, turned, cut=days.min(), end=days.max() + 1)
-    blocks = Blocks(np.array([str(tx["cashier_id"]) for _, tx in rows]))
+    cashier = np.array([str(tx["cashier_id"]) for _, tx in rows])
+    blocks = Blocks(cashier)
     flagged = {f"{lv} or above": level >= rank[lv] for lv in FLAGGED_LEVELS}
     if alert_score is not None:
         score = np.array([r.risk_score for r, _ in rows], dtype=np.float64)
@@ -98,6 +97,7 @@ def quality_by_cohort(
     cohorts = {}
     for name, m in masks.items():
         cohorts[name] = {
+            "cashiers": len(set(cashier[m].tolist())),
             "transactions": int(m.sum()),
             "frauds": int((m & fraud).sum()),
             **{
@@ -138,12 +138,13 @@ def format_cohort_table(reports: Mapping[str, Mapping]) -> str:
     first = next(iter(runs.values()))
     lines = [
         f"online quality per cohort (cut {first['cut']}: hired / turned on or after it = "
-        "new hire / late turner); recall and false-alarm rate [95% cashier-block bootstrap]"
+        "new hire / late turner); recall and false-alarm rate [95% cashier-block bootstrap; "
+        "a cohort of one cashier has no spread of its own]"
     ]
     for lv in first["alerts"]:
         lines.append(f"  alert at {lv}")
         lines.append(
-            f"    {'cohort':<13}{'n':>7}{'frauds':>7}  "
+            f"    {'cohort':<13}{'cashiers':>9}{'n':>7}{'frauds':>7}  "
             + "  ".join(
                 f"{run + ' recall':<22}{run + ' false alarms':<24}" for run in runs
             ).rstrip()
@@ -155,7 +156,8 @@ def format_cohort_table(reports: Mapping[str, Mapping]) -> str:
                 f"{_ci(q['cohorts'][name][lv]['false_alarm_rate']):<24}"
                 for q in runs.values()
             )
-            lines.append(f"    {name:<13}{c['transactions']:>7}{c['frauds']:>7}  {cells}".rstrip())
+            n = f"{c.get('cashiers', '-'):>9}{c['transactions']:>7}{c['frauds']:>7}"
+            lines.append(f"    {name:<13}{n}  {cells}".rstrip())
         lines.append(
             "    new-hire false-alarm ratio (vs established, target <= 1.5): "
             + ", ".join(
@@ -163,27 +165,3 @@ def format_cohort_table(reports: Mapping[str, Mapping]) -> str:
             )
         )
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tools.simulator.cohorts NAME=REPORT.json ...``: the side-by-side table."""
-    from components.contracts import storage
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or any("=" not in a for a in args):
-        print("usage: python -m tools.simulator.cohorts NAME=REPORT.json ...", file=sys.stderr)
-        return 2
-    reports = {}
-    for arg in args:
-        name, uri = arg.split("=", 1)
-        try:
-            reports[name] = json.loads(storage.read_bytes(uri))
-        except (OSError, ValueError, storage.StorageError) as exc:
-            print(f"simulator cohorts: error: {uri}: {exc}", file=sys.stderr)
-            return 2
-    print(format_cohort_table(reports))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
