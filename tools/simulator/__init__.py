@@ -12,7 +12,11 @@ wall-clock duration, so the simulator cannot flood a service.
 
 At the end it reports client-side latency percentiles and throughput and, joined with the
 held-out labels (``live_labels`` Parquet), the online precision/recall per risk level and the
-recall per fraud type: what loss prevention would see from the model on live traffic.
+recall per fraud type: what loss prevention would see from the model on live traffic; with
+the labels' cohort dates also per cashier cohort (established, new hires, late turners,
+thieves) and the new-hire false-alarm ratio (``cohorts.py``). ``python -m
+tools.simulator.compare frozen=A.json live=B.json`` puts two runs side by side (the app with
+``PROFILE_STORE=frozen`` and with the live profile store: ``make simulate-cohorts``).
 
 Pure logic (pacing, backoff, percentiles, online quality, the API Gateway event shape, the
 report text) is separate from I/O (transports, threads, files) and unit-tested.
