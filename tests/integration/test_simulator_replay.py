@@ -53,6 +53,9 @@ def check_report(report: dict, n: int) -> None:
         row = q["at_or_above"][level]
         assert row["tp"] + row["fn"] == q["frauds"]
         assert row["tp"] + row["fp"] == row["flagged"]
+    cohorts = report["cohorts"]["cohorts"]  # split's live labels carry the cohort dates
+    assert cohorts["established"]["transactions"] + cohorts["new_hires"]["transactions"] == n
+    assert cohorts["thieves"]["frauds"] <= q["frauds"]  # customers steal at SCO too
 
 
 def test_replay_over_http_paced_with_online_quality(trained_pipeline, tmp_path, tmp_path_factory):
