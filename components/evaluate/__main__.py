@@ -143,7 +143,10 @@ def evaluate(args: argparse.Namespace) -> logic.Evaluation:
         storage.join(forest_dir, "forest.npz"),
         files.read("iforest_model", forest_dir, "forest.npz"),
     )
-    files.read_optional("iforest_model", forest_dir, "meta.json")
+    forest_meta = _parse_json(
+        files.read_optional("iforest_model", forest_dir, "meta.json"),
+        storage.join(forest_dir, "meta.json"),
+    )
 
     rows = read_features(args.in_features)
     result = logic.evaluate_models(
@@ -156,6 +159,8 @@ def evaluate(args: argparse.Namespace) -> logic.Evaluation:
             xgb_margin=models.xgb_scorer(booster),
             forest_score=forest.score_samples,
             fold_margins=folds,
+            anomaly_features=tuple((forest_meta or {}).get("feature_names") or F.ANOMALY_FEATURES),
+            feature_names=F.FEATURE_NAMES,
         ),
         high_precision_target=args.high_precision_target,
         medium_recall_target=args.medium_recall_target,
