@@ -2,7 +2,7 @@
 
 It runs the same pieces as the pipeline on generated data - ``datagen`` logic, the shared
 feature module (point-in-time profiles), XGBoost, an isolation forest flattened to
-``ForestArrays``, ``blend.fit_blend`` - and writes a plain bundle folder (``bundle.build_bundle_files``).
+``ForestArrays``, ``thresholds.fit_channels`` - and writes a plain bundle folder (``bundle.build_bundle_files``).
 The pipeline's stage CLIs produce the production bundle; this one exists so serving can
 be tested and benchmarked without running them.
 """
