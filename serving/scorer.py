@@ -98,12 +98,28 @@ class Scorer:
         self._exp = np.empty(1, dtype=np.float64)
         anomaly = models.blend.anomaly
         self._norms = channels.norm_index(anomaly, self._names) if anomaly else None
+        self._norm_rows = (
+            None
+            if self._norms is None
+            else [(int(i), float(c), float(s)) for i, c, s in zip(*self._norms[:3], strict=True)]
+        )
 
     def _fired(self, level: str, supervised: float, anomaly: float | None) -> str | None:
         if level == blend_mod.LOW or anomaly is None:
             return None
         cut = self._thresholds.high if level == blend_mod.HIGH else self._thresholds.medium
         return channels.fired(supervised, anomaly, cut)
+
+    def _anomaly_reasons_one(self, x: np.ndarray) -> list[tuple[str, float]]:
+        """``_anomaly_reasons`` of one row in scalar arithmetic (same values, same order: the
+        same float64 operations, and both sorts are stable)."""
+        if self._norm_rows is None:
+            return []
+        xs = x.tolist()
+        d = [abs(xs[i] - c) / s for i, c, s in self._norm_rows]
+        order = sorted(range(len(d)), key=d.__getitem__, reverse=True)[: self._k]
+        names = self._norms[3]
+        return [(names[j], d[j]) for j in order if d[j] > 0]
 
     def _anomaly_reasons(self, X: np.ndarray) -> list[list[tuple[str, float]]]:
         """Per row of ``X``: the top anomaly features by deviation from their norm (> 0)."""
@@ -198,7 +214,7 @@ class Scorer:
             store_label=self.store_label(request["cashier_id"], request.get("store_id")),
             profile_source=source,
             channel=self._fired(level, sup, anom),
-            anomaly_reasons=self._anomaly_reasons(X)[0],
+            anomaly_reasons=self._anomaly_reasons_one(x),
         )
 
     def raw_scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
