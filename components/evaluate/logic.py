@@ -373,6 +373,8 @@ def evaluate_models(
     )
     if not scorers.fold_margins:
         log.warning("no fold boosters: no leave-one-type-out results")
+    sup, anom = blend.channel_scores(margin["test"], forest_score["test"], params)
+    by_channel = thresholds.channel_breakdown(sup, anom, test.labels, operating["blend"], blocks)
     metrics = summarize(
         test=test,
         params=params,
@@ -382,6 +384,12 @@ def evaluate_models(
         cohorts=cohorts,
         loto=loto,
     )
+    metrics["channels_at_1pct_fpr"] = by_channel
+    for k, v in by_channel.items():
+        key = f"blend_{k}_at_1pct_fpr"
+        metrics["summary"].update({key: v["value"], f"{key}_ci_low": v["ci_low"],
+                                   f"{key}_ci_high": v["ci_high"]} if v["n"] else {})  # fmt: skip
+    metrics["summary"] = {k: v for k, v in metrics["summary"].items() if math.isfinite(v)}
     return Evaluation(params, metrics, test)
 
 

@@ -307,3 +307,20 @@ def robust_norms(
         col = col[np.isfinite(col)]
         out.append((name, *blend.robust_center_scale(col)) if col.size else (name, 0.0, 1.0))
     return tuple(out)
+
+
+def channel_breakdown(
+    supervised: np.ndarray, anomaly: np.ndarray, labels: np.ndarray, threshold: float, blocks
+) -> dict[str, dict]:
+    """At a score ``threshold``: the share of fraud rows flagged by the supervised channel
+    only, the anomaly channel only, and both (each with interval), and the share of
+    legitimate rows flagged by each channel (the false-alarm budget as spent)."""
+    y = np.asarray(labels, dtype=bool)
+    s, a = np.asarray(supervised) >= threshold, np.asarray(anomaly) >= threshold
+    return {
+        "recall_supervised_only": blocks.rate(s & ~a, y),
+        "recall_anomaly_only": blocks.rate(a & ~s, y),
+        "recall_both": blocks.rate(s & a, y),
+        "false_alarm_rate_supervised": blocks.rate(s, ~y),
+        "false_alarm_rate_anomaly": blocks.rate(a, ~y),
+    }
