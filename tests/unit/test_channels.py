@@ -143,3 +143,28 @@ def test_anomaly_features_and_forest_ignore_every_types_labels():
         assert again.meta["feature_names"] == base.meta["feature_names"] == list(ANOMALY_FEATURES)
         np.testing.assert_array_equal(again.forest.arrays.threshold, base.forest.arrays.threshold)
         np.testing.assert_array_equal(again.forest.arrays.feature, base.forest.arrays.feature)
+
+
+def test_a_type_only_the_forest_sees_is_caught_by_two_channels_not_by_one_blend():
+    """The reason for two channels: fitted on labelled (known) types only, a logistic blend
+    puts ~no weight on a forest that does not separate them, and never flags a novel type the
+    forest does isolate; the anomaly channel's own budget does."""
+    rng = np.random.default_rng(3)
+    n = 20000
+    y = rng.random(n) < 0.03
+    margin = rng.normal(-4, 1, n) + 5.0 * y  # the booster knows the labelled types
+    forest = -0.45 + 0.02 * rng.standard_normal(n)  # the forest does not separate them
+    novel_margin, novel_forest = rng.normal(-4, 1, 200), np.full(200, -0.75)
+    two, _ = thresholds.fit_channels(
+        valid_margin=margin, valid_iforest_score=forest, valid_labels=y,
+        train_iforest_score=forest, high_precision_target=0.8, medium_recall_target=0.9,
+    )  # fmt: skip
+    caught = blend.risk_score(novel_margin, novel_forest, two) >= two.extra["threshold_at_1pct_fpr"]
+    one = blend.fit_blend(valid_margin=margin, valid_iforest_score=forest, valid_labels=y,
+                          train_iforest_score=forest)  # fmt: skip
+    t_one = thresholds.threshold_at_fpr(blend.risk_score(margin, forest, one), y)
+    assert caught.mean() == 1.0
+    assert (blend.risk_score(novel_margin, novel_forest, one) >= t_one).mean() < 0.05
+    # and the known types keep most of their recall
+    known = blend.risk_score(margin, forest, two)[y] >= two.extra["threshold_at_1pct_fpr"]
+    assert known.mean() > 0.9
