@@ -287,3 +287,29 @@ def test_schemathesis_finds_no_server_error(demo):
 
     run()
     assert any(code == 200 for code in seen) and any(400 <= code < 500 for code in seen)
+
+
+def test_a_one_blend_bundle_still_serves_without_channel_fields(demo):
+    """blend.json version 1 (one logistic blend, before channels) scores as it did: no
+    channel is named and there are no anomaly reason codes."""
+    import dataclasses
+
+    from components.contracts import bundle as B
+    from serving.model_loader import load_models
+    from serving.scorer import Scorer
+
+    models = load_models(B.load_bundle(demo.path))
+    v1 = blend_mod.BlendParams(
+        xgb_weight=1.0, iforest_weight=0.5, intercept=-3.0, iforest_center=0.45,
+        iforest_scale=0.05, thresholds=blend_mod.Thresholds(high=60.0, medium=5.0),
+    )  # fmt: skip
+    v1 = blend_mod.BlendParams.from_dict(v1.to_dict())
+    scorer = Scorer(dataclasses.replace(models, blend=v1))
+    rows = [known_request(demo, i) for i in range(0, 600, 7)]
+    many = scorer.score_many(rows)
+    for row, m in zip(rows, many, strict=True):
+        one = scorer.score_one(row)
+        assert one.risk_score == m.risk_score
+        assert one.channel is None and m.channel is None
+        assert one.anomaly_reasons == [] and m.anomaly_reasons == []
+    assert {m.risk_level for m in many} != {"Low Risk"}
