@@ -42,6 +42,7 @@ from serving.metrics import CONTENT_TYPE, EmfMetrics, ServingMetrics
 from serving.model_loader import LoadedModel
 from serving.schemas import (
     BATCH_LIMIT,
+    AnomalyReason,
     BatchRequest,
     BatchResponse,
     ErrorBody,
@@ -53,6 +54,7 @@ from serving.schemas import (
     ThresholdsInfo,
     openapi_components,
 )
+from serving.scorer import Scored
 from serving.settings import ServingSettings
 from serving.store import LiveProfiles, build_store
 
@@ -190,6 +192,22 @@ def _error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
+def response(transaction_id: str, scored: Scored, version: str) -> PredictResponse:
+    """The response body of one scored transaction (``latency_ms`` set by the caller)."""
+    return PredictResponse(
+        transaction_id=transaction_id,
+        risk_score=scored.risk_score,
+        risk_level=scored.risk_level,  # type: ignore[arg-type]
+        action=scored.action,  # type: ignore[arg-type]
+        latency_ms=0.0,
+        model_version=version,
+        reasons=[Reason(feature=f, contribution=c) for f, c in scored.reasons],
+        profile_source=scored.profile_source,  # type: ignore[arg-type]
+        channel=scored.channel,  # type: ignore[arg-type]
+        anomaly_reasons=[AnomalyReason(feature=f, deviation=d) for f, d in scored.anomaly_reasons],
+    )
+
+
 def _internal_error(request: Request, exc: Exception) -> Response:
     if request.scope.get(DISCONNECTED_KEY):
         # Litestar raises a 500 when the body stream ends early; the client is gone and
@@ -303,17 +321,11 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
         else:
             scored = scorer.score_one(data, live)
         observe(scored.risk_level, scored.store_label, scored.risk_score)
-        return PredictResponse(
-            transaction_id=data.transaction_id,
-            risk_score=scored.risk_score,
-            risk_level=scored.risk_level,  # type: ignore[arg-type]
-            action=scored.action,  # type: ignore[arg-type]
-            latency_ms=(time.perf_counter() - t0) * 1000.0,
-            model_version=version,
-            reasons=[Reason(feature=f, contribution=c) for f, c in scored.reasons],
-            profile_source=scored.profile_source,  # type: ignore[arg-type]
-            features=scorer.last_features() if debug_features else msgspec.UNSET,
-        )
+        out = response(data.transaction_id, scored, version)
+        out.latency_ms = (time.perf_counter() - t0) * 1000.0
+        if debug_features:
+            out.features = scorer.last_features()
+        return out
 
     @post(
         "/v1/predict/batch",
@@ -335,18 +347,7 @@ def create_app(settings: ServingSettings | None = None) -> Litestar:
         out = []
         for item, scored in zip(items, results, strict=True):
             observe(scored.risk_level, scored.store_label, scored.risk_score)
-            out.append(
-                PredictResponse(
-                    transaction_id=item.transaction_id,
-                    risk_score=scored.risk_score,
-                    risk_level=scored.risk_level,  # type: ignore[arg-type]
-                    action=scored.action,  # type: ignore[arg-type]
-                    latency_ms=0.0,
-                    model_version=version,
-                    reasons=[Reason(feature=f, contribution=c) for f, c in scored.reasons],
-                    profile_source=scored.profile_source,  # type: ignore[arg-type]
-                )
-            )
+            out.append(response(item.transaction_id, scored, version))
         latency = (time.perf_counter() - t0) * 1000.0
         for p in out:
             p.latency_ms = latency

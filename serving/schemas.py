@@ -94,6 +94,17 @@ class Reason(msgspec.Struct, kw_only=True):
     contribution: float
 
 
+class AnomalyReason(msgspec.Struct, kw_only=True):
+    """An anomaly feature far from its norm: ``|value - median| / robust spread`` of the
+    feature on the train period's honest transactions."""
+
+    feature: str
+    deviation: float
+
+
+Channel = Literal["supervised", "anomaly", "both"]
+
+
 class PredictResponse(msgspec.Struct, kw_only=True):
     """The brief's response plus model_version and reason codes (additive fields)."""
 
@@ -109,6 +120,11 @@ class PredictResponse(msgspec.Struct, kw_only=True):
     ``frozen``: the bundle's profile (store off, unreachable or past its deadline)."""
     features: list[float] | msgspec.UnsetType = msgspec.UNSET
     """The feature vector scored (``FEATURE_NAMES`` order); only with ``DEBUG_FEATURES``."""
+    channel: Channel | None = None
+    """Which channel reached the risk level: the supervised model (known patterns), the
+    anomaly model (unusual behaviour), both; null for Low (and bundles before channels)."""
+    anomaly_reasons: list[AnomalyReason] = msgspec.field(default_factory=list)
+    """The anomaly channel's reason codes: its features furthest from their norm."""
 
 
 class BatchRequest(msgspec.Struct, kw_only=True):
@@ -170,6 +186,7 @@ API_STRUCTS = (
     PredictResponse,
     BatchResponse,
     Reason,
+    AnomalyReason,
     ModelInfo,
     ThresholdsInfo,
     Status,

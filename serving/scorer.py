@@ -1,4 +1,6 @@
-"""The fast scoring path: request -> features -> both forests -> blend -> level and reasons.
+"""The fast scoring path: request -> features -> both forests -> two channels -> level and
+reasons (the supervised channel's: top XGBoost attributions; the anomaly channel's: its
+features furthest from their train-honest norm; ``channel``: which channel reached the level).
 
 Single requests reuse preallocated buffers and make one compiled call for both models;
 batches go through the vectorized kernels (rows in parallel). Features come from the shared
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from components.contracts import blend as blend_mod
+from components.contracts import channels
 from components.contracts import features as feats
 from components.contracts.blend import BlendParams
 from components.contracts.engine import IForestTrees, XGBTrees, score_pair_row
@@ -64,6 +67,10 @@ class Scored:
     reasons: list[tuple[str, float]]
     store_label: str
     profile_source: str = FROZEN
+    channel: str | None = None
+    """Which channel reached the risk level (``channels.fired``); None for Low."""
+    anomaly_reasons: list[tuple[str, float]] = ()  # type: ignore[assignment]
+    """Anomaly features furthest from their norm: (name, deviation in robust spreads)."""
 
 
 class Scorer:
@@ -89,6 +96,42 @@ class Scorer:
         self._top = np.empty(max(top_reasons, 1), dtype=np.int64)
         self._k = top_reasons
         self._exp = np.empty(1, dtype=np.float64)
+        anomaly = models.blend.anomaly
+        self._norms = channels.norm_index(anomaly, self._names) if anomaly else None
+        self._norm_rows = (
+            None
+            if self._norms is None
+            else [(int(i), float(c), float(s)) for i, c, s in zip(*self._norms[:3], strict=True)]
+        )
+
+    def _fired(self, level: str, supervised: float, anomaly: float | None) -> str | None:
+        if level == blend_mod.LOW or anomaly is None:
+            return None
+        cut = self._thresholds.high if level == blend_mod.HIGH else self._thresholds.medium
+        return channels.fired(supervised, anomaly, cut)
+
+    def _anomaly_reasons_one(self, x: np.ndarray) -> list[tuple[str, float]]:
+        """``_anomaly_reasons`` of one row in scalar arithmetic (same values, same order: the
+        same float64 operations, and both sorts are stable)."""
+        if self._norm_rows is None:
+            return []
+        xs = x.tolist()
+        d = [abs(xs[i] - c) / s for i, c, s in self._norm_rows]
+        order = sorted(range(len(d)), key=d.__getitem__, reverse=True)[: self._k]
+        names = self._norms[3]
+        return [(names[j], d[j]) for j in order if d[j] > 0]
+
+    def _anomaly_reasons(self, X: np.ndarray) -> list[list[tuple[str, float]]]:
+        """Per row of ``X``: the top anomaly features by deviation from their norm (> 0)."""
+        if self._norms is None:
+            return [[] for _ in range(X.shape[0])]
+        index, center, scale, names = self._norms
+        dev = channels.deviations(X, index, center, scale)
+        top = np.argsort(-dev, axis=1, kind="stable")[:, : self._k]
+        return [
+            [(names[j], float(dev[i, j])) for j in top[i] if dev[i, j] > 0]
+            for i in range(X.shape[0])
+        ]
 
     # ------------------------------------------------------------------ pieces
 
@@ -154,7 +197,8 @@ class Scorer:
         margin, iforest_score, n_top = score_pair_row(
             x, self.models.xgb, self.models.forest, self._contrib, self._top
         )
-        score = blend_mod.risk_score_one(margin, iforest_score, self._blend, self._exp)
+        sup, anom = blend_mod.channel_scores_one(margin, iforest_score, self._blend, self._exp)
+        score = sup if anom is None else max(sup, anom)  # == blend.risk_score_one
         if not math.isfinite(score):  # cannot happen with finite features; never return NaN
             raise ValueError("risk score is not finite")
         level = self.level(score)
@@ -169,6 +213,8 @@ class Scorer:
             reasons=reasons,
             store_label=self.store_label(request["cashier_id"], request.get("store_id")),
             profile_source=source,
+            channel=self._fired(level, sup, anom),
+            anomaly_reasons=self._anomaly_reasons_one(x),
         )
 
     def raw_scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,7 +228,9 @@ class Scorer:
         """Score a batch on the vectorized path (``blend.risk_score`` itself)."""
         X, sources = self.features_many(requests, profiles)
         margins, iforest_scores, contribs = self.raw_scores(X)
-        scores = blend_mod.risk_score(margins, iforest_scores, self.models.blend)
+        sup, anom = blend_mod.channel_scores(margins, iforest_scores, self.models.blend)
+        scores = sup if anom is None else np.maximum(sup, anom)  # == blend.risk_score
+        anomaly_reasons = self._anomaly_reasons(X)
         if not np.all(np.isfinite(scores)):
             raise ValueError("risk score is not finite")
         top = np.empty((len(requests), max(self._k, 1)), dtype=np.int64)
@@ -202,6 +250,10 @@ class Scorer:
                     reasons=reasons,
                     store_label=self.store_label(request["cashier_id"], request.get("store_id")),
                     profile_source=sources[i],
+                    channel=self._fired(
+                        level, float(sup[i]), None if anom is None else float(anom[i])
+                    ),
+                    anomaly_reasons=anomaly_reasons[i],
                 )
             )
         return out

@@ -2,7 +2,7 @@
 
 It runs the same pieces as the pipeline on generated data - ``datagen`` logic, the shared
 feature module (point-in-time profiles), XGBoost, an isolation forest flattened to
-``ForestArrays``, ``blend.fit_blend`` - and writes a plain bundle folder (``bundle.build_bundle_files``).
+``ForestArrays``, ``thresholds.fit_channels`` - and writes a plain bundle folder (``bundle.build_bundle_files``).
 The pipeline's stage CLIs produce the production bundle; this one exists so serving can
 be tested and benchmarked without running them.
 """
@@ -103,17 +103,20 @@ def build_demo_bundle(
             xgboost.DMatrix(X[rows], feature_names=list(feats.FEATURE_NAMES)), output_margin=True
         )
 
-    params_blend = blend_mod.fit_blend(
+    # The two-channel score and its thresholds, fitted on valid by evaluate's own rule.
+    from components.evaluate.thresholds import fit_channels, robust_norms
+
+    params_blend, _ = fit_channels(
         valid_margin=margins(valid),
         valid_iforest_score=forest.score_samples(X[valid]),
         valid_labels=y[valid],
         train_iforest_score=forest.score_samples(X[train]),
+        high_precision_target=0.8,
+        medium_recall_target=0.95,
+        norms=robust_norms(X[train][y[train] == 0], feats.ANOMALY_FEATURES, feats.FEATURE_NAMES),
     )
     test_scores = blend_mod.risk_score(margins(test), forest.score_samples(X[test]), params_blend)
-    params_blend = params_blend.with_(
-        thresholds=blend_mod.Thresholds(high=80.0, medium=30.0),
-        reference_histogram=blend_mod.score_histogram(test_scores),
-    )
+    params_blend = params_blend.with_(reference_histogram=blend_mod.score_histogram(test_scores))
     with tempfile.TemporaryDirectory(prefix="demo-bundle-src-") as tmp:
         src = Path(tmp)
         booster.save_model(str(src / "xgb.ubj"))

@@ -1,10 +1,22 @@
-"""The one blend: XGBoost margin + isolation-forest score -> calibrated 0-100 risk score.
+"""The one risk score: XGBoost margin + isolation-forest score -> 0-100 risk score.
 
 Used by ``evaluate`` (to fit and report it), by ``register``'s MLflow pyfunc, and by
 serving. Pure numpy, no I/O, no pickles: the parameters live in ``blend.json`` as plain
 numbers (``BlendParams.to_dict`` / ``BlendParams.from_dict``).
 
-Recipe (one step does blending and Platt calibration)::
+Two channels (``blend_version`` 2, what ``evaluate`` fits): ``BlendParams.anomaly`` is set,
+``iforest_weight`` is 0 and the score is the larger of the two channel scores::
+
+    supervised = 100 * sigmoid(a * xgb_margin + c)        # Platt-calibrated booster
+    anomaly    = channels.anomaly_score(iforest_z)        # knots: channel thresholds
+    risk       = max(supervised, anomaly)
+
+so a score crosses High (Medium, the 1%-FPR point) exactly when either channel crosses its
+own threshold for it (``components.contracts.channels``). Why: a logistic blend fitted on
+labelled types puts almost no weight on the forest, which then never flags a pattern no
+label showed (issue 13 item 4: leave-one-type-out recall 0.00 for every type).
+
+One logistic blend (``blend_version`` 1 bundles, still read and scored as they were)::
 
     iforest_z = (-iforest_score - center) / scale
     risk      = 100 * sigmoid(a * xgb_margin + b * iforest_z + c)
@@ -34,10 +46,18 @@ from typing import Any
 
 import numpy as np
 
+from components.contracts.channels import (
+    AnomalyChannel,
+    ChannelError,
+    anomaly_score,
+    anomaly_score_one,
+)
 from components.contracts.schemas import ACTIONS, RISK_LEVELS, InputError
 
-BLEND_VERSION = 1
-"""Version of the ``blend.json`` layout; bumped on incompatible change."""
+BLEND_VERSION = 2
+"""Version of the ``blend.json`` layout written (2: two channels); bumped on incompatible
+change. ``from_dict`` reads every version in ``READABLE_VERSIONS``."""
+READABLE_VERSIONS = (1, 2)
 
 SCORE_BINS = tuple(float(x) for x in range(0, 101, 5))
 """Edges of the 0-100 score histogram (20 bins) used for the PSI reference."""
@@ -96,6 +116,8 @@ class BlendParams:
     """Fraction of valid-period scores per ``SCORE_BINS`` bin (sums to 1), for PSI."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance (fit sizes, targets); carried through JSON unchanged."""
+    anomaly: AnomalyChannel | None = None
+    """The anomaly channel (two-channel score); None: one logistic blend (version 1)."""
 
     def __post_init__(self) -> None:
         for name in ("xgb_weight", "iforest_weight", "intercept", "iforest_center"):
@@ -119,9 +141,13 @@ class BlendParams:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the content of ``blend.json``)."""
+        two = self.anomaly is not None
         return {
-            "blend_version": BLEND_VERSION,
-            "formula": "100 * sigmoid(a * xgb_margin + b * (-iforest_score - center) / scale + c)",
+            "blend_version": BLEND_VERSION if two else 1,
+            "formula": "max(100 * sigmoid(a * xgb_margin + c), anomaly_score((-iforest_score"
+            " - center) / scale))"
+            if two
+            else "100 * sigmoid(a * xgb_margin + b * (-iforest_score - center) / scale + c)",
             "xgb_weight": float(self.xgb_weight),
             "iforest_weight": float(self.iforest_weight),
             "intercept": float(self.intercept),
@@ -135,14 +161,19 @@ class BlendParams:
             if self.reference_histogram is not None
             else None,
             "extra": dict(self.extra),
+            **({"anomaly_channel": self.anomaly.to_dict()} if two else {}),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BlendParams:
         """Parse ``blend.json`` content; raises ``BlendError`` naming the bad field."""
-        version = data.get("blend_version", BLEND_VERSION)
-        if version != BLEND_VERSION:
-            raise BlendError(f"blend_version {version} not supported (expected {BLEND_VERSION})")
+        version = data.get("blend_version", 1)
+        if version not in READABLE_VERSIONS:
+            raise BlendError(
+                f"blend_version {version} not supported (this code reads {READABLE_VERSIONS})"
+            )
+        if version >= 2 and not data.get("anomaly_channel"):
+            raise BlendError(f"blend_version {version} needs an 'anomaly_channel'")
         try:
             thresholds = data.get("thresholds")
             hist = data.get("reference_histogram")
@@ -159,9 +190,12 @@ class BlendParams:
                 thresholds=Thresholds.from_dict(thresholds) if thresholds else None,
                 reference_histogram=hist,
                 extra=dict(data.get("extra") or {}),
+                anomaly=AnomalyChannel.from_dict(data["anomaly_channel"]) if version >= 2 else None,
             )
         except KeyError as exc:
             raise BlendError(f"blend parameters miss field {exc}") from exc
+        except ChannelError as exc:
+            raise BlendError(str(exc)) from exc
         except (TypeError, ValueError) as exc:
             if isinstance(exc, BlendError):
                 raise
@@ -200,10 +234,26 @@ def blend_logit(
     return _logit(m, np.asarray(iforest_score, dtype=np.float64), params)
 
 
+def channel_scores(
+    xgb_margin: np.ndarray, iforest_score: np.ndarray, params: BlendParams
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The two channels' 0-100 scores, elementwise: (supervised, anomaly); the risk score is
+    their maximum. A one-blend (version 1) ``params``: (the blend's score, None)."""
+    m = np.asarray(xgb_margin, dtype=np.float64)
+    s = np.asarray(iforest_score, dtype=np.float64)
+    if m.shape != s.shape:
+        raise BlendError(f"xgb_margin shape {m.shape} != iforest_score shape {s.shape}")
+    supervised = 100.0 * _sigmoid(blend_logit(m, s, params))
+    if params.anomaly is None:
+        return supervised, None
+    return supervised, anomaly_score(_z(s, params), params.anomaly)
+
+
 def risk_score(
     xgb_margin: np.ndarray, iforest_score: np.ndarray, params: BlendParams
 ) -> np.ndarray:
-    """Calibrated 0-100 risk score (percent probability of fraud), elementwise.
+    """0-100 risk score, elementwise: the larger channel score (``channel_scores``); with a
+    one-blend (version 1) ``params``, the calibrated blend (percent probability of fraud).
 
     Args:
         xgb_margin: XGBoost raw margins (``output_margin=True``), shape (n,).
@@ -213,17 +263,31 @@ def risk_score(
     Returns:
         float64 array of shape (n,) in [0, 100].
     """
-    m = np.asarray(xgb_margin, dtype=np.float64)
-    s = np.asarray(iforest_score, dtype=np.float64)
-    if m.shape != s.shape:
-        raise BlendError(f"xgb_margin shape {m.shape} != iforest_score shape {s.shape}")
-    return 100.0 * _sigmoid(blend_logit(m, s, params))
+    supervised, anomaly = channel_scores(xgb_margin, iforest_score, params)
+    return supervised if anomaly is None else np.maximum(supervised, anomaly)
+
+
+def channel_scores_one(
+    xgb_margin: float, iforest_score: float, params: BlendParams, buf: np.ndarray
+) -> tuple[float, float | None]:
+    """``channel_scores`` of one row in scalar arithmetic, bit-identical to the batch result
+    (``buf``: see ``risk_score_one``)."""
+    supervised = risk_score_one(xgb_margin, iforest_score, params, buf, blend_only=True)
+    if params.anomaly is None:
+        return supervised, None
+    return supervised, anomaly_score_one(_z(iforest_score, params), params.anomaly, buf)
 
 
 def risk_score_one(
-    xgb_margin: float, iforest_score: float, params: BlendParams, buf: np.ndarray
+    xgb_margin: float,
+    iforest_score: float,
+    params: BlendParams,
+    buf: np.ndarray,
+    *,
+    blend_only: bool = False,
 ) -> float:
-    """``risk_score`` of one row in scalar arithmetic, bit-identical to the batch result.
+    """``risk_score`` of one row in scalar arithmetic, bit-identical to the batch result
+    (``blend_only``: the supervised channel / version-1 blend alone).
 
     The single-request path: numpy's array machinery would cost ~20 us for one row. The
     logit is the same expression (``_logit``), the exponential numpy's own ``exp`` (into
@@ -234,7 +298,10 @@ def risk_score_one(
     buf[0] = -abs(logit)
     np.exp(buf, out=buf)
     e = float(buf[0])
-    return 100.0 * (1.0 / (1.0 + e) if logit >= 0 else e / (1.0 + e))
+    supervised = 100.0 * (1.0 / (1.0 + e) if logit >= 0 else e / (1.0 + e))
+    if blend_only or params.anomaly is None:
+        return supervised
+    return max(supervised, anomaly_score_one(_z(iforest_score, params), params.anomaly, buf))
 
 
 def _cuts(thresholds: Thresholds | Mapping[str, float]) -> tuple[float, float]:

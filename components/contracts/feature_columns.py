@@ -112,14 +112,19 @@ ANOMALY_FEATURES = (
     "secs_per_item",
     "no_sale_count",
     "price_override_count",
-    "z_abs_weight_variance",
-    "z_no_sale_count",
+    "post_payment_void",
+    "refund_no_receipt",
 )
-"""The isolation forest's inputs: compact, scale-free behaviour signals. An isolation forest
-splits on a random feature at each node, so an anomaly in one of 59 columns is rarely
-isolated early; on these ten it is (novel-pattern recall at 1% FPR rose from ~0.03 to ~0.7
-in our measurements). A subset of ``FEATURE_NAMES``; the exported forest still indexes the
-full feature vector."""
+"""The isolation forest's inputs, by a fixed domain rule that looks at no label: every
+per-transaction exception signal a loss-prevention exception report reads, in scale-free form
+(a share of the basket: ``void_ratio``, ``refund_ratio``, ``discount_ratio``; a per-item
+rate or mismatch: ``kg_per_item``, ``secs_per_item``, ``abs_weight_variance``; a count of
+exception events: ``no_sale_count``, ``price_override_count``, ``post_payment_void``,
+``refund_no_receipt``), and no cashier-history column (a thief's history is the norm the
+forest would learn). Few columns because an isolation forest splits on a random column at
+each node: an anomaly in one of 59 columns is rarely isolated early. A subset of
+``FEATURE_NAMES``; the exported forest still indexes the full feature vector. The rule is
+checked by ``tests/unit/test_channels.py`` (no type's labels change the forest)."""
 
 # Named positions: the kernels index by name (``r[Raw.item_count]``, ``f[Feat.avg_item_price]``),
 # so reordering or inserting a column cannot misalign them.

@@ -1,12 +1,13 @@
-"""evaluate: blend XGBoost + isolation forest into one calibrated 0-100 risk score and report.
+"""evaluate: the two-channel 0-100 risk score (XGBoost + isolation forest), its thresholds
+and the report.
 
-Scores the feature table's subsets with both models, fits the blend on VALID (logistic
-regression on the XGBoost margin and the standardized forest score = blend + Platt
-calibration; see ``components.contracts.blend``), picks the High / Medium and 1%-FPR
-thresholds on VALID (see ``components.evaluate.logic``), and counts on the time-held-out TEST
-subset: ROC-AUC, PR-AUC, recall / precision / false-alarm rate at the valid-fixed 1% FPR
-threshold (with cashier-block bootstrap intervals) overall, per fraud type, per cohort (seen
-vs unseen cashiers), the bands, and the leave-one-type-out folds (``protocol.py``).
+Scores the feature table's subsets with both models, fits the two-channel score on VALID
+(Platt-calibrated booster margin and standardized forest score, the false-alarm budget of
+each operating point split between them: ``components.evaluate.thresholds``, the score
+itself ``components.contracts.blend``), and counts on the time-held-out TEST subset:
+ROC-AUC, PR-AUC, recall / precision / false-alarm rate at the valid-fixed 1% FPR point (with
+cashier-block bootstrap intervals) overall, per fraud type, per cohort (seen vs unseen
+cashiers), the bands, and the leave-one-type-out folds (``protocol.py``).
 
 Example:
     python -m components.evaluate --in-features var/features.parquet \\
@@ -161,7 +162,10 @@ def evaluate(args: argparse.Namespace) -> logic.Evaluation:
         storage.join(forest_dir, "forest.npz"),
         files.read("iforest_model", forest_dir, "forest.npz"),
     )
-    files.read_optional("iforest_model", forest_dir, "meta.json")
+    forest_meta = _parse_json(
+        files.read_optional("iforest_model", forest_dir, "meta.json"),
+        storage.join(forest_dir, "meta.json"),
+    )
 
     rows = read_features(args.in_features)
     result = logic.evaluate_models(
@@ -174,6 +178,8 @@ def evaluate(args: argparse.Namespace) -> logic.Evaluation:
             xgb_margin=models.xgb_scorer(booster),
             forest_score=forest.score_samples,
             fold_margins=folds,
+            anomaly_features=tuple((forest_meta or {}).get("feature_names") or F.ANOMALY_FEATURES),
+            feature_names=F.FEATURE_NAMES,
         ),
         high_precision_target=args.high_precision_target,
         medium_recall_target=args.medium_recall_target,
@@ -273,6 +279,9 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         )
     if "new_hire_false_alarm_ratio" in s:
         print(f"  new-hire false-alarm ratio (vs established): {ci('new_hire_false_alarm_ratio')}")
+    print(
+        f"  two channels: anomaly share of the false-alarm budget {s.get('anomaly_share', nan):.2f}"
+    )
     print(
         f"  thresholds: High >= {t['high']:.2f} (test precision {ci('blend_high_precision')}), "
         f"Medium >= {t['medium']:.2f} (test recall {ci('blend_medium_recall')})"

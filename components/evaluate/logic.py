@@ -1,24 +1,15 @@
 """Evaluate logic: metrics and threshold rules. Pure numpy, no I/O.
 
 ``evaluate_models`` scores the feature table with both models (given as functions), fits the
-blend and calls the rest (intervals, cohorts and leave-one-type-out folds: ``protocol.py``);
-plots and reports are built in ``report.py`` from the dicts returned here.
+two-channel score and its thresholds (``thresholds.py``) and calls the rest (intervals,
+cohorts and leave-one-type-out folds: ``protocol.py``); plots and reports are built in
+``report.py`` from the dicts returned here.
 
-Nothing fitted or chosen sees TEST: the blend, the High / Medium thresholds, every
-"at 1% FPR" operating threshold and the drift reference histogram come from VALID (and the
-forest's center/scale from TRAIN); TEST is scored once and only counted.
-
-Threshold rules (on the 0-100 blended score, chosen on the VALID subset, reported on TEST):
-
-* **High** = the lowest score ``t`` at which ``precision(score >= t) >= high_precision_target``
-  (so the High band is as large as it can be while still mostly fraud). If no threshold
-  reaches the target, the threshold with the best precision is used and a warning logged.
-* **Medium** = the highest score ``t`` at which ``recall(score >= t) >= medium_recall_target``
-  (so "Medium or High" catches that share of fraud). If that is not below High, Medium is
-  set just below High (the Medium band is then empty; logged).
-
-"Recall at 1% FPR" uses the threshold at which at most 1% of the legitimate VALID
-transactions score at or above it; the report gives the false-alarm rate it has on test.
+Nothing fitted or chosen sees TEST: the supervised channel's calibration, the budget share,
+both channels' High / Medium / 1%-FPR thresholds and the drift reference histogram come from
+VALID (the forest's center/scale and the anomaly features' norms from TRAIN); TEST is scored
+once and only counted. The report's "blend" is the two-channel 0-100 risk score; "xgb" and
+"iforest" are each model alone at its own valid-fixed 1%-FPR threshold.
 """
 
 from __future__ import annotations
@@ -34,9 +25,14 @@ import numpy as np
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
 from components.contracts.layout import HOLDOUT
-from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS, InputError
-from components.evaluate import protocol
+from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS
+from components.evaluate import protocol, thresholds
 from components.evaluate.protocol import threshold_at_fpr
+from components.evaluate.thresholds import (  # noqa: F401  (re-exported: one import for callers)
+    choose_thresholds,
+    precision_at,
+    recall_at,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +82,6 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(average_precision_score(labels, scores))
 
 
-def recall_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    labels = np.asarray(labels, dtype=bool)
-    if not labels.any():
-        return math.nan
-    return float(np.mean(np.asarray(scores)[labels] >= threshold))
-
-
-def precision_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    flagged = np.asarray(scores) >= threshold
-    if not flagged.any():
-        return math.nan
-    return float(np.mean(np.asarray(labels, dtype=bool)[flagged]))
-
-
 def recall_by_type(
     scores: np.ndarray, fraud_type: np.ndarray, threshold: float
 ) -> dict[str, float | None]:
@@ -111,80 +93,6 @@ def recall_by_type(
         mask = types == name
         out[name] = float(flagged[mask].mean()) if mask.any() else None
     return out
-
-
-def _group_ends(scores: np.ndarray, labels: np.ndarray):
-    """Sorted (desc) distinct scores with cumulative TP and flagged counts at each."""
-    order = np.argsort(-scores, kind="stable")
-    s = scores[order]
-    y = labels[order].astype(np.int64)
-    tp = np.cumsum(y)
-    n = np.arange(1, s.size + 1)
-    last = np.r_[s[1:] != s[:-1], True]  # end of each tie group
-    return s[last], tp[last], n[last]
-
-
-def choose_thresholds(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    *,
-    high_precision_target: float,
-    medium_recall_target: float,
-) -> tuple[Thresholds, dict[str, Any]]:
-    """Pick High / Medium thresholds on the 0-100 score (see the module docstring).
-
-    Args:
-        scores: Blended 0-100 scores of the VALID subset.
-        labels: Its fraud labels.
-        high_precision_target: Precision the High band must reach, in (0, 1].
-        medium_recall_target: Recall "Medium or High" must reach, in (0, 1].
-
-    Returns:
-        The thresholds and a dict describing how they were chosen (valid precision/recall).
-    """
-    if not 0 < high_precision_target <= 1:
-        raise InputError(f"--high-precision-target must be in (0, 1], got {high_precision_target}")
-    if not 0 < medium_recall_target <= 1:
-        raise InputError(f"--medium-recall-target must be in (0, 1], got {medium_recall_target}")
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    positives = int(labels.sum())
-    if positives == 0:
-        raise InputError("valid subset has no fraud rows: cannot choose risk thresholds")
-    values, tp, n = _group_ends(scores, labels)
-    precision = tp / n
-    recall = tp / positives
-    info: dict[str, Any] = {"valid_rows": int(scores.size), "valid_frauds": positives}
-
-    ok = np.flatnonzero(precision >= high_precision_target)
-    if ok.size:
-        i_high = int(ok[-1])  # values are descending: the last qualifying is the lowest score
-        info["high_rule"] = "lowest score with valid precision >= target"
-    else:
-        i_high = int(np.argmax(precision))
-        info["high_rule"] = "target unreachable: score with the best valid precision"
-        log.warning(
-            "no threshold reaches precision %.2f on valid (best %.3f); using the best",
-            high_precision_target,
-            precision[i_high],
-        )
-    high = float(min(max(values[i_high], 1e-6), 100.0))
-
-    i_med = int(np.flatnonzero(recall >= medium_recall_target - 1e-12)[0])
-    medium = float(max(values[i_med], 0.0))
-    info["medium_rule"] = "highest score with valid recall >= target"
-    if medium >= high:
-        medium = float(np.nextafter(high, -np.inf)) if high > 0 else 0.0
-        info["medium_rule"] = "recall target already met at High: Medium set just below High"
-        log.warning("medium threshold would not be below high; Medium band is empty")
-    thresholds = Thresholds(high=high, medium=medium)
-    info.update(
-        valid_high_precision=precision_at(scores, labels, high),
-        valid_high_recall=recall_at(scores, labels, high),
-        valid_medium_precision=precision_at(scores, labels, medium),
-        valid_medium_recall=recall_at(scores, labels, medium),
-    )
-    return thresholds, info
 
 
 # ---------------------------------------------------------------- reports
@@ -285,8 +193,8 @@ def summarize(
         "test_fraud_rate": float(np.mean(test.labels)),
         "threshold_high": params.thresholds.high,
         "threshold_medium": params.thresholds.medium,
-        "blend_weight_xgb": params.xgb_weight,
-        "blend_weight_iforest": params.iforest_weight,
+        "supervised_platt_slope": params.xgb_weight,
+        "anomaly_share": params.extra["anomaly_share"],
     }
     for name in MODELS:
         summary[f"{name}_roc_auc"] = detail[name]["roc_auc"]
@@ -349,6 +257,10 @@ class Scorers:
     """Isolation forest: sklearn's ``score_samples`` (lower = more anomalous)."""
     fold_margins: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
     """Fraud type -> margin of the booster trained without it (leave-one-type-out)."""
+    anomaly_features: tuple[str, ...] = ()
+    """The forest's input columns: the anomaly channel's reason codes rank them."""
+    feature_names: tuple[str, ...] = ()
+    """Names of the feature matrix's columns (``FEATURE_NAMES``)."""
 
 
 @dataclass(frozen=True)
@@ -405,32 +317,28 @@ def evaluate_models(
     margin = {s: scorers.xgb_margin(X[idx[s]]) for s in ("valid", "test")}
     valid_labels = labels[idx["valid"]]
 
-    params = blend.fit_blend(
+    honest = train_idx[~np.asarray(labels[train_idx], dtype=bool)]
+    params, threshold_info = thresholds.fit_channels(
         valid_margin=margin["valid"],
         valid_iforest_score=forest_score["valid"],
         valid_labels=valid_labels,
         train_iforest_score=train_forest,
-    )
-    valid_risk = blend.risk_score(margin["valid"], forest_score["valid"], params)
-    thresholds, threshold_info = choose_thresholds(
-        valid_risk,
-        valid_labels,
         high_precision_target=high_precision_target,
         medium_recall_target=medium_recall_target,
+        norms=thresholds.robust_norms(X[honest], scorers.anomaly_features, scorers.feature_names),
     )
+    valid_risk = blend.risk_score(margin["valid"], forest_score["valid"], params)
     operating = {
         "xgb": threshold_at_fpr(margin["valid"], valid_labels),
         "iforest": threshold_at_fpr(-forest_score["valid"], valid_labels),
-        "blend": threshold_at_fpr(valid_risk, valid_labels),
+        "blend": params.extra["threshold_at_1pct_fpr"],
     }
     params = params.with_(
-        thresholds=thresholds,
         reference_histogram=blend.score_histogram(valid_risk),
         extra={
             **params.extra,
             "high_precision_target": high_precision_target,
             "medium_recall_target": medium_recall_target,
-            "threshold_at_1pct_fpr": operating["blend"],
             "reference": "valid-subset risk scores",
         },
     )
@@ -461,9 +369,13 @@ def evaluate_models(
         test_forest=forest_score["test"],
         train_forest=train_forest,
         blocks=blocks,
+        high_precision_target=high_precision_target,
+        medium_recall_target=medium_recall_target,
     )
     if not scorers.fold_margins:
         log.warning("no fold boosters: no leave-one-type-out results")
+    sup, anom = blend.channel_scores(margin["test"], forest_score["test"], params)
+    by_channel = thresholds.channel_breakdown(sup, anom, test.labels, operating["blend"], blocks)
     metrics = summarize(
         test=test,
         params=params,
@@ -473,6 +385,12 @@ def evaluate_models(
         cohorts=cohorts,
         loto=loto,
     )
+    metrics["channels_at_1pct_fpr"] = by_channel
+    for k, v in by_channel.items():
+        key = f"blend_{k}_at_1pct_fpr"
+        metrics["summary"].update({key: v["value"], f"{key}_ci_low": v["ci_low"],
+                                   f"{key}_ci_high": v["ci_high"]} if v["n"] else {})  # fmt: skip
+    metrics["summary"] = {k: v for k, v in metrics["summary"].items() if math.isfinite(v)}
     return Evaluation(params, metrics, test)
 
 

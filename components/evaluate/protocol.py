@@ -10,13 +10,13 @@ leave-one-type-out folds. Pure numpy, no I/O.
   test period's first day) established cashiers, new hires, late turners, thieves and
   unseen thieves (thieves without train/valid rows); and any label-side ``cohort`` column.
   ``new_hire_false_alarm_ratio``: new hires' false-alarm rate over established cashiers'.
-* Leave-one-type-out: per fraud type, a booster trained without its rows, a blend fitted
-  and a 1%-FPR threshold chosen on valid without its rows, its test recall at that threshold.
+* Leave-one-type-out: per fraud type, a booster trained without its rows, the two-channel
+  score refit (calibration, budget share, every threshold: ``thresholds.fit_channels``) on
+  valid without its rows, its test recall at that fold's 1%-FPR point.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +24,11 @@ import numpy as np
 
 from components.contracts import blend, cohorts
 from components.contracts.bootstrap import BOOTSTRAP_DRAWS, Blocks
+from components.evaluate import thresholds
+from components.evaluate.thresholds import FPR_TARGET, threshold_at_fpr
 
-__all__ = ["BOOTSTRAP_DRAWS", "Blocks"]  # re-exported: evaluate's one import for the protocol
+# re-exported: evaluate's one import for the protocol
+__all__ = ["BOOTSTRAP_DRAWS", "FPR_TARGET", "Blocks", "threshold_at_fpr"]
 
 COHORTS_NOTE = (
     "seen_cashiers: has train/valid rows; unseen_cashiers: the others, i.e. "
@@ -36,25 +39,6 @@ COHORTS_NOTE = (
     "unseen_thieves (thieves without train/valid rows)"
 )
 """How each cohort of the report is defined (``metrics.json`` ``protocol.cohorts``)."""
-
-FPR_TARGET = 0.01
-"""False-positive rate (on valid) that fixes the "at 1% FPR" operating threshold."""
-
-
-def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = FPR_TARGET) -> float:
-    """Lowest threshold ``t`` with ``mean(negatives >= t) <= fpr``.
-
-    Ties are respected: a tied group of negatives is either all above or all below ``t``.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    neg = np.sort(scores[~np.asarray(labels, dtype=bool)])[::-1]
-    if neg.size == 0:
-        return float(scores.min()) if scores.size else math.inf
-    allowed = math.floor(fpr * neg.size + 1e-9)
-    if allowed >= neg.size:
-        return float(neg[-1])
-    # Strictly above the (allowed+1)-th largest negative, so at most `allowed` negatives pass.
-    return float(np.nextafter(neg[allowed], np.inf))
 
 
 def operating_point(
@@ -151,11 +135,13 @@ def leave_one_type_out(
     test_forest: np.ndarray,
     train_forest: np.ndarray,
     blocks: Blocks,
+    high_precision_target: float,
+    medium_recall_target: float,
 ) -> dict[str, dict[str, Any]]:
-    """Per held-out type: the fold's blend fitted, and its 1%-FPR threshold chosen, on the
-    valid rows WITHOUT that type (its labels never reach a fitted or chosen number); then
-    the share of that type's test rows at or above the threshold (with interval), for the
-    fold's blend, its booster alone and the forest alone."""
+    """Per held-out type: the fold's two-channel score fitted, and its 1%-FPR thresholds
+    chosen, on the valid rows WITHOUT that type (its labels never reach a fitted or chosen
+    number); then the share of that type's test rows flagged (with interval), for the fold's
+    two-channel score ("blend"), its booster alone and the forest alone."""
     out: dict[str, dict[str, Any]] = {}
     for held_out, margin_of in fold_margins.items():
         target = np.asarray(test_types) == held_out
@@ -163,26 +149,25 @@ def leave_one_type_out(
             continue
         keep = np.asarray(valid_types) != held_out
         m_valid, m_test = margin_of(X_valid[keep]), margin_of(X_test)
-        params = blend.fit_blend(
+        params, _ = thresholds.fit_channels(
             valid_margin=m_valid,
             valid_iforest_score=valid_forest[keep],
             valid_labels=valid_labels[keep],
             train_iforest_score=train_forest,
+            high_precision_target=high_precision_target,
+            medium_recall_target=medium_recall_target,
         )
-        scores = {
-            "blend": (
-                blend.risk_score(m_valid, valid_forest[keep], params),
-                blend.risk_score(m_test, test_forest, params),
-            ),
+        fold: dict[str, Any] = {"test_rows": int(target.sum())}
+        t = params.extra["threshold_at_1pct_fpr"]
+        test_risk = blend.risk_score(m_test, test_forest, params)
+        fold["blend"] = {**blocks.rate(test_risk >= t, target), "threshold": t}
+        for name, (valid_score, test_score) in {
             "xgb": (m_valid, m_test),
             "iforest": (-valid_forest[keep], -test_forest),
-        }
-        fold: dict[str, Any] = {"test_rows": int(target.sum())}
-        for name, (valid_score, test_score) in scores.items():
+        }.items():
             t = threshold_at_fpr(valid_score, valid_labels[keep])
-            fold[name] = blocks.rate(np.asarray(test_score) >= t, target)
-            fold[name]["threshold"] = t
-        fold["blend_weights"] = {"xgb": params.xgb_weight, "iforest": params.iforest_weight}
+            fold[name] = {**blocks.rate(np.asarray(test_score) >= t, target), "threshold": t}
+        fold["anomaly_share"] = params.extra["anomaly_share"]
         out[held_out] = fold
     return out
 

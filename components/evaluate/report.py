@@ -13,7 +13,7 @@ import numpy as np
 from components.contracts.schemas import RISK_LEVELS
 from components.evaluate.logic import FRAUD_PATTERNS, MODELS, Scored
 
-LABELS = {"xgb": "XGBoost", "iforest": "Isolation forest", "blend": "Blend (risk score)"}
+LABELS = {"xgb": "XGBoost", "iforest": "Isolation forest", "blend": "Risk score (two channels)"}
 PLOTS = (
     ("pr_curves.png", "Precision-recall curves (test)"),
     ("roc_curves.png", "ROC curves (test)"),
@@ -148,7 +148,8 @@ def render_markdown(metrics: dict[str, Any], *, image_src: dict[str, str] | None
         "",
         f"Test subset (time-held-out): {int(metrics['summary']['test_rows']):,} rows, "
         f"fraud rate {metrics['summary']['test_fraud_rate']:.2%}. Everything fitted or chosen "
-        "(boosters, blend, every threshold) used train/valid only; test was only counted. "
+        "(boosters, the two-channel score, every threshold) used train/valid only; test was "
+        "only counted. "
         f"Brackets: {metrics['protocol']['intervals']}.",
         "",
         "## Models on the test subset",
@@ -166,6 +167,18 @@ def render_markdown(metrics: dict[str, Any], *, image_src: dict[str, str] | None
             f"{_ci(p['recall'])} | {_ci(p['precision'])} | {_ci(p['false_alarm_rate'])} |"
         )
     b = models["blend"]
+    ch = metrics.get("channels_at_1pct_fpr")
+    if ch:
+        lines += [
+            "",
+            f"Two channels (anomaly share of the valid false-alarm budget "
+            f"{_fmt(metrics['summary'].get('anomaly_share'))}): at the 1% FPR point the test "
+            f"frauds caught by the supervised channel only {_ci(ch['recall_supervised_only'])}, "
+            f"by the anomaly channel only {_ci(ch['recall_anomaly_only'])}, by both "
+            f"{_ci(ch['recall_both'])}; false alarms: supervised "
+            f"{_ci(ch['false_alarm_rate_supervised'])}, anomaly "
+            f"{_ci(ch['false_alarm_rate_anomaly'])}.",
+        ]
     lines += [
         "",
         "## Cohorts (blend at the valid-fixed 1% FPR threshold)",
@@ -196,8 +209,9 @@ def render_markdown(metrics: dict[str, Any], *, image_src: dict[str, str] | None
             "",
             "## Leave one fraud type out",
             "",
-            "Per type: a booster trained without its rows, the blend fitted and the 1% FPR "
-            "threshold chosen on valid without its rows; share of its test rows caught.",
+            "Per type: a booster trained without its rows, the two-channel score (calibration, "
+            "budget share, thresholds) refit on valid without its rows; share of its test "
+            "rows caught.",
             "",
             "| held-out type | test rows | blend | booster alone | forest alone |",
             "|---|---|---|---|---|",

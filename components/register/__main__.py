@@ -48,7 +48,7 @@ from typing import Any
 from components.contracts import bundle as B
 from components.contracts import cli, storage, tracking
 from components.contracts import features as F
-from components.contracts.blend import BlendError, BlendParams
+from components.contracts.blend import LOW, BlendError, BlendParams
 from components.contracts.schemas import InputError, validate_table
 from components.contracts.settings import Settings
 from components.contracts.storage import sha256_bytes
@@ -176,6 +176,8 @@ def serving_self_test(bundle: B.Bundle, args: argparse.Namespace) -> dict[str, A
                 raise ValueError(f"risk score {scored.risk_score} outside 0-100")
             if one != scored.risk_score:
                 raise ValueError(f"single-row score {one} != batch score {scored.risk_score}")
+            if bundle.blend.anomaly and (scored.channel is None) != (scored.risk_level == LOW):
+                raise ValueError(f"channel {scored.channel!r} at {scored.risk_level}")
     except Exception as exc:  # any failure to serve refuses the model; the cause is chained
         raise InputError(
             f"{inputs}: the bundle does not pass the serving self-test "

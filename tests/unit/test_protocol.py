@@ -48,7 +48,8 @@ def _chosen(result) -> dict:
         "blend": result.params.to_dict(),
         "operating": m["threshold_selection"]["threshold_at_1pct_fpr"],
         "folds": {
-            t: {k: f[k]["threshold"] for k in ("blend", "xgb", "iforest")} | f["blend_weights"]
+            t: {k: f[k]["threshold"] for k in ("blend", "xgb", "iforest")}
+            | {"share": f["anomaly_share"]}
             for t, f in m["leave_one_type_out"].items()
         },
     }

@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from serving_demo import BRIEF_REQUEST, known_request
 
 from components.contracts import blend as blend_mod
+from components.contracts import channels
 from components.contracts import features as feats
 from components.contracts.forest import ForestArrays
 from serving.app import create_app
@@ -67,10 +68,22 @@ def test_scores_equal_training_side_models_and_blend(client, demo):
     assert [s["risk_level"] for s in served] == list(levels)
     batch = client.post("/v1/predict/batch", json={"transactions": rows}).json()
     assert batch["count"] == len(rows)
-    # single == batch exactly, reasons included
+    # single == batch exactly, reasons, channel and anomaly reasons included
     for one, many in zip(served, batch["predictions"], strict=True):
         assert one["risk_score"] == many["risk_score"]
         assert one["reasons"] == many["reasons"]
+        assert one["channel"] == many["channel"]
+        assert one["anomaly_reasons"] == many["anomaly_reasons"]
+    # the channel that reached the level, from the same two channel scores
+    sup, anom = blend_mod.channel_scores(margin, forest.score_samples(X), params)
+    cuts = {"High Risk": params.thresholds.high, "Medium Risk": params.thresholds.medium}
+    for s, level, sc, an in zip(served, levels, sup, anom, strict=True):
+        expect = None if level == "Low Risk" else channels.fired(sc, an, cuts[level])
+        assert s["channel"] == expect
+        devs = [r["deviation"] for r in s["anomaly_reasons"]]
+        assert devs == sorted(devs, reverse=True) and all(d > 0 for d in devs)
+        assert {r["feature"] for r in s["anomaly_reasons"]} <= set(feats.ANOMALY_FEATURES)
+    assert {s["channel"] for s in served} >= {None, "supervised"}
 
 
 def test_fraud_scores_higher_than_normal(client, demo):
@@ -274,3 +287,29 @@ def test_schemathesis_finds_no_server_error(demo):
 
     run()
     assert any(code == 200 for code in seen) and any(400 <= code < 500 for code in seen)
+
+
+def test_a_one_blend_bundle_still_serves_without_channel_fields(demo):
+    """blend.json version 1 (one logistic blend, before channels) scores as it did: no
+    channel is named and there are no anomaly reason codes."""
+    import dataclasses
+
+    from components.contracts import bundle as B
+    from serving.model_loader import load_models
+    from serving.scorer import Scorer
+
+    models = load_models(B.load_bundle(demo.path))
+    v1 = blend_mod.BlendParams(
+        xgb_weight=1.0, iforest_weight=0.5, intercept=-3.0, iforest_center=0.45,
+        iforest_scale=0.05, thresholds=blend_mod.Thresholds(high=60.0, medium=5.0),
+    )  # fmt: skip
+    v1 = blend_mod.BlendParams.from_dict(v1.to_dict())
+    scorer = Scorer(dataclasses.replace(models, blend=v1))
+    rows = [known_request(demo, i) for i in range(0, 600, 7)]
+    many = scorer.score_many(rows)
+    for row, m in zip(rows, many, strict=True):
+        one = scorer.score_one(row)
+        assert one.risk_score == m.risk_score
+        assert one.channel is None and m.channel is None
+        assert one.anomaly_reasons == [] and m.anomaly_reasons == []
+    assert {m.risk_level for m in many} != {"Low Risk"}
