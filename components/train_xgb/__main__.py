@@ -17,6 +17,7 @@ from typing import Any
 
 from components.contracts import cli
 from components.contracts.features import FEATURE_NAMES
+from components.contracts.missing import MaskParams
 from components.contracts.training import (
     Fitted,
     meta_header,
@@ -54,6 +55,7 @@ def build_meta(
     params: logic.XgbParams,
     fold: logic.FoldParams,
     feature_names: tuple[str, ...],
+    mask: MaskParams | None = None,
 ) -> dict[str, Any]:
     """Content of ``meta.json``."""
     import xgboost
@@ -66,6 +68,10 @@ def build_meta(
         "best_iteration": models.production.best_iteration,
         **{k: v for k, v in models.production.summary().items() if k != "best_iteration"},
         "loto_params": fold.as_dict(),
+        "missing_inputs": {
+            **(mask.as_dict() if mask else {}),
+            "train_copies": models.masked_copies,
+        },
         "loto": {
             name: {
                 "model_file": fold_file(name),
@@ -88,6 +94,7 @@ class FittedXgb(Fitted):
         return {
             **super().mlflow_params(),
             **self.meta["loto_params"],
+            **{k: v for k, v in self.meta["missing_inputs"].items() if k != "train_copies"},
             "effective_scale_pos_weight": self.models.production.scale_pos_weight,
         }
 
@@ -131,6 +138,7 @@ def fitter(args: argparse.Namespace):
     """The function that trains both boosters on a features table, for ``args``."""
     params = params_from_args(args)
     fold = logic.FoldParams(**cli.dataclass_kwargs(args, logic.FoldParams))
+    mask = MaskParams(**cli.dataclass_kwargs(args, MaskParams))
 
     def fit(table, source: str) -> FittedXgb:
         data = training_data(table, FEATURE_NAMES, source=source)
@@ -142,8 +150,8 @@ def fitter(args: argparse.Namespace):
             data.valid.positives,
             len(data.feature_names),
         )
-        models = logic.train_models(data, params, fold)
-        meta = build_meta(models, params, fold, data.feature_names)
+        models = logic.train_models(data, params, fold, mask)
+        meta = build_meta(models, params, fold, data.feature_names, mask)
         return FittedXgb(data, logic.flat_metrics(models), meta, models)
 
     return fit

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from components.contracts.missing import MaskParams, missing_inputs
 from components.contracts.schemas import InputError
 from components.contracts.training import (
     Subset,
@@ -223,6 +224,8 @@ class XgbModels:
     """Fraud type -> booster fitted on train/valid without any row of that type."""
     dropped_rows: dict[str, dict[str, int]]
     """Fraud type -> rows of it removed from train / valid for its fold."""
+    masked_copies: int = 0
+    """Train rows added again with optional inputs missing (``training.missing_inputs``)."""
 
 
 def fold_types(data: TrainingData) -> list[str]:
@@ -255,20 +258,28 @@ def train_fold(
         raise TrainingDataError(f"fold without fraud type '{held_out}': {exc}") from exc
 
 
-def train_models(data: TrainingData, params: XgbParams, fold: FoldParams) -> XgbModels:
+def train_models(
+    data: TrainingData, params: XgbParams, fold: FoldParams, mask: MaskParams | None = None
+) -> XgbModels:
     """Train the production booster and the leave-one-type-out fold boosters
-    (``fold.loto_rounds == 0`` disables the folds).
+    (``fold.loto_rounds == 0`` disables the folds), both on the train rows plus copies with
+    optional inputs missing (``mask``; the copies of a held-out type leave its fold with it).
+    Valid (early stopping) is never augmented.
 
     Raises:
         TrainingDataError: A subset cannot be trained on (see ``train_booster``).
     """
+    n_train = data.train.n
+    if mask is not None:
+        augmented = missing_inputs(data.train, data.feature_names, mask, params.seed)
+        data = replace(data, train=augmented)
     production = train_booster(data.train, data.valid, data.feature_names, params)
     folds: dict[str, TrainedBooster] = {}
     dropped: dict[str, dict[str, int]] = {}
     if fold.loto_rounds:
         for name in fold_types(data):
             folds[name], dropped[name] = train_fold(data, name, params, fold)
-    return XgbModels(production, folds, dropped)
+    return XgbModels(production, folds, dropped, data.train.n - n_train)
 
 
 def flat_metrics(models: XgbModels) -> dict[str, float]:
@@ -284,6 +295,7 @@ def flat_metrics(models: XgbModels) -> dict[str, float]:
         train_seconds=round(p.train_seconds, 3),
         n_train=float(p.n_train),
         n_valid=float(p.n_valid),
+        n_train_masked_copies=float(models.masked_copies),
     )
     for name, booster in models.folds.items():
         out[f"loto_{name}_best_iteration"] = float(booster.best_iteration)

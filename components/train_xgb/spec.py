@@ -1,6 +1,7 @@
 """``train-xgb``'s parameters, input and outputs (``components.contracts.spec``): the
 hyperparameters' names, types and defaults are ``XgbParams``' own (``logic.py``)."""
 
+from components.contracts.missing import MaskParams
 from components.contracts.spec import Param, StageSpec, params_from
 from components.contracts.training import training_io
 from components.train_xgb.logic import FoldParams, XgbParams
@@ -34,6 +35,15 @@ SPEC = StageSpec(
                 "loto_learning_rate": "Shrinkage of the fold boosters.",
                 "loto_legit_fraction": "Share of legitimate train rows the fold boosters fit "
                 "on (seeded; all fraud rows kept).",
+            },
+        ),
+        *params_from(
+            MaskParams,
+            {
+                "mask_share": "Share of train rows added again with optional inputs missing "
+                "(seeded), so the booster learns what a field's absence means.",
+                "seed_contract_share": "Of those copies, the share keeping only the seed "
+                "brief's seven fields; the others miss each optional field with probability 1/2.",
             },
         ),
         *params_from(XgbParams, {"seed": "Random seed."}),
