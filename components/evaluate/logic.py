@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +33,10 @@ import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
+from components.contracts.features import FEATURE_NAMES
 from components.contracts.layout import HOLDOUT
 from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS, InputError
-from components.evaluate import protocol
+from components.evaluate import protocol, views
 from components.evaluate.protocol import threshold_at_fpr
 
 log = logging.getLogger(__name__)
@@ -370,6 +371,7 @@ def evaluate_models(
     high_precision_target: float,
     medium_recall_target: float,
     label_cohorts: dict[str, np.ndarray] | None = None,
+    feature_names: Sequence[str] = FEATURE_NAMES,
     train_sample: int = TRAIN_SCORE_SAMPLE,
     bootstrap_draws: int = protocol.BOOTSTRAP_DRAWS,
 ) -> Evaluation:
@@ -385,6 +387,7 @@ def evaluate_models(
         high_precision_target: Precision the High threshold must reach on valid.
         medium_recall_target: Recall the Medium threshold must reach on valid.
         label_cohorts: Label-side cohort columns (name -> each row's value), reported too.
+        feature_names: The columns of ``X`` (the seed-contract view masks by name).
         train_sample: Train rows (seeded sample) that fix the forest score's center/scale.
         bootstrap_draws: Resamples behind each interval.
     """
@@ -463,6 +466,19 @@ def evaluate_models(
     )
     if not scorers.fold_margins:
         log.warning("no fold boosters: no leave-one-type-out results")
+    seed_view = views.seed_contract_view(
+        X[idx["test"]],
+        feature_names=feature_names,
+        xgb_margin=scorers.xgb_margin,
+        forest_score=scorers.forest_score,
+        params=params,
+        operating=operating,
+        labels=test.labels,
+        fraud_type=test.fraud_type,
+        full_blend=test.blend,
+        blocks=blocks,
+        unseen=cohorts.get("unseen_cashiers"),
+    )
     metrics = summarize(
         test=test,
         params=params,
@@ -472,6 +488,8 @@ def evaluate_models(
         cohorts=cohorts,
         loto=loto,
     )
+    metrics[views.VIEW] = seed_view
+    metrics["summary"].update(views.flat_summary(seed_view))
     return Evaluation(params, metrics, test)
 
 

@@ -73,6 +73,12 @@ SPEC = StageSpec(
         "blend_recall_at_1pct_fpr_ci_low",
         "blend_recall_at_1pct_fpr_ci_high",
         "blend_pr_auc",
+        "seed_view_blend_recall_at_1pct_fpr",
+        "seed_view_blend_recall_at_1pct_fpr_ci_low",
+        "seed_view_blend_recall_at_1pct_fpr_ci_high",
+        "seed_view_blend_false_alarm_rate_at_1pct_fpr",
+        "seed_view_blend_pr_auc",
+        "seed_view_recall_gap",
         "test_rows",
     ),
 )
