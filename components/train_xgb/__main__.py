@@ -27,6 +27,7 @@ from components.contracts.training import (
     training_parser,
 )
 from components.train_xgb import logic
+from components.train_xgb.evidence import EvidenceParams
 from components.train_xgb.spec import SPEC
 
 MODEL_FILE = "xgb.ubj"
@@ -56,6 +57,7 @@ def build_meta(
     fold: logic.FoldParams,
     feature_names: tuple[str, ...],
     mask: MaskParams | None = None,
+    evidence: EvidenceParams | None = None,
 ) -> dict[str, Any]:
     """Content of ``meta.json``."""
     import xgboost
@@ -71,6 +73,10 @@ def build_meta(
         "missing_inputs": {
             **(mask.as_dict() if mask else {}),
             "train_copies": models.masked_copies,
+        },
+        "evidence_prior": {
+            **(evidence.as_dict() if evidence else {}),
+            "train_copies": models.evidence_copies,
         },
         "loto": {
             name: {
@@ -95,6 +101,7 @@ class FittedXgb(Fitted):
             **super().mlflow_params(),
             **self.meta["loto_params"],
             **{k: v for k, v in self.meta["missing_inputs"].items() if k != "train_copies"},
+            **{k: v for k, v in self.meta["evidence_prior"].items() if k != "train_copies"},
             "effective_scale_pos_weight": self.models.production.scale_pos_weight,
         }
 
@@ -139,6 +146,7 @@ def fitter(args: argparse.Namespace):
     params = params_from_args(args)
     fold = logic.FoldParams(**cli.dataclass_kwargs(args, logic.FoldParams))
     mask = MaskParams(**cli.dataclass_kwargs(args, MaskParams))
+    evidence = EvidenceParams(**cli.dataclass_kwargs(args, EvidenceParams))
 
     def fit(table, source: str) -> FittedXgb:
         data = training_data(table, FEATURE_NAMES, source=source)
@@ -150,8 +158,8 @@ def fitter(args: argparse.Namespace):
             data.valid.positives,
             len(data.feature_names),
         )
-        models = logic.train_models(data, params, fold, mask)
-        meta = build_meta(models, params, fold, data.feature_names, mask)
+        models = logic.train_models(data, params, fold, mask, evidence)
+        meta = build_meta(models, params, fold, data.feature_names, mask, evidence)
         return FittedXgb(data, logic.flat_metrics(models), meta, models)
 
     return fit

@@ -25,6 +25,7 @@ from components.contracts.training import (
     available_cpus,
     ranking_metrics,
 )
+from components.train_xgb.evidence import EvidenceParams, beyond_legitimate
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,9 @@ class XgbModels:
     dropped_rows: dict[str, dict[str, int]]
     """Fraud type -> rows of it removed from train / valid for its fold."""
     masked_copies: int = 0
-    """Train rows added again with optional inputs missing (``training.missing_inputs``)."""
+    """Train rows added again with optional inputs missing (``missing.missing_inputs``)."""
+    evidence_copies: int = 0
+    """Train rows added by the extrapolation prior (``evidence.beyond_legitimate``)."""
 
 
 def fold_types(data: TrainingData) -> list[str]:
@@ -259,17 +262,27 @@ def train_fold(
 
 
 def train_models(
-    data: TrainingData, params: XgbParams, fold: FoldParams, mask: MaskParams | None = None
+    data: TrainingData,
+    params: XgbParams,
+    fold: FoldParams,
+    mask: MaskParams | None = None,
+    evidence: EvidenceParams | None = None,
 ) -> XgbModels:
     """Train the production booster and the leave-one-type-out fold boosters
-    (``fold.loto_rounds == 0`` disables the folds), both on the train rows plus copies with
-    optional inputs missing (``mask``; the copies of a held-out type leave its fold with it).
-    Valid (early stopping) is never augmented.
+    (``fold.loto_rounds == 0`` disables the folds), both on the train rows plus the
+    extrapolation prior's copies (``evidence``) and copies with optional inputs missing
+    (``mask``); the copies of a held-out type leave its fold with it. Valid (early stopping)
+    is never augmented.
 
     Raises:
         TrainingDataError: A subset cannot be trained on (see ``train_booster``).
     """
     n_train = data.train.n
+    if evidence is not None:
+        data = replace(
+            data, train=beyond_legitimate(data.train, data.feature_names, evidence, params.seed)
+        )
+    n_prior = data.train.n - n_train
     if mask is not None:
         augmented = missing_inputs(data.train, data.feature_names, mask, params.seed)
         data = replace(data, train=augmented)
@@ -279,7 +292,7 @@ def train_models(
     if fold.loto_rounds:
         for name in fold_types(data):
             folds[name], dropped[name] = train_fold(data, name, params, fold)
-    return XgbModels(production, folds, dropped, data.train.n - n_train)
+    return XgbModels(production, folds, dropped, data.train.n - n_train - n_prior, n_prior)
 
 
 def flat_metrics(models: XgbModels) -> dict[str, float]:
@@ -296,6 +309,7 @@ def flat_metrics(models: XgbModels) -> dict[str, float]:
         n_train=float(p.n_train),
         n_valid=float(p.n_valid),
         n_train_masked_copies=float(models.masked_copies),
+        n_train_evidence_copies=float(models.evidence_copies),
     )
     for name, booster in models.folds.items():
         out[f"loto_{name}_best_iteration"] = float(booster.best_iteration)

@@ -4,6 +4,7 @@ hyperparameters' names, types and defaults are ``XgbParams``' own (``logic.py``)
 from components.contracts.missing import MaskParams
 from components.contracts.spec import Param, StageSpec, params_from
 from components.contracts.training import training_io
+from components.train_xgb.evidence import EvidenceParams
 from components.train_xgb.logic import FoldParams, XgbParams
 
 SPEC = StageSpec(
@@ -44,6 +45,16 @@ SPEC = StageSpec(
                 "(seeded), so the booster learns what a field's absence means.",
                 "seed_contract_share": "Of those copies, the share keeping only the seed "
                 "brief's seven fields; the others miss each optional field with probability 1/2.",
+            },
+        ),
+        *params_from(
+            EvidenceParams,
+            {
+                "evidence_copies": "Extrapolation prior: add one copy of each void / no-sale "
+                "abuse train row with its count beyond any legitimate row's (blatant abuse the "
+                "data never shows scores as abuse, not as the honest region next to it).",
+                "evidence_max_factor": "The copies' counts go up to this multiple of the "
+                "largest legitimate count.",
             },
         ),
         *params_from(XgbParams, {"seed": "Random seed."}),

@@ -101,3 +101,36 @@ def test_a_booster_trained_with_missing_inputs_ranks_the_seed_view_better(data):
 
     plain, trained = seed_view_auc(None), seed_view_auc(MaskParams(mask_share=0.5))
     assert trained > plain + 0.02, (plain, trained)
+
+
+# ------------------------------------------------------------------ extrapolation prior
+
+
+def test_evidence_copies_lie_beyond_every_legitimate_row_and_move_their_z(data):
+    from components.contracts.training import Subset
+    from components.train_xgb.evidence import EVIDENCE, EvidenceParams, beyond_legitimate
+
+    names = list(FEATURE_NAMES)
+    train = data.train
+    X = train.X.copy()
+    for count in EVIDENCE.values():  # counts as the world has them: small whole numbers
+        X[:, names.index(count)] = np.round(np.abs(X[:, names.index(count)]))
+    train = Subset(X, train.y, train.fraud_type)
+    out = beyond_legitimate(train, FEATURE_NAMES, EvidenceParams(evidence_max_factor=3), seed=2)
+    extra = out.take(np.arange(train.n, out.n))
+    assert extra.n == sum(int(np.sum(train.fraud_type == t)) for t in EVIDENCE) > 0
+    assert (extra.y == 1).all()
+    for fraud_type, count in EVIDENCE.items():
+        j, z = names.index(count), names.index(f"z_{count}")
+        legit_max = train.X[train.y == 0, j].max()
+        rows = extra.fraud_type == fraud_type
+        assert (extra.X[rows, j] > legit_max).all()
+        assert (extra.X[rows, j] <= 3 * legit_max).all()
+        originals = train.X[train.fraud_type == fraud_type]
+        # the z-score moves the same way as the count (up), within the kernel's clip
+        assert (extra.X[rows, z] >= np.minimum(originals[:, z], 50.0) - 1e-9).all()
+        assert (np.abs(extra.X[rows, z]) <= 50.0).all()
+        others = [k for k in range(len(names)) if k not in (j, z)]
+        np.testing.assert_array_equal(extra.X[rows][:, others], originals[:, others])
+    off = beyond_legitimate(train, FEATURE_NAMES, EvidenceParams(evidence_copies=False), seed=2)
+    assert off is train
