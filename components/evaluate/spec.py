@@ -79,6 +79,8 @@ SPEC = StageSpec(
         "seed_view_blend_false_alarm_rate_at_1pct_fpr",
         "seed_view_blend_pr_auc",
         "seed_view_recall_gap",
+        "seed_view_recall_gap_ci_low",
+        "seed_view_recall_gap_ci_high",
         "test_rows",
     ),
 )

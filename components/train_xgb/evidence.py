@@ -7,7 +7,7 @@ what 8 voids on a 3-item basket mean, and trees extrapolate flat from the last r
 which is mostly honest: blatant abuse scored Low.
 
 The prior states loss-prevention's rule as data: for each train row of a type whose
-evidence is a count the seed contract carries (``EVIDENCE``), one copy with that count set
+evidence is a count the seed contract carries (``EVIDENCE``), copies with that count set
 BEYOND the largest value any legitimate train row shows (uniform on ``(legit max,
 max_factor x legit max]``), the row's z-score of it moved with it, label unchanged. No
 legitimate row is in that region, so no in-distribution row changes meaning; test rows
@@ -36,16 +36,18 @@ EVIDENCE = {"void_abuse": "void_count", "no_sale_abuse": "no_sale_count"}
 class EvidenceParams:
     """The extrapolation prior (``beyond_legitimate``)."""
 
-    evidence_copies: bool = True
-    """Add one copy of each ``EVIDENCE``-type train row with its count beyond any legit row's."""
+    evidence_copies: int = 3
+    """Copies of each ``EVIDENCE``-type train row, its count beyond any legit row's (0: off)."""
     evidence_max_factor: float = 3.0
     """The copies' count is drawn up to this multiple of the largest legitimate count."""
 
     def __post_init__(self) -> None:
-        if not self.evidence_max_factor >= 1:
-            raise InputError(
-                f"invalid hyperparameter(s): evidence_max_factor={self.evidence_max_factor!r}"
-            )
+        for name, ok in (
+            ("evidence_copies", self.evidence_copies >= 0),
+            ("evidence_max_factor", self.evidence_max_factor >= 1),
+        ):
+            if not ok:
+                raise InputError(f"invalid hyperparameter(s): {name}={getattr(self, name)!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +64,7 @@ def beyond_legitimate(
     parts = [subset]
     legit = subset.y == 0
     for fraud_type, count in EVIDENCE.items():
-        rows = np.flatnonzero(subset.fraud_type == fraud_type)
+        rows = np.repeat(np.flatnonzero(subset.fraud_type == fraud_type), params.evidence_copies)
         if rows.size == 0 or count not in names:
             continue
         j = names.index(count)

@@ -50,9 +50,9 @@ SPEC = StageSpec(
         *params_from(
             EvidenceParams,
             {
-                "evidence_copies": "Extrapolation prior: add one copy of each void / no-sale "
-                "abuse train row with its count beyond any legitimate row's (blatant abuse the "
-                "data never shows scores as abuse, not as the honest region next to it).",
+                "evidence_copies": "Extrapolation prior: copies of each void / no-sale abuse "
+                "train row with its count beyond any legitimate row's, so blatant abuse the "
+                "data never shows scores as abuse, not as the honest region next to it (0: off).",
                 "evidence_max_factor": "The copies' counts go up to this multiple of the "
                 "largest legitimate count.",
             },

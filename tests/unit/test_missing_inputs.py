@@ -116,9 +116,10 @@ def test_evidence_copies_lie_beyond_every_legitimate_row_and_move_their_z(data):
     for count in EVIDENCE.values():  # counts as the world has them: small whole numbers
         X[:, names.index(count)] = np.round(np.abs(X[:, names.index(count)]))
     train = Subset(X, train.y, train.fraud_type)
-    out = beyond_legitimate(train, FEATURE_NAMES, EvidenceParams(evidence_max_factor=3), seed=2)
+    params = EvidenceParams(evidence_copies=2, evidence_max_factor=3)
+    out = beyond_legitimate(train, FEATURE_NAMES, params, seed=2)
     extra = out.take(np.arange(train.n, out.n))
-    assert extra.n == sum(int(np.sum(train.fraud_type == t)) for t in EVIDENCE) > 0
+    assert extra.n == 2 * sum(int(np.sum(train.fraud_type == t)) for t in EVIDENCE) > 0
     assert (extra.y == 1).all()
     for fraud_type, count in EVIDENCE.items():
         j, z = names.index(count), names.index(f"z_{count}")
@@ -126,11 +127,13 @@ def test_evidence_copies_lie_beyond_every_legitimate_row_and_move_their_z(data):
         rows = extra.fraud_type == fraud_type
         assert (extra.X[rows, j] > legit_max).all()
         assert (extra.X[rows, j] <= 3 * legit_max).all()
-        originals = train.X[train.fraud_type == fraud_type]
-        # the z-score moves the same way as the count (up), within the kernel's clip
-        assert (extra.X[rows, z] >= np.minimum(originals[:, z], 50.0) - 1e-9).all()
+        originals = np.repeat(train.X[train.fraud_type == fraud_type], 2, axis=0)
+        # the z-score moves the same way as the count, within the kernel's clip
+        up = extra.X[rows, j] >= originals[:, j]
+        assert up.mean() > 0.5
+        assert (extra.X[rows, z][up] >= np.minimum(originals[up, z], 50.0) - 1e-9).all()
         assert (np.abs(extra.X[rows, z]) <= 50.0).all()
         others = [k for k in range(len(names)) if k not in (j, z)]
         np.testing.assert_array_equal(extra.X[rows][:, others], originals[:, others])
-    off = beyond_legitimate(train, FEATURE_NAMES, EvidenceParams(evidence_copies=False), seed=2)
+    off = beyond_legitimate(train, FEATURE_NAMES, EvidenceParams(evidence_copies=0), seed=2)
     assert off is train
