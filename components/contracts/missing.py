@@ -13,13 +13,10 @@ these helpers apply it to feature matrices, so no other code decides it again:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from components.contracts.features import MASKABLE_FIELDS, MISSING_INPUT_FEATURES
-from components.contracts.schemas import InputError
 from components.contracts.training import Subset
 
 
@@ -54,29 +51,15 @@ def mask_fields(
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class MaskParams:
-    """How training learns what absence means (``missing_inputs``)."""
-
-    mask_share: float = 0.5
-    """Training rows added again (seeded draw) with optional inputs missing."""
-    seed_contract_share: float = 0.5
-    """Of those copies, the share that keep only the seed brief's seven fields (every
-    optional input missing); each other copy misses each optional field with probability 1/2."""
-
-    def __post_init__(self) -> None:
-        for name in ("mask_share", "seed_contract_share"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise InputError(f"invalid hyperparameter(s): {name}={getattr(self, name)!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def missing_inputs(
-    subset: Subset, feature_names: Sequence[str], mask: MaskParams, seed: int
+    subset: Subset,
+    feature_names: Sequence[str],
+    *,
+    share: float,
+    seed_contract_share: float,
+    seed: int,
 ) -> Subset:
-    """``subset`` plus copies of a seeded share of its rows with optional inputs missing
+    """``subset`` plus copies of a seeded ``share`` of its rows with optional inputs missing
     (whole fields per row, via ``MISSING_INPUT_FEATURES``): the booster sees, for the same
     transactions, what a client that does not send those fields looks like.
 
@@ -84,12 +67,12 @@ def missing_inputs(
     of them; the others miss a random subset of the optional fields (each with probability
     1/2). Training data only: valid and test are never augmented."""
     rng = np.random.default_rng(seed)
-    rows = np.flatnonzero(rng.random(subset.n) < mask.mask_share)
+    rows = np.flatnonzero(rng.random(subset.n) < share)
     if rows.size == 0:
         return subset
     names = list(feature_names)
     copy = subset.take(rows)
-    seven = rng.random(rows.size) < mask.seed_contract_share
+    seven = rng.random(rows.size) < seed_contract_share
     missing = rng.random((rows.size, len(MASKABLE_FIELDS))) < 0.5
     missing[seven] = True
     X = copy.X  # ``take`` copied the rows: masked in place

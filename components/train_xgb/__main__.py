@@ -17,7 +17,6 @@ from typing import Any
 
 from components.contracts import cli
 from components.contracts.features import FEATURE_NAMES
-from components.contracts.missing import MaskParams
 from components.contracts.training import (
     Fitted,
     meta_header,
@@ -27,7 +26,6 @@ from components.contracts.training import (
     training_parser,
 )
 from components.train_xgb import logic
-from components.train_xgb.evidence import EvidenceParams
 from components.train_xgb.spec import SPEC
 
 MODEL_FILE = "xgb.ubj"
@@ -56,8 +54,7 @@ def build_meta(
     params: logic.XgbParams,
     fold: logic.FoldParams,
     feature_names: tuple[str, ...],
-    mask: MaskParams | None = None,
-    evidence: EvidenceParams | None = None,
+    augment: logic.AugmentParams | None = None,
 ) -> dict[str, Any]:
     """Content of ``meta.json``."""
     import xgboost
@@ -70,13 +67,9 @@ def build_meta(
         "best_iteration": models.production.best_iteration,
         **{k: v for k, v in models.production.summary().items() if k != "best_iteration"},
         "loto_params": fold.as_dict(),
-        "missing_inputs": {
-            **(mask.as_dict() if mask else {}),
-            "train_copies": models.masked_copies,
-        },
-        "evidence_prior": {
-            **(evidence.as_dict() if evidence else {}),
-            "train_copies": models.evidence_copies,
+        "augmentation": {
+            **(augment.as_dict() if augment else {}),
+            "rows_added": {"masked": models.masked_copies, "evidence": models.evidence_copies},
         },
         "loto": {
             name: {
@@ -100,8 +93,7 @@ class FittedXgb(Fitted):
         return {
             **super().mlflow_params(),
             **self.meta["loto_params"],
-            **{k: v for k, v in self.meta["missing_inputs"].items() if k != "train_copies"},
-            **{k: v for k, v in self.meta["evidence_prior"].items() if k != "train_copies"},
+            **{k: v for k, v in self.meta["augmentation"].items() if k != "rows_added"},
             "effective_scale_pos_weight": self.models.production.scale_pos_weight,
         }
 
@@ -145,8 +137,7 @@ def fitter(args: argparse.Namespace):
     """The function that trains both boosters on a features table, for ``args``."""
     params = params_from_args(args)
     fold = logic.FoldParams(**cli.dataclass_kwargs(args, logic.FoldParams))
-    mask = MaskParams(**cli.dataclass_kwargs(args, MaskParams))
-    evidence = EvidenceParams(**cli.dataclass_kwargs(args, EvidenceParams))
+    augment = logic.AugmentParams(**cli.dataclass_kwargs(args, logic.AugmentParams))
 
     def fit(table, source: str) -> FittedXgb:
         data = training_data(table, FEATURE_NAMES, source=source)
@@ -158,8 +149,8 @@ def fitter(args: argparse.Namespace):
             data.valid.positives,
             len(data.feature_names),
         )
-        models = logic.train_models(data, params, fold, mask, evidence)
-        meta = build_meta(models, params, fold, data.feature_names, mask, evidence)
+        models = logic.train_models(data, params, fold, augment)
+        meta = build_meta(models, params, fold, data.feature_names, augment)
         return FittedXgb(data, logic.flat_metrics(models), meta, models)
 
     return fit

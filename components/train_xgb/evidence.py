@@ -19,58 +19,35 @@ their type: a leave-one-type-out fold drops them with it. Valid is never augment
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from components.contracts.features import Z_CLIP
-from components.contracts.schemas import InputError
 from components.contracts.training import Subset
 
 EVIDENCE = {"void_abuse": "void_count", "no_sale_abuse": "no_sale_count"}
 """Fraud type -> the count among the seed brief's seven fields that is its evidence."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class EvidenceParams:
-    """The extrapolation prior (``beyond_legitimate``)."""
-
-    evidence_copies: int = 3
-    """Copies of each ``EVIDENCE``-type train row, its count beyond any legit row's (0: off)."""
-    evidence_max_factor: float = 3.0
-    """The copies' count is drawn up to this multiple of the largest legitimate count."""
-
-    def __post_init__(self) -> None:
-        for name, ok in (
-            ("evidence_copies", self.evidence_copies >= 0),
-            ("evidence_max_factor", self.evidence_max_factor >= 1),
-        ):
-            if not ok:
-                raise InputError(f"invalid hyperparameter(s): {name}={getattr(self, name)!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def beyond_legitimate(
-    subset: Subset, feature_names: Sequence[str], params: EvidenceParams, seed: int
+    subset: Subset, feature_names: Sequence[str], *, copies: int, max_factor: float, seed: int
 ) -> Subset:
-    """``subset`` plus the prior's copies (see the module docstring)."""
-    if not params.evidence_copies:
+    """``subset`` plus ``copies`` copies of each ``EVIDENCE``-type row, its count drawn up to
+    ``max_factor`` x the largest legitimate one (see the module docstring)."""
+    if not copies:
         return subset
     names = list(feature_names)
     rng = np.random.default_rng(seed)
     parts = [subset]
     legit = subset.y == 0
     for fraud_type, count in EVIDENCE.items():
-        rows = np.repeat(np.flatnonzero(subset.fraud_type == fraud_type), params.evidence_copies)
+        rows = np.repeat(np.flatnonzero(subset.fraud_type == fraud_type), copies)
         if rows.size == 0 or count not in names:
             continue
         j = names.index(count)
         top = float(np.nanmax(subset.X[legit, j])) if legit.any() else 0.0
         low = int(np.floor(top)) + 1
-        high = max(low, int(np.floor(params.evidence_max_factor * max(top, 1.0))))
+        high = max(low, int(np.floor(max_factor * max(top, 1.0))))
         copy = subset.take(rows)
         old = copy.X[:, j].copy()
         new = rng.integers(low, high + 1, rows.size).astype(np.float64)

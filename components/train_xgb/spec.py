@@ -1,11 +1,9 @@
 """``train-xgb``'s parameters, input and outputs (``components.contracts.spec``): the
 hyperparameters' names, types and defaults are ``XgbParams``' own (``logic.py``)."""
 
-from components.contracts.missing import MaskParams
 from components.contracts.spec import Param, StageSpec, params_from
 from components.contracts.training import training_io
-from components.train_xgb.evidence import EvidenceParams
-from components.train_xgb.logic import FoldParams, XgbParams
+from components.train_xgb.logic import AugmentParams, FoldParams, XgbParams
 
 SPEC = StageSpec(
     module="train_xgb",
@@ -39,17 +37,12 @@ SPEC = StageSpec(
             },
         ),
         *params_from(
-            MaskParams,
+            AugmentParams,
             {
                 "mask_share": "Share of train rows added again with optional inputs missing "
                 "(seeded), so the booster learns what a field's absence means.",
                 "seed_contract_share": "Of those copies, the share keeping only the seed "
                 "brief's seven fields; the others miss each optional field with probability 1/2.",
-            },
-        ),
-        *params_from(
-            EvidenceParams,
-            {
                 "evidence_copies": "Extrapolation prior: copies of each void / no-sale abuse "
                 "train row with its count beyond any legitimate row's, so blatant abuse the "
                 "data never shows scores as abuse, not as the honest region next to it (0: off).",

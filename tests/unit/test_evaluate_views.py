@@ -28,13 +28,8 @@ def _table(signal: str, n: int = 1800, seed: int = 4):
 
 def _evaluate(signal: str):
     """A 'booster' that uses what it is given and treats a missing input as 0 (ordinary)."""
-    X, subset, labels, fraud_type, cashier = _table(signal)
     return logic.evaluate_models(
-        X,
-        subset,
-        labels,
-        fraud_type,
-        cashier,
+        *_table(signal),  # X, subset, labels, fraud_type, cashier
         logic.Scorers(
             xgb_margin=lambda r: np.nan_to_num(r[:, :2]).sum(axis=1),
             forest_score=lambda r: -np.abs(np.nan_to_num(r[:, 2])),

@@ -8,7 +8,7 @@ import pytest
 from train_synthetic import features_table
 
 from components.contracts.features import FEATURE_NAMES, MASKABLE_FIELDS, MISSING_INPUT_FEATURES
-from components.contracts.missing import MaskParams, mask_fields, missing_columns, missing_inputs
+from components.contracts.missing import mask_fields, missing_columns, missing_inputs
 from components.contracts.schemas import InputError
 from components.contracts.training import training_data
 from components.evaluate.logic import roc_auc
@@ -39,8 +39,7 @@ def test_mask_fields_nans_exactly_the_mapped_columns_of_the_chosen_rows():
 
 
 def test_copies_miss_whole_fields_and_the_originals_are_kept(data):
-    mask = MaskParams(mask_share=0.5, seed_contract_share=0.4)
-    out = missing_inputs(data.train, FEATURE_NAMES, mask, seed=3)
+    out = missing_inputs(data.train, FEATURE_NAMES, share=0.5, seed_contract_share=0.4, seed=3)
     n = data.train.n
     np.testing.assert_array_equal(out.X[:n], data.train.X)
     copies = out.X[n:]
@@ -60,22 +59,26 @@ def test_copies_miss_whole_fields_and_the_originals_are_kept(data):
 
 
 def test_the_same_seed_gives_the_same_copies(data):
-    a = missing_inputs(data.train, FEATURE_NAMES, MaskParams(), seed=1)
-    b = missing_inputs(data.train, FEATURE_NAMES, MaskParams(), seed=1)
+    kw = {"share": 0.5, "seed_contract_share": 0.5, "seed": 1}
+    a, b = (missing_inputs(data.train, FEATURE_NAMES, **kw) for _ in range(2))
     np.testing.assert_array_equal(a.X, b.X)
-    assert missing_inputs(data.train, FEATURE_NAMES, MaskParams(mask_share=0), seed=1) is data.train
+    assert missing_inputs(data.train, FEATURE_NAMES, **(kw | {"share": 0})) is data.train
 
 
-@pytest.mark.parametrize("field", ["mask_share", "seed_contract_share"])
-def test_shares_outside_0_1_are_rejected(field):
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mask_share", 1.5), ("seed_contract_share", -0.1), ("evidence_copies", -1),
+     ("evidence_max_factor", 0.5)],
+)  # fmt: skip
+def test_augmentation_parameters_outside_their_range_are_rejected(field, value):
     with pytest.raises(InputError, match=field):
-        MaskParams(**{field: 1.5})
+        logic.AugmentParams(**{field: value})
 
 
 def test_valid_is_never_augmented_and_folds_drop_the_held_out_copies(data):
     params = logic.XgbParams(**FAST)
     fold = logic.FoldParams(loto_rounds=5, loto_legit_fraction=1.0)
-    models = logic.train_models(data, params, fold, MaskParams(mask_share=0.5))
+    models = logic.train_models(data, params, fold, logic.AugmentParams(evidence_copies=0))
     assert models.production.n_valid == data.valid.n
     assert models.production.n_train == data.train.n + models.masked_copies > data.train.n
     for name, booster in models.folds.items():
@@ -91,15 +94,16 @@ def test_a_booster_trained_with_missing_inputs_ranks_the_seed_view_better(data):
     params = logic.XgbParams(**FAST)
     seed_view = mask_fields(data.valid.X, FEATURE_NAMES, MASKABLE_FIELDS)
 
-    def seed_view_auc(mask: MaskParams | None) -> float:
+    def seed_view_auc(augment: logic.AugmentParams | None) -> float:
         import xgboost as xgb
 
-        booster = logic.train_models(data, params, NO_FOLDS, mask).production.booster
+        booster = logic.train_models(data, params, NO_FOLDS, augment).production.booster
         return roc_auc(
             booster.predict(xgb.DMatrix(seed_view, feature_names=list(FEATURE_NAMES))), data.valid.y
         )
 
-    plain, trained = seed_view_auc(None), seed_view_auc(MaskParams(mask_share=0.5))
+    plain = seed_view_auc(None)
+    trained = seed_view_auc(logic.AugmentParams(evidence_copies=0))
     assert trained > plain + 0.02, (plain, trained)
 
 
@@ -108,7 +112,7 @@ def test_a_booster_trained_with_missing_inputs_ranks_the_seed_view_better(data):
 
 def test_evidence_copies_lie_beyond_every_legitimate_row_and_move_their_z(data):
     from components.contracts.training import Subset
-    from components.train_xgb.evidence import EVIDENCE, EvidenceParams, beyond_legitimate
+    from components.train_xgb.evidence import EVIDENCE, beyond_legitimate
 
     names = list(FEATURE_NAMES)
     train = data.train
@@ -116,8 +120,7 @@ def test_evidence_copies_lie_beyond_every_legitimate_row_and_move_their_z(data):
     for count in EVIDENCE.values():  # counts as the world has them: small whole numbers
         X[:, names.index(count)] = np.round(np.abs(X[:, names.index(count)]))
     train = Subset(X, train.y, train.fraud_type)
-    params = EvidenceParams(evidence_copies=2, evidence_max_factor=3)
-    out = beyond_legitimate(train, FEATURE_NAMES, params, seed=2)
+    out = beyond_legitimate(train, FEATURE_NAMES, copies=2, max_factor=3, seed=2)
     extra = out.take(np.arange(train.n, out.n))
     assert extra.n == 2 * sum(int(np.sum(train.fraud_type == t)) for t in EVIDENCE) > 0
     assert (extra.y == 1).all()
@@ -135,5 +138,5 @@ def test_evidence_copies_lie_beyond_every_legitimate_row_and_move_their_z(data):
         assert (np.abs(extra.X[rows, z]) <= 50.0).all()
         others = [k for k in range(len(names)) if k not in (j, z)]
         np.testing.assert_array_equal(extra.X[rows][:, others], originals[:, others])
-    off = beyond_legitimate(train, FEATURE_NAMES, EvidenceParams(evidence_copies=0), seed=2)
+    off = beyond_legitimate(train, FEATURE_NAMES, copies=0, max_factor=3, seed=2)
     assert off is train
