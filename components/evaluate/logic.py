@@ -466,18 +466,9 @@ def evaluate_models(
     )
     if not scorers.fold_margins:
         log.warning("no fold boosters: no leave-one-type-out results")
+    unseen = cohorts.get("unseen_cashiers")
     seed_view = views.seed_contract_view(
-        X[idx["test"]],
-        feature_names=feature_names,
-        xgb_margin=scorers.xgb_margin,
-        forest_score=scorers.forest_score,
-        params=params,
-        operating=operating,
-        labels=test.labels,
-        fraud_type=test.fraud_type,
-        full_blend=test.blend,
-        blocks=blocks,
-        unseen=cohorts.get("unseen_cashiers"),
+        X[idx["test"]], feature_names, scorers, params, operating, test, blocks, unseen
     )
     metrics = summarize(
         test=test,

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams
-from components.contracts.features import FEATURE_NAMES, MASKABLE_FIELDS
+from components.contracts.features import MASKABLE_FIELDS
 from components.contracts.missing import mask_fields
 from components.contracts.schemas import REQUIRED_FIELDS
 from components.evaluate import protocol
+
+if TYPE_CHECKING:
+    from components.evaluate.logic import Scored, Scorers
 
 VIEW = "seed_contract_view"
 """Key of the view in ``metrics.json``."""
@@ -36,15 +39,11 @@ PREFIX = "seed_view"
 
 def seed_contract_view(
     X_test: np.ndarray,
-    *,
-    feature_names: Sequence[str] = FEATURE_NAMES,
-    xgb_margin,
-    forest_score,
+    feature_names: Sequence[str],
+    scorers: Scorers,
     params: BlendParams,
     operating: dict[str, float],
-    labels: np.ndarray,
-    fraud_type: np.ndarray,
-    full_blend: np.ndarray,
+    test: Scored,
     blocks: protocol.Blocks,
     unseen: np.ndarray | None = None,
 ) -> dict[str, Any]:
@@ -54,23 +53,20 @@ def seed_contract_view(
     Args:
         X_test: Test feature matrix, as sent in full.
         feature_names: Its columns (``FEATURE_NAMES``).
-        xgb_margin: The production booster's margin function.
-        forest_score: The forest's ``score_samples`` (lower = more anomalous).
+        scorers: The production booster's margin and the forest's ``score_samples``.
         params: The fitted blend with its High / Medium thresholds.
         operating: Valid-fixed 1%-FPR threshold per model (``xgb``, ``blend``).
-        labels: Test ``is_fraud``.
-        fraud_type: Test fraud types.
-        full_blend: The full view's blended test scores (for the paired gap).
+        test: The test labels, fraud types and full-view blend scores (the paired gap).
         blocks: Cashier blocks of the test rows (intervals).
         unseen: Test rows of cashiers never trained on (a cohort), if known.
     """
     from components.evaluate.logic import FRAUD_PATTERNS, pr_auc, roc_auc
 
     X = mask_fields(X_test, feature_names, MASKABLE_FIELDS)
-    margin, forest = xgb_margin(X), forest_score(X)
+    margin, forest = scorers.xgb_margin(X), scorers.forest_score(X)
     risk = blend.risk_score(margin, forest, params)
-    y = np.asarray(labels, dtype=bool)
-    types = np.asarray(fraud_type)
+    y = np.asarray(test.labels, dtype=bool)
+    types = np.asarray(test.fraud_type)
     t = operating["blend"]
     flagged = risk >= t
     high = risk >= params.thresholds.high
@@ -93,7 +89,7 @@ def seed_contract_view(
             "pr_auc": pr_auc(margin, y),
             "at_1pct_fpr": protocol.operating_point(margin, y, operating["xgb"], blocks),
         },
-        "recall_gap": blocks.paired_difference(np.asarray(full_blend) >= t, flagged, y),
+        "recall_gap": blocks.paired_difference(np.asarray(test.blend) >= t, flagged, y),
     }
     if unseen is not None:
         view["unseen_cashiers"] = protocol.operating_point(risk, y, t, blocks, rows=unseen)
