@@ -1,8 +1,8 @@
 """HTTP request and response bodies (msgspec Structs, validated by Litestar on decode).
 
 The request is derived from the one transaction spec (``schemas.TRANSACTION_FIELDS``): its
-required fields are the seed brief's; every other ``RAW_TRANSACTION`` field is optional and
-defaulted by ``features.raw_row`` when absent (``features.REQUEST_DEFAULTS``). Constraints
+required fields are the seed brief's; every other ``RAW_TRANSACTION`` field is optional: absent
+means missing to the models (``features.raw_row``, ``features.MISSING_INPUT_FEATURES``). Constraints
 reject what a POS cannot produce (negative counts, NaN/Infinity - which JSON cannot carry
 anyway - absurd magnitudes, unknown enum values) with a 400 naming the field; bodies are
 decoded strictly (``serving.body``). These types are the single source of the request

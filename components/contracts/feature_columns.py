@@ -103,6 +103,28 @@ SIGNED_FEATURES = (
 """Features that may be negative; every other feature is >= 0 by construction (counts,
 amounts, ratios, clock values, log counts, means of non-negative behaviours)."""
 
+MISSING_INPUT_FEATURES: dict[str, tuple[str, ...]] = {
+    "lane_type": ("is_self_checkout",),
+    "void_amount": ("void_amount", "void_ratio", "z_void_ratio"),
+    "post_payment_void": ("post_payment_void", "z_post_payment_void"),
+    "refund_amount": ("refund_amount", "refund_ratio", "z_has_refund"),
+    "refund_no_receipt": ("refund_no_receipt", "z_refund_no_receipt"),
+    "discount_amount": ("discount_amount", "discount_ratio", "z_discount_ratio"),
+    "price_override_count": ("price_override_count", "z_price_override_count"),
+    "payment_type": ("payment_code", "is_cash"),
+    "basket_weight_kg": ("basket_weight_kg", "kg_per_item"),
+    "scan_duration_s": ("scan_duration_s", "secs_per_item", "z_secs_per_item"),
+}
+"""Optional transaction field -> the features that are NaN (missing) when a client did not
+send it: the field's own column, what is derived from it, and the row's z-score of a
+behaviour computed from it. Every other feature is defined whatever the client sends (the
+seed brief's seven fields are required; ``timestamp`` defaults to now, ``store_id`` to the
+home store). The profile means (``cashier_mean_*``, ``cashier_vs_store_*``) stay defined:
+they summarise history (``features.behaviour_stats`` states the rule for missing inputs).
+``tests/unit/test_features_missing.py`` proves the map equals what the kernel does."""
+MASKABLE_FIELDS = tuple(MISSING_INPUT_FEATURES)
+"""Optional fields a client may leave out (the keys of ``MISSING_INPUT_FEATURES``)."""
+
 ANOMALY_FEATURES = (
     "void_ratio",
     "refund_ratio",

@@ -49,6 +49,8 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     GLOBAL_BLOCK,
     ID_COLUMNS,
     LABEL_COLUMNS,
+    MASKABLE_FIELDS,
+    MISSING_INPUT_FEATURES,
     PRIOR_WIDTH,
     PROFILE_FEATURES,
     PROFILE_LEVELS,
@@ -75,26 +77,10 @@ SHRINKAGE = 20.0
 """Pseudo-observations pulling a cashier's (store's) mean towards its store's (global) mean."""
 Z_CLIP = 50.0
 
-REQUEST_DEFAULTS: dict[str, Any] = {
-    "lane_type": "staffed",
-    "void_amount": 0.0,
-    "post_payment_void": False,
-    "refund_amount": 0.0,
-    "refund_no_receipt": False,
-    "discount_amount": 0.0,
-    "price_override_count": 0,
-    "payment_type": "card",
-}
-"""Values for optional request fields that are not sent. ``timestamp`` defaults to now;
-``basket_weight_kg`` and ``scan_duration_s`` default to typical per-item values times the
-item count (``TYPICAL_KG_PER_ITEM``, ``TYPICAL_SECS_PER_ITEM``) so a terminal that does not
-report them looks ordinary rather than suspicious."""
-TYPICAL_KG_PER_ITEM = 0.45
-TYPICAL_SECS_PER_ITEM = 3.5
-
 _PAYMENT_CODE = {name: float(i) for i, name in enumerate(PAYMENT_TYPES)}
 _SELF_CHECKOUT = LANE_TYPES.index("self_checkout")
 _CASH = _PAYMENT_CODE["cash"]
+_NAN = float("nan")
 
 _RAW_COPIED = tuple(
     Raw[name] for name in RAW_INPUTS if name not in ("epoch_s", "is_self_checkout", "payment_code")
@@ -103,25 +89,44 @@ _RAW_COPIED = tuple(
 _in_raw_order = operator.itemgetter(*RAW_INPUTS)
 
 # ---------------------------------------------------------------- encoding
+#
+# Missing is missing: an optional field a client did not send (or a null in a table) is NaN
+# in the encoding, never a benign default, so the models see its absence (XGBoost routes NaN
+# down each split's learned default branch). Only ``timestamp`` (now) and ``store_id`` (the
+# cashier's home store, ``ProfileIndex.store_for``) are filled in.
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    """A column of ``df``; an optional column the table lacks reads as all missing."""
+    if name in df.columns:
+        return df[name]
+    if name in MASKABLE_FIELDS:
+        return pd.Series(None, index=df.index, dtype=object)
+    raise KeyError(name)
 
 
 def raw_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:
-    """Encode transactions (RAW_TRANSACTION columns) as an (n, len(RAW_INPUTS)) float64 matrix."""
+    """Encode transactions (RAW_TRANSACTION columns) as an (n, len(RAW_INPUTS)) float64 matrix.
+
+    A null (or absent) optional field is NaN; see ``MISSING_INPUT_FEATURES``."""
     df = table.to_pandas() if isinstance(table, pa.Table) else table
     n = len(df)
     out = np.empty((n, len(RAW_INPUTS)), dtype=np.float64)
     ts = pd.to_datetime(df["timestamp"]).to_numpy(dtype="datetime64[us]")
     out[:, Raw.epoch_s] = ts.astype(np.int64) / 1e6
-    out[:, Raw.is_self_checkout] = (df["lane_type"].to_numpy() == "self_checkout").astype(
-        np.float64
+    lane = _column(df, "lane_type")
+    out[:, Raw.is_self_checkout] = np.where(
+        lane.isna(), np.nan, (lane.to_numpy() == LANE_TYPES[_SELF_CHECKOUT]).astype(np.float64)
     )
-    codes = df["payment_type"].map(_PAYMENT_CODE)
-    if codes.isna().any():
-        bad = df["payment_type"][codes.isna()].iloc[0]
-        raise ValueError(f"unknown payment_type {bad!r}")
-    out[:, Raw.payment_code] = codes.to_numpy(dtype=np.float64)
+    payment = _column(df, "payment_type")
+    codes = payment.map(_PAYMENT_CODE)
+    unknown = codes.isna() & payment.notna()
+    if unknown.any():
+        raise ValueError(f"unknown payment_type {payment[unknown].iloc[0]!r}")
+    out[:, Raw.payment_code] = codes.to_numpy(dtype=np.float64, na_value=np.nan)
     for j in _RAW_COPIED:
-        out[:, j] = df[RAW_INPUTS[j]].to_numpy(dtype=np.float64)
+        col = _column(df, RAW_INPUTS[j])
+        out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
     return out
 
 
@@ -137,44 +142,40 @@ def _epoch_seconds(value: Any) -> float:
     return pd.Timestamp(value).to_datetime64().astype("datetime64[us]").astype(np.int64) / 1e6
 
 
+def _number(value: Any) -> float:
+    return _NAN if value is None else float(value)
+
+
 def raw_row(record: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndarray:
     """Encode one transaction (an API request) as a (1, len(RAW_INPUTS)) matrix.
 
-    Optional fields missing from ``record`` (or None) take ``REQUEST_DEFAULTS``; the
-    timestamp defaults to now. ``out`` lets a hot path reuse a buffer.
+    Optional fields missing from ``record`` (or None) are NaN (``MISSING_INPUT_FEATURES``);
+    the timestamp defaults to now. ``out`` lets a hot path reuse a buffer.
     """
-
-    def get(name: str) -> Any:
-        value = record.get(name)
-        return REQUEST_DEFAULTS.get(name) if value is None else value
-
-    items = float(record["item_count"])
-    weight = record.get("basket_weight_kg")
-    duration = record.get("scan_duration_s")
+    get = record.get
     payment = get("payment_type")
-    if payment not in _PAYMENT_CODE:
+    if payment is not None and payment not in _PAYMENT_CODE:
         raise ValueError(f"unknown payment_type {payment!r}")
+    lane = get("lane_type")
     row = out if out is not None else np.empty((1, len(RAW_INPUTS)), dtype=np.float64)
     row[0, :] = _in_raw_order(
         {
-            "epoch_s": _epoch_seconds(record.get("timestamp")),
-            "is_self_checkout": 1.0 if get("lane_type") == LANE_TYPES[_SELF_CHECKOUT] else 0.0,
-            "item_count": items,
+            "epoch_s": _epoch_seconds(get("timestamp")),
+            "is_self_checkout": _NAN if lane is None else float(lane == LANE_TYPES[_SELF_CHECKOUT]),
+            "item_count": float(record["item_count"]),
             "total_amount": float(record["total_amount"]),
             "void_count": float(record["void_count"]),
-            "void_amount": float(get("void_amount")),
-            "post_payment_void": float(bool(get("post_payment_void"))),
+            "void_amount": _number(get("void_amount")),
+            "post_payment_void": _number(get("post_payment_void")),
             "no_sale_count": float(record["no_sale_count"]),
-            "refund_amount": float(get("refund_amount")),
-            "refund_no_receipt": float(bool(get("refund_no_receipt"))),
-            "discount_amount": float(get("discount_amount")),
-            "price_override_count": float(get("price_override_count")),
-            "payment_code": _PAYMENT_CODE[payment],
+            "refund_amount": _number(get("refund_amount")),
+            "refund_no_receipt": _number(get("refund_no_receipt")),
+            "discount_amount": _number(get("discount_amount")),
+            "price_override_count": _number(get("price_override_count")),
+            "payment_code": _NAN if payment is None else _PAYMENT_CODE[payment],
             "weight_variance": float(record["weight_variance"]),
-            "basket_weight_kg": TYPICAL_KG_PER_ITEM * items if weight is None else float(weight),
-            "scan_duration_s": TYPICAL_SECS_PER_ITEM * items
-            if duration is None
-            else float(duration),
+            "basket_weight_kg": _number(get("basket_weight_kg")),
+            "scan_duration_s": _number(get("scan_duration_s")),
         }
     )
     return row
@@ -192,7 +193,8 @@ def _behaviours(r: np.ndarray, m: np.ndarray) -> None:
     m[Behaviour.void_count] = r[Raw.void_count]
     m[Behaviour.void_ratio] = r[Raw.void_amount] / (total + r[Raw.void_amount] + 1.0)
     m[Behaviour.no_sale_count] = r[Raw.no_sale_count]
-    m[Behaviour.has_refund] = 1.0 if r[Raw.refund_amount] > 0.0 else 0.0
+    refund = r[Raw.refund_amount]
+    m[Behaviour.has_refund] = refund if math.isnan(refund) else (1.0 if refund > 0.0 else 0.0)
     m[Behaviour.refund_no_receipt] = r[Raw.refund_no_receipt]
     m[Behaviour.discount_ratio] = r[Raw.discount_amount] / (total + r[Raw.discount_amount] + 1.0)
     m[Behaviour.price_override_count] = r[Raw.price_override_count]
@@ -210,8 +212,10 @@ def _behaviour_matrix(raw: np.ndarray) -> np.ndarray:
         _behaviours(raw[i], m)
         out[i, STAT_N] = 1.0
         for k in range(_NB):
-            out[i, STAT_SUM + k] = m[k]
-            out[i, STAT_SUMSQ + k] = m[k] * m[k]
+            # A behaviour whose input was not sent adds nothing (see ``behaviour_stats``).
+            v = 0.0 if math.isnan(m[k]) else m[k]
+            out[i, STAT_SUM + k] = v
+            out[i, STAT_SUMSQ + k] = v * v
     return out
 
 
@@ -230,7 +234,8 @@ def _features_row(r: np.ndarray, p: np.ndarray, m: np.ndarray, f: np.ndarray) ->
     f[Feat.abs_weight_variance] = m[Behaviour.abs_weight_variance]
     f[Feat.kg_per_item] = r[Raw.basket_weight_kg] / items
     f[Feat.secs_per_item] = m[Behaviour.secs_per_item]
-    f[Feat.is_cash] = 1.0 if r[Raw.payment_code] == _CASH else 0.0
+    payment = r[Raw.payment_code]
+    f[Feat.is_cash] = payment if math.isnan(payment) else (1.0 if payment == _CASH else 0.0)
     epoch = r[Raw.epoch_s]
     sec_of_day = epoch - math.floor(epoch / 86400.0) * 86400.0
     hour = sec_of_day / 3600.0
@@ -254,7 +259,7 @@ def _features_row(r: np.ndarray, p: np.ndarray, m: np.ndarray, f: np.ndarray) ->
         z = (m[k] - c_mean) / math.sqrt(c_var + 1e-6)
         f[CASHIER_MEAN_START + k] = c_mean
         f[CASHIER_VS_STORE_START + k] = c_mean - s_mean
-        f[Z_START + k] = min(max(z, -Z_CLIP), Z_CLIP)
+        f[Z_START + k] = z if math.isnan(z) else min(max(z, -Z_CLIP), Z_CLIP)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -312,6 +317,12 @@ def behaviour_stats(raw: np.ndarray) -> np.ndarray:
 
     ``ProfileState.advance`` folds exactly these rows; the online profile store
     (``serving.store``) folds one at a time.
+
+    Missing inputs: a row counts in ``n`` but a behaviour computed from a field it did not
+    send (NaN) adds 0 to that behaviour's sum and sum of squares. The statistics stay finite
+    and batch and online agree; the price is that a cashier whose POS never sends, say,
+    ``void_amount`` has its ``void_ratio`` mean diluted towards 0 (no evidence reads as no
+    voided value) - the row's own transaction-level features and z-scores are NaN instead.
     """
     return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64))
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.contracts import storage
-from components.contracts.features import LABEL_COLUMNS, SIGNED_FEATURES
+from components.contracts.features import LABEL_COLUMNS, MISSING_INPUT_FEATURES, SIGNED_FEATURES
 from components.contracts.layout import FEATURE_SUBSETS as SUBSETS
 from components.contracts.layout import SUBSET_COLUMN
 from components.contracts.schemas import FRAUD_TYPES, InputError, ServiceError, check_unique
@@ -117,7 +117,7 @@ def training_data(
             raise TrainingDataError(
                 f"{source}: subset '{name}' is empty (column '{SUBSET_COLUMN}')"
             )
-        X = np.empty((part.num_rows, len(feature_names)), dtype=np.float64)  # all finite
+        X = np.empty((part.num_rows, len(feature_names)), dtype=np.float64)
         for j, col in enumerate(feature_names):
             X[:, j] = part.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
         y = part.column(label).to_numpy(zero_copy_only=False).astype(np.int8)
@@ -141,6 +141,10 @@ def _count(mask: pa.ChunkedArray | pa.Array) -> int:
     return int(pc.sum(mask).as_py() or 0)
 
 
+_MAY_BE_MISSING = frozenset(n for names in MISSING_INPUT_FEATURES.values() for n in names)
+"""Features that are NaN where an optional input was not logged (a null in the table)."""
+
+
 def check_features_table(
     table: pa.Table, feature_names: Sequence[str], *, source: str = "features table"
 ) -> None:
@@ -148,8 +152,9 @@ def check_features_table(
 
     Checks, in order: required columns present; ``transaction_id`` unique (when present);
     ``subset`` values in ``SUBSETS``; ``is_fraud`` boolean or 0/1 integers without nulls;
-    ``fraud_type`` a known type; every feature numeric, without nulls, NaN or +-inf, and
-    >= 0 unless listed in ``features.SIGNED_FEATURES``.
+    ``fraud_type`` a known type; every feature numeric, without nulls or +-inf, without NaN
+    unless an optional input may be missing for it (``MISSING_INPUT_FEATURES``), and >= 0
+    unless listed in ``features.SIGNED_FEATURES``.
     """
     required = [SUBSET_COLUMN, *LABEL_COLUMNS, *feature_names]
     missing = [c for c in required if c not in table.column_names]
@@ -196,7 +201,7 @@ def check_features_table(
             continue
         if pa.types.is_floating(typ):
             nan = _count(pc.is_nan(col))
-            if nan:
+            if nan and name not in _MAY_BE_MISSING:
                 raise _bad(source, name, nan, "NaN")
             inf = _count(pc.is_inf(col))
             if inf:

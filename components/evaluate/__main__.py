@@ -286,6 +286,12 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         f"  thresholds: High >= {t['high']:.2f} (test precision {ci('blend_high_precision')}), "
         f"Medium >= {t['medium']:.2f} (test recall {ci('blend_medium_recall')})"
     )
+    print(
+        f"  seed contract (only the seven brief fields sent): blend recall "
+        f"{ci('seed_view_blend_recall_at_1pct_fpr')}, false alarms "
+        f"{ci('seed_view_blend_false_alarm_rate_at_1pct_fpr')}, PR-AUC "
+        f"{s.get('seed_view_blend_pr_auc', nan):.4f}; gap to full {ci('seed_view_recall_gap')}"
+    )
     loto = metrics["leave_one_type_out"]
     if loto:
         print(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,10 @@ import numpy as np
 
 from components.contracts import blend
 from components.contracts.blend import BlendParams, Thresholds
+from components.contracts.features import FEATURE_NAMES
 from components.contracts.layout import HOLDOUT
 from components.contracts.schemas import FRAUD_TYPES, RISK_LEVELS
-from components.evaluate import protocol, thresholds
+from components.evaluate import protocol, thresholds, views
 from components.evaluate.protocol import threshold_at_fpr
 from components.evaluate.thresholds import (  # noqa: F401  (re-exported: one import for callers)
     choose_thresholds,
@@ -283,6 +284,7 @@ def evaluate_models(
     high_precision_target: float,
     medium_recall_target: float,
     label_cohorts: dict[str, np.ndarray] | None = None,
+    feature_names: Sequence[str] = FEATURE_NAMES,
     train_sample: int = TRAIN_SCORE_SAMPLE,
     bootstrap_draws: int = protocol.BOOTSTRAP_DRAWS,
 ) -> Evaluation:
@@ -298,6 +300,7 @@ def evaluate_models(
         high_precision_target: Precision the High threshold must reach on valid.
         medium_recall_target: Recall the Medium threshold must reach on valid.
         label_cohorts: Label-side cohort columns (name -> each row's value), reported too.
+        feature_names: The columns of ``X`` (the seed-contract view masks by name).
         train_sample: Train rows (seeded sample) that fix the forest score's center/scale.
         bootstrap_draws: Resamples behind each interval.
     """
@@ -376,6 +379,10 @@ def evaluate_models(
         log.warning("no fold boosters: no leave-one-type-out results")
     sup, anom = blend.channel_scores(margin["test"], forest_score["test"], params)
     by_channel = thresholds.channel_breakdown(sup, anom, test.labels, operating["blend"], blocks)
+    unseen = cohorts.get("unseen_cashiers")
+    seed_view = views.seed_contract_view(
+        X[idx["test"]], feature_names, scorers, params, operating, test, blocks, unseen
+    )
     metrics = summarize(
         test=test,
         params=params,
@@ -390,6 +397,8 @@ def evaluate_models(
         key = f"blend_{k}_at_1pct_fpr"
         metrics["summary"].update({key: v["value"], f"{key}_ci_low": v["ci_low"],
                                    f"{key}_ci_high": v["ci_high"]} if v["n"] else {})  # fmt: skip
+    metrics[views.VIEW] = seed_view
+    metrics["summary"].update(views.flat_summary(seed_view))
     metrics["summary"] = {k: v for k, v in metrics["summary"].items() if math.isfinite(v)}
     return Evaluation(params, metrics, test)
 

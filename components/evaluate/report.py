@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from components.contracts.schemas import RISK_LEVELS
+from components.evaluate import views
 from components.evaluate.logic import FRAUD_PATTERNS, MODELS, Scored
 
 LABELS = {"xgb": "XGBoost", "iforest": "Isolation forest", "blend": "Risk score (two channels)"}
@@ -253,6 +254,7 @@ def render_markdown(metrics: dict[str, Any], *, image_src: dict[str, str] | None
             _fmt(b["recall_by_type_at_high"].get(pattern)),
         ]
         lines.append(f"| {pattern} | " + " | ".join(cells) + " |")
+    lines += views.markdown_lines(metrics.get(views.VIEW), models)
     lines += ["", "## Plots", ""]
     for file, title in PLOTS:
         src = (image_src or {}).get(file, f"plots/{file}")

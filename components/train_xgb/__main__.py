@@ -54,6 +54,7 @@ def build_meta(
     params: logic.XgbParams,
     fold: logic.FoldParams,
     feature_names: tuple[str, ...],
+    augment: logic.AugmentParams | None = None,
 ) -> dict[str, Any]:
     """Content of ``meta.json``."""
     import xgboost
@@ -66,6 +67,10 @@ def build_meta(
         "best_iteration": models.production.best_iteration,
         **{k: v for k, v in models.production.summary().items() if k != "best_iteration"},
         "loto_params": fold.as_dict(),
+        "augmentation": {
+            **(augment.as_dict() if augment else {}),
+            "rows_added": {"masked": models.masked_copies, "evidence": models.evidence_copies},
+        },
         "loto": {
             name: {
                 "model_file": fold_file(name),
@@ -88,6 +93,7 @@ class FittedXgb(Fitted):
         return {
             **super().mlflow_params(),
             **self.meta["loto_params"],
+            **{k: v for k, v in self.meta["augmentation"].items() if k != "rows_added"},
             "effective_scale_pos_weight": self.models.production.scale_pos_weight,
         }
 
@@ -131,6 +137,7 @@ def fitter(args: argparse.Namespace):
     """The function that trains both boosters on a features table, for ``args``."""
     params = params_from_args(args)
     fold = logic.FoldParams(**cli.dataclass_kwargs(args, logic.FoldParams))
+    augment = logic.AugmentParams(**cli.dataclass_kwargs(args, logic.AugmentParams))
 
     def fit(table, source: str) -> FittedXgb:
         data = training_data(table, FEATURE_NAMES, source=source)
@@ -142,8 +149,8 @@ def fitter(args: argparse.Namespace):
             data.valid.positives,
             len(data.feature_names),
         )
-        models = logic.train_models(data, params, fold)
-        meta = build_meta(models, params, fold, data.feature_names)
+        models = logic.train_models(data, params, fold, augment)
+        meta = build_meta(models, params, fold, data.feature_names, augment)
         return FittedXgb(data, logic.flat_metrics(models), meta, models)
 
     return fit

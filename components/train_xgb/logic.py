@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from components.contracts.missing import missing_inputs
 from components.contracts.schemas import InputError
 from components.contracts.training import (
     Subset,
@@ -24,10 +25,21 @@ from components.contracts.training import (
     available_cpus,
     ranking_metrics,
 )
+from components.train_xgb.evidence import beyond_legitimate
 
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------- XGBoost
+
+
+def reject_invalid(params: Any, checks: dict[str, bool]) -> None:
+    """Raise one ``InputError`` naming every hyperparameter whose check failed."""
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise InputError(
+            "invalid hyperparameter(s): "
+            + ", ".join(f"{name}={getattr(params, name)!r}" for name in bad)
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,12 +70,7 @@ class XgbParams:
             "scale_pos_weight": self.scale_pos_weight is None or self.scale_pos_weight > 0,
             "nthread": self.nthread >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(
-                "invalid hyperparameter(s): "
-                + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            )
+        reject_invalid(self, checks)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,6 +221,50 @@ class FoldParams:
         return asdict(self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AugmentParams:
+    """What the train rows are augmented with (never valid or test)."""
+
+    mask_share: float = 0.5
+    """Train rows added again (seeded draw) with optional inputs missing
+    (``missing.missing_inputs``)."""
+    seed_contract_share: float = 0.5
+    """Of those copies, the share that keep only the seed brief's seven fields (every
+    optional input missing); each other copy misses each optional field with probability 1/2."""
+    evidence_copies: int = 3
+    """Copies of each void / no-sale abuse train row with its count beyond any legit row's
+    (``evidence.beyond_legitimate``; 0: off)."""
+    evidence_max_factor: float = 3.0
+    """The copies' count is drawn up to this multiple of the largest legitimate count."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "mask_share": 0 <= self.mask_share <= 1,
+            "seed_contract_share": 0 <= self.seed_contract_share <= 1,
+            "evidence_copies": self.evidence_copies >= 0,
+            "evidence_max_factor": self.evidence_max_factor >= 1,
+        }
+        reject_invalid(self, checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def augment(self, train: Subset, feature_names: Sequence[str], seed: int) -> dict[str, Any]:
+        """The augmented train rows and how many of each kind of copy were added."""
+        prior = beyond_legitimate(
+            train,
+            feature_names,
+            copies=self.evidence_copies,
+            max_factor=self.evidence_max_factor,
+            seed=seed,
+        )
+        share, seven = self.mask_share, self.seed_contract_share
+        out = missing_inputs(
+            prior, feature_names, share=share, seed_contract_share=seven, seed=seed
+        )
+        return {"train": out, "evidence": prior.n - train.n, "masked": out.n - prior.n}
+
+
 @dataclass(frozen=True, eq=False)
 class XgbModels:
     """The production booster and one leave-one-type-out fold booster per fraud type."""
@@ -223,6 +274,10 @@ class XgbModels:
     """Fraud type -> booster fitted on train/valid without any row of that type."""
     dropped_rows: dict[str, dict[str, int]]
     """Fraud type -> rows of it removed from train / valid for its fold."""
+    masked_copies: int = 0
+    """Train rows added again with optional inputs missing (``missing.missing_inputs``)."""
+    evidence_copies: int = 0
+    """Train rows added by the extrapolation prior (``evidence.beyond_legitimate``)."""
 
 
 def fold_types(data: TrainingData) -> list[str]:
@@ -255,20 +310,29 @@ def train_fold(
         raise TrainingDataError(f"fold without fraud type '{held_out}': {exc}") from exc
 
 
-def train_models(data: TrainingData, params: XgbParams, fold: FoldParams) -> XgbModels:
+def train_models(
+    data: TrainingData, params: XgbParams, fold: FoldParams, augment: AugmentParams | None = None
+) -> XgbModels:
     """Train the production booster and the leave-one-type-out fold boosters
-    (``fold.loto_rounds == 0`` disables the folds).
+    (``fold.loto_rounds == 0`` disables the folds), both on the train rows plus the
+    extrapolation prior's copies and copies with optional inputs missing (``augment``); the
+    copies of a held-out type leave its fold with it. Valid (early stopping) is never
+    augmented.
 
     Raises:
         TrainingDataError: A subset cannot be trained on (see ``train_booster``).
     """
+    added = {"evidence": 0, "masked": 0}
+    if augment is not None:
+        added = augment.augment(data.train, data.feature_names, params.seed)
+        data = replace(data, train=added["train"])
     production = train_booster(data.train, data.valid, data.feature_names, params)
     folds: dict[str, TrainedBooster] = {}
     dropped: dict[str, dict[str, int]] = {}
     if fold.loto_rounds:
         for name in fold_types(data):
             folds[name], dropped[name] = train_fold(data, name, params, fold)
-    return XgbModels(production, folds, dropped)
+    return XgbModels(production, folds, dropped, added["masked"], added["evidence"])
 
 
 def flat_metrics(models: XgbModels) -> dict[str, float]:
@@ -284,6 +348,8 @@ def flat_metrics(models: XgbModels) -> dict[str, float]:
         train_seconds=round(p.train_seconds, 3),
         n_train=float(p.n_train),
         n_valid=float(p.n_valid),
+        n_train_masked_copies=float(models.masked_copies),
+        n_train_evidence_copies=float(models.evidence_copies),
     )
     for name, booster in models.folds.items():
         out[f"loto_{name}_best_iteration"] = float(booster.best_iteration)

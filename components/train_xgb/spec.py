@@ -3,7 +3,7 @@ hyperparameters' names, types and defaults are ``XgbParams``' own (``logic.py``)
 
 from components.contracts.spec import Param, StageSpec, params_from
 from components.contracts.training import training_io
-from components.train_xgb.logic import FoldParams, XgbParams
+from components.train_xgb.logic import AugmentParams, FoldParams, XgbParams
 
 SPEC = StageSpec(
     module="train_xgb",
@@ -34,6 +34,20 @@ SPEC = StageSpec(
                 "loto_learning_rate": "Shrinkage of the fold boosters.",
                 "loto_legit_fraction": "Share of legitimate train rows the fold boosters fit "
                 "on (seeded; all fraud rows kept).",
+            },
+        ),
+        *params_from(
+            AugmentParams,
+            {
+                "mask_share": "Share of train rows added again with optional inputs missing "
+                "(seeded), so the booster learns what a field's absence means.",
+                "seed_contract_share": "Of those copies, the share keeping only the seed "
+                "brief's seven fields; the others miss each optional field with probability 1/2.",
+                "evidence_copies": "Extrapolation prior: copies of each void / no-sale abuse "
+                "train row with its count beyond any legitimate row's, so blatant abuse the "
+                "data never shows scores as abuse, not as the honest region next to it (0: off).",
+                "evidence_max_factor": "The copies' counts go up to this multiple of the "
+                "largest legitimate count.",
             },
         ),
         *params_from(XgbParams, {"seed": "Random seed."}),

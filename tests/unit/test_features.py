@@ -129,7 +129,7 @@ def test_unknown_cashier_falls_back_to_store_then_global():
     np.testing.assert_array_equal(nowhere[2 * F.STATS_WIDTH :], index.global_stats)
 
 
-def test_request_defaults_look_ordinary():
+def test_unsent_optional_fields_are_missing():
     record = {
         "transaction_id": "T1",
         "cashier_id": "C00",
@@ -142,14 +142,16 @@ def test_request_defaults_look_ordinary():
     }
     raw = F.raw_row(record)[0]
     named = dict(zip(F.RAW_INPUTS, raw, strict=True))
-    assert named["basket_weight_kg"] == pytest.approx(10 * F.TYPICAL_KG_PER_ITEM)
-    assert named["scan_duration_s"] == pytest.approx(10 * F.TYPICAL_SECS_PER_ITEM)
+    sent_raw = {"epoch_s", "item_count", "total_amount", "void_count", "no_sale_count"}
+    assert {k for k, v in named.items() if np.isnan(v)} == set(F.RAW_INPUTS) - sent_raw - {
+        "weight_variance"
+    }
     feats = dict(
         zip(F.FEATURE_NAMES, F.compute_features(raw[None], np.zeros(F.PRIOR_WIDTH))[0], strict=True)
     )
     assert feats["hour_of_day"] == pytest.approx(14.5)
     assert feats["day_of_week"] == 2  # 2026-01-07 is a Wednesday
-    assert feats["is_cash"] == 0 and feats["is_self_checkout"] == 0
+    assert np.isnan(feats["is_cash"]) and np.isnan(feats["is_self_checkout"])
 
 
 def test_unknown_payment_type_is_rejected():

@@ -37,6 +37,7 @@ def _evaluate(X, subset, labels, fraud_type, cashier):
         ),
         high_precision_target=0.5,
         medium_recall_target=0.9,
+        feature_names=("item_count", "void_count"),  # required fields: nothing to mask
         bootstrap_draws=50,
     )
 

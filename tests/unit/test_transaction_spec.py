@@ -59,8 +59,8 @@ def test_same_required_fields_everywhere():
     signature = register.model_signature().inputs
     assert REQUEST["required"] == list(REQUIRED_FIELDS)
     assert [c.name for c in signature.inputs if c.required] == list(REQUIRED_FIELDS)
-    # The optional fields are the ones serving knows how to default.
-    assert set(F.REQUEST_DEFAULTS) <= set(NAMES) - set(REQUIRED_FIELDS)
+    # The fields a client may leave out (missing -> NaN features) are optional ones.
+    assert set(F.MASKABLE_FIELDS) <= set(NAMES) - set(REQUIRED_FIELDS)
 
 
 @pytest.mark.parametrize("spec", TRANSACTION_FIELDS, ids=lambda f: f.name)

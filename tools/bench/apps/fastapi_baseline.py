@@ -59,7 +59,15 @@ def create_app() -> FastAPI:
         t0 = time.perf_counter()
         given = {k: v for k, v in tx.model_dump().items() if v is not None}
         row = {
-            **F.REQUEST_DEFAULTS,
+            # The baseline's own fill-ins (sklearn's forest rejects the NaN a missing field is).
+            "lane_type": "staffed",
+            "void_amount": 0.0,
+            "post_payment_void": False,
+            "refund_amount": 0.0,
+            "refund_no_receipt": False,
+            "discount_amount": 0.0,
+            "price_override_count": 0,
+            "payment_type": "card",
             "lane_id": "L1",
             "basket_weight_kg": 0.45 * tx.item_count,
             "scan_duration_s": 3.5 * tx.item_count,
