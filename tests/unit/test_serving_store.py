@@ -24,7 +24,7 @@ def _frozen(demo) -> feats.ProfileIndex:  # noqa: F811
 
 
 def _stats(row: dict) -> np.ndarray:
-    return feats.behaviour_stats(feats.raw_row(row))[0]
+    return feats.fold_values(feats.raw_row(row))[0]
 
 
 def test_fold_sequence_equals_batch_point_in_time_priors(demo):  # noqa: F811
