@@ -214,9 +214,9 @@ def _behaviours(r: np.ndarray, m: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _behaviour_matrix(raw: np.ndarray) -> np.ndarray:
+def _behaviour_matrix(raw: np.ndarray, fold: bool) -> np.ndarray:
     n = raw.shape[0]
-    out = np.empty((n, STATS_WIDTH))
+    out = np.empty((n, FOLD_WIDTH if fold else STATS_WIDTH))
     m = np.empty(_NB)
     for i in range(n):
         _behaviours(raw[i], m)
@@ -225,6 +225,8 @@ def _behaviour_matrix(raw: np.ndarray) -> np.ndarray:
             out[i, STAT_SUM + k] = m[k]
             out[i, STAT_SUMSQ + k] = m[k] * m[k]
         windows.lane_sums(raw[i], out[i, STAT_LANE:])
+        if fold:
+            windows.fold_tail(raw[i], out[i])
     return out
 
 
@@ -330,19 +332,19 @@ def behaviour_stats(raw: np.ndarray) -> np.ndarray:
     ``ProfileState.advance`` folds exactly these rows; the online profile store
     (``serving.store``) folds one at a time.
     """
-    return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64))
+    return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64), False)
 
 
 def fold_values(raw: np.ndarray) -> np.ndarray:
     """(n, FOLD_WIDTH): what each row folds into an online store: its ``behaviour_stats``
     row, then its epoch_s and window counts (``windows.fold_window``)."""
-    raw = np.ascontiguousarray(raw, dtype=np.float64)
-    return windows.fold_vectors(_behaviour_matrix(raw), raw)
+    return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64), True)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels now rather than on first use."""
     compute_features(np.zeros((1, len(RAW_INPUTS))), np.zeros((1, PRIOR_WIDTH)))
+    behaviour_stats(np.zeros((1, len(RAW_INPUTS))))
     values = fold_values(np.zeros((1, len(RAW_INPUTS))))
     windows.fold_window(np.zeros(WINDOW_WIDTH), values[0])
 

@@ -136,15 +136,11 @@ def fold_windows(raw: np.ndarray, codes: np.ndarray, state: np.ndarray, prior: n
 
 
 @numba.njit(cache=True, nogil=True)
-def fold_vectors(stats: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    """(n, FOLD_WIDTH): each row's statistics row (``stats``), epoch_s and window counts."""
-    n = raw.shape[0]
-    out = np.empty((n, FOLD_WIDTH))
-    out[:, :FOLD_EPOCH] = stats
-    for i in range(n):
-        out[i, FOLD_EPOCH] = raw[i, Raw.epoch_s]
-        window_counts(raw[i], out[i, FOLD_COUNTS:])
-    return out
+def fold_tail(r: np.ndarray, values: np.ndarray) -> None:
+    """Fill the window part of a fold vector (FOLD_WIDTH) from the raw row ``r``: its
+    epoch_s, then its window counts (the statistics part is ``features``')."""
+    values[FOLD_EPOCH] = r[Raw.epoch_s]
+    window_counts(r, values[FOLD_COUNTS : FOLD_COUNTS + _NC])
 
 
 @numba.njit(cache=True, nogil=True)
