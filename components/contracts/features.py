@@ -13,7 +13,9 @@ The pieces, and who uses them:
   falls back to the global baseline.
 * ``compute_features(raw, prior)`` is a numba kernel over rows: transaction-level features
   plus, per behaviour metric, the cashier's shrunk mean, its gap to the store mean and the
-  row's z-score against the cashier's own baseline. Training calls it on millions of rows,
+  row's z-score against the cashier's own baseline; then the cashier's current shift, its
+  last hour and the lane's seconds-per-item norm (``windows``: the prior carries the
+  cashier's window state, folded row by row by the same code in batch and online). Training calls it on millions of rows,
   serving on one; both get identical numbers (``tests/unit/test_features.py`` proves it).
 
 Columns are declared in ``feature_columns`` (re-exported here) and every kernel reads and
@@ -38,6 +40,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from components.contracts import windows
 from components.contracts.feature_columns import (  # noqa: F401  (re-exported: one import for users)
     ANOMALY_FEATURES,
     BEHAVIOURS,
@@ -46,9 +49,11 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     CASHIER_VS_STORE_START,
     FEATURE_NAMES,
     FEATURE_VERSION,
+    FOLD_WIDTH,
     GLOBAL_BLOCK,
     ID_COLUMNS,
     LABEL_COLUMNS,
+    LANE_SUMS,
     MASKABLE_FIELDS,
     MISSING_INPUT_FEATURES,
     PRIOR_WIDTH,
@@ -60,12 +65,19 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     RAW_INPUTS,
     SIGNED_FEATURES,
     STAT_COLUMNS,
+    STAT_LANE,
     STAT_N,
     STAT_SUM,
     STAT_SUMSQ,
     STATS_WIDTH,
     STORE_BLOCK,
     TRANSACTION_FEATURES,
+    WINDOW_BLOCK,
+    WINDOW_COLUMNS,
+    WINDOW_COUNTS,
+    WINDOW_FEATURES,
+    WINDOW_STATE,
+    WINDOW_WIDTH,
     Z_START,
     Behaviour,
     Feat,
@@ -204,9 +216,9 @@ def _behaviours(r: np.ndarray, m: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _behaviour_matrix(raw: np.ndarray) -> np.ndarray:
+def _behaviour_matrix(raw: np.ndarray, fold: bool) -> np.ndarray:
     n = raw.shape[0]
-    out = np.empty((n, STATS_WIDTH))
+    out = np.empty((n, FOLD_WIDTH if fold else STATS_WIDTH))
     m = np.empty(_NB)
     for i in range(n):
         _behaviours(raw[i], m)
@@ -216,6 +228,9 @@ def _behaviour_matrix(raw: np.ndarray) -> np.ndarray:
             v = 0.0 if math.isnan(m[k]) else m[k]
             out[i, STAT_SUM + k] = v
             out[i, STAT_SUMSQ + k] = v * v
+        windows.lane_sums(raw[i], out[i, STAT_LANE:])
+        if fold:
+            windows.fold_tail(raw[i], out[i])
     return out
 
 
@@ -260,6 +275,7 @@ def _features_row(r: np.ndarray, p: np.ndarray, m: np.ndarray, f: np.ndarray) ->
         f[CASHIER_MEAN_START + k] = c_mean
         f[CASHIER_VS_STORE_START + k] = c_mean - s_mean
         f[Z_START + k] = z if math.isnan(z) else min(max(z, -Z_CLIP), Z_CLIP)
+    windows.window_features(r, p, f)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -268,6 +284,9 @@ def _features_batch(raw: np.ndarray, prior: np.ndarray, out: np.ndarray) -> None
     for i in range(raw.shape[0]):
         _features_row(raw[i], prior[i], m, out[i])
 
+
+_NO_WINDOW = np.zeros(WINDOW_WIDTH)
+"""A cashier with no history: no shift, empty last hour."""
 
 _CHUNK = 4096
 """Rows per task of the parallel kernel; smaller inputs use the serial one (no thread hand-off)."""
@@ -324,13 +343,21 @@ def behaviour_stats(raw: np.ndarray) -> np.ndarray:
     ``void_amount`` has its ``void_ratio`` mean diluted towards 0 (no evidence reads as no
     voided value) - the row's own transaction-level features and z-scores are NaN instead.
     """
-    return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64))
+    return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64), False)
+
+
+def fold_values(raw: np.ndarray) -> np.ndarray:
+    """(n, FOLD_WIDTH): what each row folds into an online store: its ``behaviour_stats``
+    row, then its epoch_s and window counts (``windows.fold_window``)."""
+    return _behaviour_matrix(np.ascontiguousarray(raw, dtype=np.float64), True)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels now rather than on first use."""
     compute_features(np.zeros((1, len(RAW_INPUTS))), np.zeros((1, PRIOR_WIDTH)))
-    _behaviour_matrix(np.zeros((1, len(RAW_INPUTS))))
+    behaviour_stats(np.zeros((1, len(RAW_INPUTS))))
+    values = fold_values(np.zeros((1, len(RAW_INPUTS))))
+    windows.fold_window(np.zeros(WINDOW_WIDTH), values[0])
 
 
 # ---------------------------------------------------------------- point-in-time profiles
@@ -343,6 +370,7 @@ class ProfileState:
         self._stats: dict[str, dict[str, np.ndarray]] = {"cashier": {}, "store": {}}
         self._global = np.zeros(STATS_WIDTH)
         self._home_store: dict[str, str] = {}
+        self._windows: dict[str, np.ndarray] = {}
 
     def advance(
         self, raw: np.ndarray, cashier_ids: Sequence[str], store_ids: Sequence[str]
@@ -368,7 +396,16 @@ class ProfileState:
             np.add.at(totals, codes, values)
             for idx, key in enumerate(uniques):
                 table[key] = start[idx] + totals[idx]
-        prior[:, 2 * STATS_WIDTH :] = np.cumsum(values, axis=0) - values + self._global
+            if level == "cashier":  # order-dependent: folded row by row (``windows``)
+                state = np.stack([self._windows.get(k, _NO_WINDOW) for k in uniques])
+                windows.fold_windows(
+                    np.ascontiguousarray(raw, dtype=np.float64),
+                    codes,
+                    state,
+                    prior[:, WINDOW_BLOCK:],
+                )
+                self._windows.update(zip(uniques, state, strict=True))
+        prior[:, GLOBAL_BLOCK:WINDOW_BLOCK] = np.cumsum(values, axis=0) - values + self._global
         self._global = self._global + values.sum(axis=0)
         self._home_store.update(zip(cashier_ids, store_ids, strict=True))
         return prior
@@ -381,14 +418,15 @@ class ProfileState:
                 rows_level.append(level)
                 rows_key.append(key)
                 rows_home.append(self._home_store.get(key) if level == "cashier" else None)
-                stats.append(self._stats[level][key])
+                window = self._windows[key] if level == "cashier" else _NO_WINDOW
+                stats.append(np.concatenate([self._stats[level][key], window]))
         rows_level.append("global")
         rows_key.append("*")
         rows_home.append(None)
-        stats.append(self._global)
+        stats.append(np.concatenate([self._global, _NO_WINDOW]))
         matrix = np.vstack(stats)
         arrays = [pa.array(rows_level), pa.array(rows_key), pa.array(rows_home, pa.string())]
-        arrays += [pa.array(matrix[:, j]) for j in range(STATS_WIDTH)]
+        arrays += [pa.array(matrix[:, j]) for j in range(matrix.shape[1])]
         return pa.Table.from_arrays(arrays, schema=PROFILE_SCHEMA)
 
 
@@ -398,12 +436,14 @@ class ProfileIndex:
     def __init__(self, table: pa.Table):
         df = table.to_pandas()
         stats = df[list(STAT_COLUMNS)].to_numpy(dtype=np.float64)
+        window = df[list(WINDOW_COLUMNS)].to_numpy(dtype=np.float64)
         levels = df["level"].to_numpy()
         keys = df["key"].to_numpy()
         glob = stats[levels == "global"]
         self.global_stats = glob[0] if len(glob) else np.zeros(STATS_WIDTH)
         self.stores = {k: stats[i] for i, k in enumerate(keys) if levels[i] == "store"}
         self.cashiers = {k: stats[i] for i, k in enumerate(keys) if levels[i] == "cashier"}
+        self.windows = {k: window[i] for i, k in enumerate(keys) if levels[i] == "cashier"}
         self.home_store = {
             k: h
             for k, h, lv in zip(keys, df["home_store_id"], levels, strict=True)
@@ -413,7 +453,12 @@ class ProfileIndex:
         # Precomputed full prior vectors for the common case: a known cashier in its home store.
         self._home_prior = {
             k: np.concatenate(
-                [s, self.stores.get(self.home_store[k], self._zeros), self.global_stats]
+                [
+                    s,
+                    self.stores.get(self.home_store[k], self._zeros),
+                    self.global_stats,
+                    self.windows[k],
+                ]
             )
             for k, s in self.cashiers.items()
         }
@@ -438,5 +483,6 @@ class ProfileIndex:
                 self.cashiers.get(cashier_id, self._zeros),
                 self.stores.get(store, self._zeros) if store else self._zeros,
                 self.global_stats,
+                self.windows.get(cashier_id, _NO_WINDOW),
             ]
         )

@@ -17,6 +17,9 @@ Rules (the batch side applies the same ones):
   transaction_id) order, which is the arrival order of a POS stream in time order (the parity
   test replays one). Statistics are sums, so the stored state equals the batch state whatever
   the order; only a late transaction's own prior differs (it sees what arrived before it).
+  The cashier's shift and last-hour window is not a sum: a transaction older than the
+  cashier's last one is taken at the last one's time (``components.contracts.windows``), in
+  batch, in process and in Redis alike.
 * **Retries.** A transaction_id already folded is scored again (against the current state) but
   never folded twice: a Redis key per id with a TTL (``DEDUPE_TTL_S``) / an LRU of the last
   ``DEDUPE_SIZE`` ids in process.

@@ -38,7 +38,9 @@ class ProfileStore(Protocol):
     def fold(
         self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> np.ndarray:
-        """The (PRIOR_WIDTH,) prior statistics, then fold ``values`` (STATS_WIDTH) in.
+        """The (PRIOR_WIDTH,) prior, then fold ``values`` (FOLD_WIDTH, ``feats.fold_values``) in:
+        its statistics row added to the cashier's, store's and global sums, the cashier's
+        window state folded by ``windows.fold_window``.
 
         ``store_id`` None means the cashier's home store (the last one it was seen in). A
         ``transaction_id`` already folded is not folded again. Raises ``StoreError``.
@@ -85,7 +87,7 @@ class LiveProfiles:
         """(prior, source) for one request whose encoded row is ``raw`` (1, RAW_INPUTS)."""
         if self.store is None or time.monotonic() < self._retry_at:
             return self._frozen(request, None if self.store is None else "backoff")
-        values = feats.behaviour_stats(raw)[0]
+        values = feats.fold_values(raw)[0]
         try:
             prior = self.store.fold(
                 request["cashier_id"], request.get("store_id"), request["transaction_id"], values
@@ -101,7 +103,7 @@ class LiveProfiles:
         fold_async = getattr(self.store, "fold_async", None)
         if fold_async is None or time.monotonic() < self._retry_at:
             return self.prior(request, raw)
-        values = feats.behaviour_stats(raw)[0]
+        values = feats.fold_values(raw)[0]
         try:
             prior = await fold_async(
                 request["cashier_id"], request.get("store_id"), request["transaction_id"], values

@@ -7,10 +7,12 @@ from collections import OrderedDict
 import numpy as np
 
 from components.contracts import features as feats
+from components.contracts import windows
 
 
 class InProcessStore:
-    """Dicts of running statistics, seeded from the bundle; retries deduplicated by an LRU.
+    """Dicts of running statistics and window states, seeded from the bundle; retries
+    deduplicated by an LRU.
 
     Handlers call it from the event-loop thread only (as the scorer), so each ``fold`` is
     atomic. New arrays are built on every fold (never in place): the seed arrays belong to
@@ -24,16 +26,23 @@ class InProcessStore:
         self.stores: dict[str, np.ndarray] = {}
         self.global_stats = np.zeros(feats.STATS_WIDTH)
         self.home_store: dict[str, str] = {}
+        self.windows: dict[str, np.ndarray] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedupe_size = dedupe_size
         self._zeros = np.zeros(feats.STATS_WIDTH)
+        self._no_window = np.zeros(feats.WINDOW_WIDTH)
         self._seeded: str | None = None
 
     def seed(self, index: feats.ProfileIndex, bundle_sha256: str) -> int:
         if self._seeded is not None:
             return 0
         written = 0
-        for table, source in ((self.cashiers, index.cashiers), (self.stores, index.stores)):
+        tables = (
+            (self.cashiers, index.cashiers),
+            (self.stores, index.stores),
+            (self.windows, index.windows),
+        )
+        for table, source in tables:
             for key, stats in source.items():
                 if key not in table:
                     table[key] = stats
@@ -51,8 +60,9 @@ class InProcessStore:
         c = self.cashiers.get(cashier_id)
         s = self.stores.get(store) if store else None
         g = self.global_stats
+        w = self.windows.get(cashier_id, self._no_window)
         prior = np.concatenate(
-            (self._zeros if c is None else c, self._zeros if s is None else s, g)
+            (self._zeros if c is None else c, self._zeros if s is None else s, g, w)
         )
         seen = self._seen
         if transaction_id in seen:
@@ -61,12 +71,14 @@ class InProcessStore:
         seen[transaction_id] = None
         if len(seen) > self._dedupe_size:
             seen.popitem(last=False)
-        self.cashiers[cashier_id] = values.copy() if c is None else c + values
+        stats = values[: feats.STATS_WIDTH]
+        self.cashiers[cashier_id] = stats.copy() if c is None else c + stats
         if store:
-            self.stores[store] = values.copy() if s is None else s + values
+            self.stores[store] = stats.copy() if s is None else s + stats
         if store_id:
             self.home_store[cashier_id] = store_id
-        self.global_stats = g + values
+        self.global_stats = g + stats
+        self.windows[cashier_id] = windows.fold_window(w, values)
         return prior
 
     def close(self) -> None:

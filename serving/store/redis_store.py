@@ -1,11 +1,14 @@
 """Redis (or Valkey, ElastiCache, MemoryDB) profile store: one round trip per request.
 
 ``FOLD`` runs server-side (EVALSHA, EVAL once when the server does not know the script yet):
-it reads the cashier's, the store's and the global statistics and, unless the
-transaction_id was seen within ``dedupe_ttl_s``, adds the transaction to all three - atomically,
-so concurrent requests for one cashier (several workers, replicas, Lambda instances) never
-lose an update. Statistics are stored as little-endian float64 strings and added in Lua
-(IEEE doubles), so the arithmetic is exactly the in-process store's.
+it reads the cashier's, the store's and the global statistics and the cashier's window state
+and, unless the transaction_id was seen within ``dedupe_ttl_s``, adds the transaction to all
+three and folds it into the window - atomically, so concurrent requests for one cashier
+(several workers, replicas, Lambda instances) never lose an update. Statistics are stored as
+little-endian float64 strings and added in Lua (IEEE doubles), so the arithmetic is exactly
+the in-process store's. The window fold is ``windows._step``/``_fold`` written again in Lua
+(same operations in the same order; the one libm call, ``exp``, is the C library's on both
+sides; ``tests/integration/test_store_parity.py`` checks the served features).
 
 Every key shares one hash tag (``key_prefix``): in cluster mode the whole store is one slot.
 
@@ -16,6 +19,7 @@ requests while Redis answers; ``fold`` (blocking) serves batches, the CLI and te
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,23 +29,28 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from components.contracts import features as feats
+from components.contracts import windows
+from components.contracts.feature_columns import WINDOW_COUNTS, Win
 from serving.store.base import StoreError, key_prefix
 
 _WIDTH = feats.STATS_WIDTH
-_FMT = f"<{_WIDTH}d"
+_WINDOW = feats.WINDOW_WIDTH
 
 FOLD = """
 local prefix, width, cashier, store, txn = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[5]
 local fmt = '<' .. string.rep('d', width)
+local wfmt = '<' .. string.rep('d', $WINDOW)
 if store == '' then store = redis.call('HGET', prefix .. 'home', cashier) or '' end
 local ck, sk, gk = prefix .. 'c:' .. cashier, prefix .. 's:' .. store, prefix .. 'g'
+local wk = prefix .. 'w:' .. cashier
 local c = redis.call('GET', ck)
 local s = false
 if store ~= '' then s = redis.call('GET', sk) end
 local g = redis.call('GET', gk)
+local w = redis.call('GET', wk)
 local fresh = redis.call('SET', prefix .. 't:' .. txn, '1', 'NX', 'EX', tonumber(ARGV[6]))
 if fresh then
-  local v = {struct.unpack(fmt, ARGV[4])}
+  local v = {struct.unpack(fmt .. string.rep('d', 1 + $NC), ARGV[4])}
   local function add(old, key)
     local out = {}
     if old then
@@ -56,9 +65,40 @@ if fresh then
   if store ~= '' then add(s, sk) end
   add(g, gk)
   if ARGV[3] ~= '' then redis.call('HSET', prefix .. 'home', cashier, ARGV[3]) end
+  -- windows._step and windows._fold (the cashier's shift and decayed last hour)
+  local o = {}
+  if w then o = {struct.unpack(wfmt, w)} else for i = 1, $WINDOW do o[i] = 0.0 end end
+  local t = v[width + 1]
+  local last = o[$LAST]
+  local te = math.max(t, last)
+  local gap = te - last
+  local new_shift = o[$SHIFT] == 0.0 or gap > $SHIFT_GAP_S
+  local d = math.exp(-gap / $DECAY_S)
+  local out = {}
+  out[$LAST] = te
+  if new_shift then out[$START] = te else out[$START] = o[$START] end
+  for k = 0, $NC - 1 do
+    local x = v[width + 2 + k]
+    local shift = o[$SHIFT + k]
+    if new_shift then shift = 0.0 end
+    out[$SHIFT + k] = shift + x
+    out[$DECAY + k] = o[$DECAY + k] * d + x
+  end
+  redis.call('SET', wk, struct.pack(wfmt, unpack(out)))
 end
-return {c or '', s or '', g or '', fresh and 1 or 0}
+return {c or '', s or '', g or '', w or '', fresh and 1 or 0}
 """
+_CONSTANTS = {
+    "WINDOW": _WINDOW,
+    "NC": len(WINDOW_COUNTS),
+    "LAST": Win.last_epoch_s + 1,  # Lua tables count from 1
+    "START": Win.shift_start_s + 1,
+    "SHIFT": Win.shift_txn + 1,
+    "DECAY": Win.decay1h_txn + 1,
+    "SHIFT_GAP_S": repr(windows.SHIFT_GAP_S),
+    "DECAY_S": repr(windows.DECAY_S),
+}
+FOLD = re.sub(r"\$([A-Z_]+)", lambda m: str(_CONSTANTS[m.group(1)]), FOLD)
 
 
 @contextlib.contextmanager
@@ -99,6 +139,7 @@ class RedisStore:
         )
         self._fold = self.client.register_script(FOLD)
         self._zeros = bytes(8 * _WIDTH)
+        self._no_window = bytes(8 * _WINDOW)
         self._deadline_s = deadline_s
         self._aclient: redis.asyncio.Redis | None = None
         self._afold = None
@@ -110,9 +151,10 @@ class RedisStore:
         return (self._width, cashier_id, store_id or "", packed, transaction_id, self._ttl)
 
     def _prior(self, reply: list) -> np.ndarray:
-        c, s, g, _ = reply
+        c, s, g, w, _ = reply
         z = self._zeros
-        return np.frombuffer(b"".join((c or z, s or z, g or z)), dtype="<f8").astype(np.float64)
+        parts = (c or z, s or z, g or z, w or self._no_window)
+        return np.frombuffer(b"".join(parts), dtype="<f8").astype(np.float64)
 
     async def fold_async(
         self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
@@ -155,6 +197,7 @@ class RedisStore:
         rows = [(f"{p}c:{k}", v) for k, v in index.cashiers.items()]
         rows += [(f"{p}s:{k}", v) for k, v in index.stores.items()]
         rows.append((f"{p}g", index.global_stats))
+        rows += [(f"{p}w:{k}", v) for k, v in index.windows.items()]
         # Seeding is bulk work, not a request: its own client with a generous timeout.
         client = redis.Redis.from_url(self._url, socket_timeout=10, socket_connect_timeout=2)
         try:

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from components.contracts import features as F
+from components.contracts.feature_columns import Win
 from serving.store import InProcessStore
 from serving.store.redis_store import RedisStore
 from tests.unit.serving_demo import demo, known_request  # noqa: F401  (fixture)
@@ -43,7 +44,7 @@ def seeded(redis_server, frozen, request):
 
 
 def _stats(row: dict) -> np.ndarray:
-    return F.behaviour_stats(F.raw_row(row))[0]
+    return F.fold_values(F.raw_row(row))[0]
 
 
 def test_redis_and_in_process_stores_agree_bit_for_bit(
@@ -69,6 +70,7 @@ def test_concurrent_folds_for_one_cashier_never_lose_an_update(seeded, frozen, d
     row = known_request(demo, 0)
     cashier, shop = row["cashier_id"], row["store_id"]
     start = frozen.cashiers[cashier][N]
+    shift_start = frozen.windows[cashier][Win.shift_txn]  # row 0 is older: same shift
     values = _stats(row)
 
     def worker(k: int) -> None:
@@ -85,6 +87,7 @@ def test_concurrent_folds_for_one_cashier_never_lose_an_update(seeded, frozen, d
         t.join()
     after = store.fold(cashier, shop, "final", values)
     assert after[N] == start + 6 * 150 + 150
+    assert after[F.WINDOW_BLOCK + Win.shift_txn] == shift_start + 6 * 150 + 150
 
 
 def test_seed_is_idempotent_and_never_overwrites_live_statistics(
@@ -95,7 +98,7 @@ def test_seed_is_idempotent_and_never_overwrites_live_statistics(
 ):
     store = _store(redis_server, request)
     written = store.seed(frozen, "sha")
-    assert written == len(frozen.cashiers) + len(frozen.stores) + 1
+    assert written == 2 * len(frozen.cashiers) + len(frozen.stores) + 1  # + window states
     assert store.seed(frozen, "sha") == 0
     row = known_request(demo, 0)
     store.fold(row["cashier_id"], row["store_id"], "t1", _stats(row))

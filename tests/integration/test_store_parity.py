@@ -14,7 +14,11 @@ Tolerance: profile counts and every feature that does not depend on running sums
 bit-equal; the rest agree to ``rtol=1e-9, atol=1e-9``. The batch stage computes a row's
 prior as ``cumsum - value + start`` over a day's chunk (vectorized), serving as a running
 ``start + v1 + v2 + ...``: the same sums, rounded in a different order (about 1e-13 relative),
-which the z-score's variance term can amplify by a few orders of magnitude.
+which the z-score's variance term can amplify by a few orders of magnitude. The shift counts
+and hours (``windows``) are bit-equal too: integer sums and copied timestamps. The decayed
+last-hour sums are folded by the same numba code in process and by Lua in Redis: the same
+operations in the same order with the C library's ``exp`` on both sides, so bit-equal here,
+but only held to the tolerance (another libm could round ``exp`` differently by 1 ulp).
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ RTOL = ATOL = 1e-9
 EXACT = [
     j
     for j, name in enumerate(F.FEATURE_NAMES)
-    if name in F.TRANSACTION_FEATURES or name.endswith("log_txn_count")
+    if name in F.TRANSACTION_FEATURES
+    or name.endswith("log_txn_count")
+    or (name.startswith("shift_") and name.endswith(("_count", "_hours")))
 ]
 
 
@@ -77,7 +83,9 @@ def replay(trained_pipeline) -> tuple[list[dict], np.ndarray, str]:
     requests = []
     for row in live.to_dict("records"):
         row["timestamp"] = row["timestamp"].isoformat()
-        requests.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+        row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        # a null customer_token reads back as NaN: a request leaves it out (JSON has no NaN)
+        requests.append({k: v for k, v in row.items() if not (isinstance(v, float) and v != v)})
     return requests, np.vstack(features), p["bundle"]
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from components.contracts import features as F
-from components.contracts.feature_columns import Behaviour, Feat, Raw
+from components.contracts.feature_columns import Behaviour, Feat, Lane, Raw, Win, WinCount
 
 TX = {
     "transaction_id": "T1",
@@ -100,6 +100,13 @@ def test_named_positions_follow_the_tuples():
     assert [m.value for m in Feat] == list(range(len(F.FEATURE_NAMES)))
     assert set(expected_behaviours(TX)) == set(F.BEHAVIOURS)
     assert set(expected_transaction_features(TX)) == set(F.TRANSACTION_FEATURES)
+    assert [m.name for m in Win] == list(F.WINDOW_STATE)
+    assert [m.name for m in WinCount] == list(F.WINDOW_COUNTS)
+    assert Win.decay1h_txn - Win.shift_txn == len(F.WINDOW_COUNTS)
+    assert [m.name for m in Lane] == list(F.LANE_SUMS)
+    assert list(F.STAT_COLUMNS[F.STAT_LANE :]) == [f"lane_{m}" for m in F.LANE_SUMS]
+    assert list(F.WINDOW_COLUMNS) == [f"win_{m}" for m in F.WINDOW_STATE]
+    assert F.PRIOR_WIDTH == F.WINDOW_BLOCK + F.WINDOW_WIDTH
 
 
 @pytest.mark.parametrize("flip", [False, True])

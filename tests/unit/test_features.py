@@ -126,7 +126,7 @@ def test_unknown_cashier_falls_back_to_store_then_global():
     assert feats[names.index("cashier_vs_store_void_count")] == pytest.approx(0.0)
     nowhere = index.prior_for("C-NEW", "S-NEW")
     assert nowhere[0] == 0 and nowhere[F.STATS_WIDTH] == 0
-    np.testing.assert_array_equal(nowhere[2 * F.STATS_WIDTH :], index.global_stats)
+    np.testing.assert_array_equal(nowhere[F.GLOBAL_BLOCK : F.WINDOW_BLOCK], index.global_stats)
 
 
 def test_unsent_optional_fields_are_missing():
@@ -187,7 +187,7 @@ def test_request_without_store_for_a_new_cashier_uses_the_global_baseline():
     index = F.ProfileIndex.from_table(state.to_table())
     prior = index.prior_for("C-NEW", None)
     assert not prior[: 2 * F.STATS_WIDTH].any()
-    np.testing.assert_array_equal(prior[2 * F.STATS_WIDTH :], index.global_stats)
+    np.testing.assert_array_equal(prior[F.GLOBAL_BLOCK : F.WINDOW_BLOCK], index.global_stats)
 
 
 def test_parallel_kernel_equals_serial_kernel():

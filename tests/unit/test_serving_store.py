@@ -8,6 +8,7 @@ import pytest
 from litestar.testing import TestClient
 
 from components.contracts import features as feats
+from components.contracts.feature_columns import Win
 from serving.app import create_app
 from serving.settings import ServingSettings
 from serving.store import FROZEN, LIVE, InProcessStore, LiveProfiles
@@ -24,7 +25,7 @@ def _frozen(demo) -> feats.ProfileIndex:  # noqa: F811
 
 
 def _stats(row: dict) -> np.ndarray:
-    return feats.behaviour_stats(feats.raw_row(row))[0]
+    return feats.fold_values(feats.raw_row(row))[0]
 
 
 def test_fold_sequence_equals_batch_point_in_time_priors(demo):  # noqa: F811
@@ -56,7 +57,10 @@ def test_retry_is_scored_but_not_counted_twice_and_seed_stays_frozen(demo):  # n
     assert first[N] == seeded_n
     assert again[N] == seeded_n + 1  # scored against the state that includes the first try
     assert after[N] == seeded_n + 1  # ... and the retry was not folded
+    shift = feats.WINDOW_BLOCK + Win.shift_txn  # row 0 is older than the seed: same shift
+    assert after[shift] == first[shift] + 1  # the window neither
     assert frozen.cashiers[cashier][N] == seeded_n  # the fallback profile never moves
+    assert frozen.windows[cashier][Win.shift_txn] == first[shift]
     assert store.seed(frozen, "sha") == 0  # idempotent
 
 
