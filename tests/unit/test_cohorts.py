@@ -104,6 +104,7 @@ def test_evaluate_reports_date_cohorts_and_the_new_hire_false_alarm_ratio():
         X, subset, labels, fraud_type, cashier,
         logic.Scorers(xgb_margin=lambda r: r[:, 0], forest_score=lambda r: -np.abs(r[:, 1])),
         high_precision_target=0.8, medium_recall_target=0.95, label_cohorts=masks,
+        feature_names=("item_count", "void_count"),  # required fields: nothing to mask
     )  # fmt: skip
     cohorts, s = result.metrics["cohorts"], result.metrics["summary"]
     for name in (*DATE_COHORTS, "unseen_thieves"):
