@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 
 from components.contracts import features as feats
+from serving.store.base import FoldItem
 
 
 class InProcessStore:
@@ -68,6 +70,9 @@ class InProcessStore:
             self.home_store[cashier_id] = store_id
         self.global_stats = g + values
         return prior
+
+    def fold_many(self, items: Sequence[FoldItem]) -> list[np.ndarray]:
+        return [self.fold(*item) for item in items]
 
     def close(self) -> None:
         pass
