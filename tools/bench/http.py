@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tools.demo import BRIEF_REQUEST
@@ -130,10 +130,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path, core: int | None = None) -> Iterator[str]:
+def redis_server(
+    workdir: Path, core: int | None = None, extra: Sequence[str] = ()
+) -> Iterator[str]:
     """A real ``redis-server`` on loopback (no persistence) until the block ends; yields its
     URL. ``DEBUG`` is allowed from loopback (tests use ``DEBUG SLEEP`` to make it slow).
-    ``core`` pins it (the bench keeps it off the app server's core)."""
+    ``core`` pins it (the bench keeps it off the app server's core); ``extra`` are more
+    server options (e.g. ``--tls-port``)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
@@ -150,7 +153,7 @@ def redis_server(workdir: Path, core: int | None = None) -> Iterator[str]:
         "--appendonly",
         "no",
     ]
-    cmd += ["--dir", str(workdir), "--enable-debug-command", "local"]
+    cmd += ["--dir", str(workdir), "--enable-debug-command", "local", *extra]
     with open(workdir / "redis.log", "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
