@@ -7,8 +7,9 @@ transport keeps what the store needs and nothing else:
 
 * **One connection per event loop**, opened on first use (inside the loop that serves
   requests) and re-opened after any failure. No pool: commands are pipelined on it.
-* **Auto-pipelining.** Commands issued in one loop tick are written with one ``write``
-  (flushed by a ``call_soon``); replies come back in order (RESP2) and resolve the futures
+* **Auto-pipelining.** A command on an idle connection is written at once; while replies
+  are outstanding, the commands issued meanwhile are written together with one ``write``
+  (flushed by a ``call_soon``). Replies come back in order (RESP2) and resolve the futures
   FIFO. So 16 concurrent requests cost the worker one syscall, not 16, and a batch's folds
   go out in one round trip, executed by the server in order.
 * **Deadline.** Every call resolves within ``deadline_s`` or fails with ``timeout``; a call
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 from typing import Any
 
@@ -162,6 +164,11 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             fut.set_exception(TransportClosed("connection closed"))
             return fut
+        if not self.pending and not self.flushing:
+            # Idle connection (the c=1 case): write now, no loop tick of delay.
+            self.pending.append(fut)
+            self.transport.write(packed)  # type: ignore[union-attr]
+            return fut
         self.pending.append(fut)
         self.out.append(packed)
         if not self.flushing:
@@ -260,6 +267,11 @@ class Transport:
         if conn is not None:
             return conn
         loop = asyncio.get_running_loop()
+        old = self._conn
+        if old is not None and old.loop is not loop:  # a new loop (tests, some Lambda shims)
+            self._conn = None
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                old.close(TransportClosed("event loop changed"))
         opening = self._opening
         if opening is None or opening.get_loop() is not loop:
             opening = self._opening = loop.create_task(self._open(loop))

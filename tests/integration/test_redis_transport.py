@@ -165,7 +165,10 @@ def test_auth_and_database_from_the_url(redis_server, frozen, demo, request):  #
     bad = RedisStore(f"redis://perf:wrong@{host}/3", namespace=f"t-{request.node.name}")
     good.seed(frozen, "sha")
     item = _items(demo, 1)[0]
-    asyncio.run(good.fold_async(*item))
+    first = asyncio.run(good.fold_async(*item))
+    retry = asyncio.run(good.fold_async(*item))  # another event loop: a new connection
+    after = asyncio.run(good.fold_async(item[0], item[1], "next", item[3]))
+    assert retry[N] == after[N] == first[N] + 1  # the retry saw the fold, was not folded
     assert redis.Redis.from_url(f"redis://{host}/3").exists(f"{good.prefix}c:{item[0]}")
     with pytest.raises(StoreError) as info:
         asyncio.run(bad.fold_async(*item))
