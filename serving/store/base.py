@@ -161,8 +161,10 @@ class LiveProfiles:
         return self._frozen(request, exc.reason)
 
     def _back_off(self, exc: StoreError) -> None:
-        self._retry_at = time.monotonic() + self._retry_s
-        log.warning("profile store %s: %s; frozen profiles", self.store.name, exc)
+        now = time.monotonic()
+        if now >= self._retry_at:  # the calls in flight with this one fail together: log once
+            log.warning("profile store %s: %s; frozen profiles", self.store.name, exc)
+        self._retry_at = now + self._retry_s
 
     def _frozen(self, request: Any, reason: str | None) -> tuple[np.ndarray, str]:
         self._on_lookup(FROZEN, reason)
