@@ -74,14 +74,12 @@ def bulks(args: tuple[Any, ...]) -> bytes:
     """The RESP bulk strings of ``args`` (no array header)."""
     out = []
     for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n" % len(b))
-        out.append(b)
-        out.append(b"\r\n")
+        b = a if type(a) is bytes else str(a).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(b), b))
     return b"".join(out)
 
 
-def parse(buf: bytearray, pos: int) -> tuple[Any, int] | None:
+def parse(buf: bytes, pos: int) -> tuple[Any, int] | None:
     """One RESP2 reply at ``buf[pos:]`` as (value, next position), or None when incomplete.
 
     Bulk strings are ``bytes`` (a null bulk is None), integers ``int``, arrays ``list``,
@@ -91,17 +89,18 @@ def parse(buf: bytearray, pos: int) -> tuple[Any, int] | None:
     if end < 0:
         return None
     kind = buf[pos]
-    head = bytes(buf[pos + 1 : end])
-    pos = end + 2
     if kind == 36:  # $ bulk string
-        n = int(head)
+        n = int(buf[pos + 1 : end])
+        pos = end + 2
         if n < 0:
             return None, pos
-        if len(buf) < pos + n + 2:
+        stop = pos + n
+        if len(buf) < stop + 2:
             return None
-        return bytes(buf[pos : pos + n]), pos + n + 2
+        return buf[pos:stop], stop + 2
     if kind == 42:  # * array
-        n = int(head)
+        n = int(buf[pos + 1 : end])
+        pos = end + 2
         if n < 0:
             return None, pos
         items = []
@@ -109,15 +108,15 @@ def parse(buf: bytearray, pos: int) -> tuple[Any, int] | None:
             got = parse(buf, pos)
             if got is None:
                 return None
-            value, pos = got
-            items.append(value)
+            items.append(got[0])
+            pos = got[1]
         return items, pos
     if kind == 58:  # : integer
-        return int(head), pos
+        return int(buf[pos + 1 : end]), end + 2
     if kind == 43:  # + simple string
-        return head, pos
+        return buf[pos + 1 : end], end + 2
     if kind == 45:  # - error
-        return ReplyError(head.decode(errors="replace")), pos
+        return ReplyError(buf[pos + 1 : end].decode(errors="replace")), end + 2
     raise TransportClosed(f"unexpected RESP type byte {kind!r}")
 
 
@@ -128,7 +127,7 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.pending: collections.deque[asyncio.Future] = collections.deque()
-        self.buf = bytearray()
+        self.buf = b""  # the start of a reply not complete yet
         self.out: list[bytes] = []
         self.flushing = False
         self.closed = False
@@ -137,13 +136,13 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
+        if self.buf:
+            data = self.buf + data
         pos = 0
         pending = self.pending
         try:
-            while pending and pos < len(buf):
-                got = parse(buf, pos)
+            while pending and pos < len(data):
+                got = parse(data, pos)
                 if got is None:
                     break
                 value, pos = got
@@ -153,7 +152,7 @@ class _Connection(asyncio.Protocol):
         except (TransportClosed, ValueError) as exc:
             self.close(TransportClosed(f"bad reply: {exc}"))
             return
-        del buf[:pos]
+        self.buf = data[pos:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close(TransportClosed(f"connection lost ({exc or 'closed by the server'})"))
@@ -325,7 +324,7 @@ class Transport:
         (an error reply as a ``ReplyError`` value). Raises TransportTimeout / TransportClosed."""
         conn = self.connection() or await self.connect()
         fut = conn.send(packed)
-        timer = conn.loop.call_later(self.deadline_s, _expire, conn, self.deadline_s)
+        timer = conn.loop.call_later(self.deadline_s, _expire, conn, fut, self.deadline_s)
         try:
             return await fut
         finally:
@@ -336,7 +335,8 @@ class Transport:
         replies as ``ReplyError`` values). Raises TransportTimeout / TransportClosed."""
         conn = self.connection() or await self.connect()
         futs = [conn.send(c) for c in commands]
-        timer = conn.loop.call_later(self.deadline_s, _expire, conn, self.deadline_s)
+        # Replies come in order: the last one's arrival means all have arrived.
+        timer = conn.loop.call_later(self.deadline_s, _expire, conn, futs[-1], self.deadline_s)
         try:
             return await asyncio.gather(*futs)
         finally:
@@ -348,5 +348,6 @@ class Transport:
             self._conn = None
 
 
-def _expire(conn: _Connection, deadline_s: float) -> None:
-    conn.close(TransportTimeout(f"no reply within {deadline_s * 1000:.0f} ms"))
+def _expire(conn: _Connection, fut: asyncio.Future, deadline_s: float) -> None:
+    if not fut.done():  # the reply may have come in the same loop iteration
+        conn.close(TransportTimeout(f"no reply within {deadline_s * 1000:.0f} ms"))
