@@ -9,8 +9,10 @@ lose an update. Statistics are stored as little-endian float64 strings and added
 
 Every key shares one hash tag (``key_prefix``): in cluster mode the whole store is one slot.
 
-The app awaits ``fold_async`` (redis-py's asyncio client), so one worker keeps scoring other
-requests while Redis answers; ``fold`` (blocking) serves batches, the CLI and tests.
+The app awaits ``fold_async`` / ``fold_many_async`` (``redis_transport``: one pipelined
+connection per event loop, the script loaded on connect), so one worker keeps scoring other
+requests while Redis answers and a batch is one round trip; the blocking ``fold`` /
+``fold_many`` and ``seed`` (redis-py) serve the CLI and tests.
 """
 
 from __future__ import annotations
