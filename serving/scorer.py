@@ -41,6 +41,10 @@ class PriorSource(Protocol):
 
     def prior(self, request: Any, raw: np.ndarray) -> tuple[np.ndarray, str]: ...
 
+    def prior_many(
+        self, requests: Sequence[Any], raw: np.ndarray
+    ) -> tuple[np.ndarray, list[str]]: ...
+
 
 OTHER_STORE = "other"
 """Metric label for stores the bundle's profiles do not know (bounded label cardinality)."""
@@ -165,18 +169,34 @@ class Scorer:
             prior = self._prior(request, self._raw, profiles)
         return feats.compute_features(self._raw, prior[0], out=self._feat), prior[1]
 
-    def features_many(
-        self, requests: Sequence[Any], profiles: PriorSource | None = None
-    ) -> tuple[np.ndarray, list[str]]:
-        """(n, F) features of many requests (priors taken and folded in order) and sources."""
-        n = len(requests)
-        raw = np.empty((n, len(feats.RAW_INPUTS)), dtype=np.float64)
-        prior = np.empty((n, feats.PRIOR_WIDTH), dtype=np.float64)
-        sources = []
+    def raw_many(self, requests: Sequence[Any]) -> np.ndarray:
+        """(n, RAW_INPUTS) encoded rows of many requests."""
+        raw = np.empty((len(requests), len(feats.RAW_INPUTS)), dtype=np.float64)
         for i, request in enumerate(requests):
             feats.raw_row(request, out=raw[i : i + 1])
-            prior[i], source = self._prior(request, raw[i : i + 1], profiles)
-            sources.append(source)
+        return raw
+
+    def features_many(
+        self,
+        requests: Sequence[Any],
+        profiles: PriorSource | None = None,
+        taken: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
+        """(n, F) features of many requests (priors taken and folded in order) and sources;
+        ``taken``: (raw_many, priors, sources) the caller already took
+        (``LiveProfiles.prior_many_async``)."""
+        if taken is not None:
+            raw, prior, sources = taken
+        elif profiles is not None:
+            raw = self.raw_many(requests)
+            prior, sources = profiles.prior_many(requests, raw)
+        else:
+            raw = self.raw_many(requests)
+            frozen = self.models.profiles
+            prior = np.empty((len(requests), feats.PRIOR_WIDTH), dtype=np.float64)
+            for i, request in enumerate(requests):
+                prior[i] = frozen.prior_for(request["cashier_id"], request.get("store_id"))
+            sources = [FROZEN] * len(requests)
         return feats.compute_features(raw, prior), sources
 
     def last_features(self) -> list[float]:
@@ -223,10 +243,14 @@ class Scorer:
         return margins, self.models.forest.scores(X), contribs
 
     def score_many(
-        self, requests: Sequence[Any], profiles: PriorSource | None = None
+        self,
+        requests: Sequence[Any],
+        profiles: PriorSource | None = None,
+        taken: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
     ) -> list[Scored]:
-        """Score a batch on the vectorized path (``blend.risk_score`` itself)."""
-        X, sources = self.features_many(requests, profiles)
+        """Score a batch on the vectorized path (``blend.risk_score`` itself; ``taken``: see
+        ``features_many``)."""
+        X, sources = self.features_many(requests, profiles, taken)
         margins, iforest_scores, contribs = self.raw_scores(X)
         sup, anom = blend_mod.channel_scores(margins, iforest_scores, self.models.blend)
         scores = sup if anom is None else np.maximum(sup, anom)  # == blend.risk_score

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -20,6 +20,10 @@ LIVE = "live"
 FROZEN = "frozen"
 FALLBACK_REASONS = ("timeout", "unreachable", "error", "backoff")
 """Label values of ``pos_risk_profile_fallbacks_total`` (bounded)."""
+
+
+FoldItem = tuple[str, "str | None", str, np.ndarray]
+"""(cashier_id, store_id, transaction_id, values): the arguments of one ``fold``."""
 
 
 class StoreError(Exception):
@@ -45,6 +49,10 @@ class ProfileStore(Protocol):
         ``store_id`` None means the cashier's home store (the last one it was seen in). A
         ``transaction_id`` already folded is not folded again. Raises ``StoreError``.
         """
+        ...
+
+    def fold_many(self, items: Sequence[FoldItem]) -> list[np.ndarray]:
+        """``fold`` of every item in order (same priors, same dedupe), in one round trip."""
         ...
 
     def seed(self, index: feats.ProfileIndex, bundle_sha256: str) -> int:
@@ -87,11 +95,8 @@ class LiveProfiles:
         """(prior, source) for one request whose encoded row is ``raw`` (1, RAW_INPUTS)."""
         if self.store is None or time.monotonic() < self._retry_at:
             return self._frozen(request, None if self.store is None else "backoff")
-        values = feats.fold_values(raw)[0]
         try:
-            prior = self.store.fold(
-                request["cashier_id"], request.get("store_id"), request["transaction_id"], values
-            )
+            prior = self.store.fold(*_fold_item(request, raw))
         except StoreError as exc:
             return self._failed(request, exc)
         self._on_lookup(LIVE, None)
@@ -103,24 +108,82 @@ class LiveProfiles:
         fold_async = getattr(self.store, "fold_async", None)
         if fold_async is None or time.monotonic() < self._retry_at:
             return self.prior(request, raw)
-        values = feats.fold_values(raw)[0]
         try:
-            prior = await fold_async(
-                request["cashier_id"], request.get("store_id"), request["transaction_id"], values
-            )
+            prior = await fold_async(*_fold_item(request, raw))
         except StoreError as exc:
             return self._failed(request, exc)
         self._on_lookup(LIVE, None)
         return prior, LIVE
 
+    def prior_many(self, requests: Sequence[Any], raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(priors (n, PRIOR_WIDTH), sources) of a batch, folded in order in one store call;
+        ``raw`` is the batch's (n, RAW_INPUTS) rows. A failed call: the whole batch frozen."""
+        if self.store is None or time.monotonic() < self._retry_at or not len(requests):
+            return self._frozen_many(requests, None if self.store is None else "backoff")
+        try:
+            priors = self.store.fold_many(_fold_items(requests, raw))
+        except StoreError as exc:
+            return self._failed_many(requests, exc)
+        return self._live_many(priors)
+
+    async def prior_many_async(
+        self, requests: Sequence[Any], raw: np.ndarray
+    ) -> tuple[np.ndarray, list[str]]:
+        """``prior_many`` without blocking the event loop (stores with ``fold_many_async``)."""
+        fold_many_async = getattr(self.store, "fold_many_async", None)
+        if fold_many_async is None or time.monotonic() < self._retry_at or not len(requests):
+            return self.prior_many(requests, raw)
+        try:
+            priors = await fold_many_async(_fold_items(requests, raw))
+        except StoreError as exc:
+            return self._failed_many(requests, exc)
+        return self._live_many(priors)
+
+    def _live_many(self, priors: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+        for _ in priors:
+            self._on_lookup(LIVE, None)
+        return np.array(priors, dtype=np.float64), [LIVE] * len(priors)
+
+    def _failed_many(
+        self, requests: Sequence[Any], exc: StoreError
+    ) -> tuple[np.ndarray, list[str]]:
+        self._back_off(exc)
+        return self._frozen_many(requests, exc.reason)
+
+    def _frozen_many(
+        self, requests: Sequence[Any], reason: str | None
+    ) -> tuple[np.ndarray, list[str]]:
+        priors = np.empty((len(requests), feats.PRIOR_WIDTH), dtype=np.float64)
+        for i, request in enumerate(requests):
+            priors[i] = self._frozen(request, reason)[0]
+        return priors, [FROZEN] * len(requests)
+
     def _failed(self, request: Any, exc: StoreError) -> tuple[np.ndarray, str]:
-        self._retry_at = time.monotonic() + self._retry_s
-        log.warning("profile store %s: %s; frozen profiles", self.store.name, exc)
+        self._back_off(exc)
         return self._frozen(request, exc.reason)
+
+    def _back_off(self, exc: StoreError) -> None:
+        now = time.monotonic()
+        if now >= self._retry_at:  # the calls in flight with this one fail together: log once
+            log.warning("profile store %s: %s; frozen profiles", self.store.name, exc)
+        self._retry_at = now + self._retry_s
 
     def _frozen(self, request: Any, reason: str | None) -> tuple[np.ndarray, str]:
         self._on_lookup(FROZEN, reason)
         return self.frozen.prior_for(request["cashier_id"], request.get("store_id")), FROZEN
+
+
+def _fold_item(request: Any, raw: np.ndarray) -> FoldItem:
+    values = feats.fold_values(raw)[0]
+    return request["cashier_id"], request.get("store_id"), request["transaction_id"], values
+
+
+def _fold_items(requests: Sequence[Any], raw: np.ndarray) -> list[FoldItem]:
+    values = feats.fold_values(raw)
+    return [
+        (r["cashier_id"], r.get("store_id"), r["transaction_id"], values[i])
+        for i, r in enumerate(requests)
+    ]
 
 
 def build_store(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 
 from components.contracts import features as feats
 from components.contracts import windows
+from serving.store.base import FoldItem
 
 
 class InProcessStore:
@@ -80,6 +82,9 @@ class InProcessStore:
         self.global_stats = g + stats
         self.windows[cashier_id] = windows.fold_window(w, values)
         return prior
+
+    def fold_many(self, items: Sequence[FoldItem]) -> list[np.ndarray]:
+        return [self.fold(*item) for item in items]
 
     def close(self) -> None:
         pass

@@ -12,26 +12,36 @@ sides; ``tests/integration/test_store_parity.py`` checks the served features).
 
 Every key shares one hash tag (``key_prefix``): in cluster mode the whole store is one slot.
 
-The app awaits ``fold_async`` (redis-py's asyncio client), so one worker keeps scoring other
-requests while Redis answers; ``fold`` (blocking) serves batches, the CLI and tests.
+The app awaits ``fold_async`` / ``fold_many_async`` (``redis_transport``: one pipelined
+connection per event loop, the script loaded on connect), so one worker keeps scoring other
+requests while Redis answers and a batch is one round trip; the blocking ``fold`` /
+``fold_many`` and ``seed`` (redis-py) serve the CLI and tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import redis
-import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from components.contracts import features as feats
 from components.contracts import windows
 from components.contracts.feature_columns import WINDOW_COUNTS, Win
-from serving.store.base import StoreError, key_prefix
+from serving.store.base import FoldItem, StoreError, key_prefix
+from serving.store.redis_transport import (
+    ReplyError,
+    Transport,
+    TransportClosed,
+    TransportTimeout,
+    bulks,
+    encode,
+)
 
 _WIDTH = feats.STATS_WIDTH
 _WINDOW = feats.WINDOW_WIDTH
@@ -106,9 +116,9 @@ def _store_errors() -> Iterator[None]:
     """Redis client errors as ``StoreError`` with a fallback reason."""
     try:
         yield
-    except redis.TimeoutError as exc:
+    except (redis.TimeoutError, TransportTimeout) as exc:
         raise StoreError("timeout", f"no answer within the deadline ({exc})") from None
-    except (redis.ConnectionError, OSError) as exc:
+    except (redis.ConnectionError, OSError, TransportClosed) as exc:
         raise StoreError("unreachable", str(exc)) from None
     except redis.RedisError as exc:
         raise StoreError("error", str(exc)) from None
@@ -140,9 +150,12 @@ class RedisStore:
         self._fold = self.client.register_script(FOLD)
         self._zeros = bytes(8 * _WIDTH)
         self._no_window = bytes(8 * _WINDOW)
-        self._deadline_s = deadline_s
-        self._aclient: redis.asyncio.Redis | None = None
-        self._afold = None
+        sha = hashlib.sha1(FOLD.encode()).hexdigest()
+        self._evalsha = (4, bulks(("EVALSHA", sha, "1", self.prefix)))
+        self._eval = (4, bulks(("EVAL", FOLD, "1", self.prefix)))
+        self._transport = Transport(
+            url, deadline_s=deadline_s, on_connect=(("SCRIPT", "LOAD", FOLD),)
+        )
 
     def _args(
         self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
@@ -159,23 +172,49 @@ class RedisStore:
     async def fold_async(
         self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> np.ndarray:
-        """``fold`` without blocking the event loop: other requests run while Redis answers.
-
-        The asyncio client is made on first use, inside the loop that serves requests.
-        """
-        if self._afold is None:
-            self._aclient = redis.asyncio.Redis.from_url(
-                self._url,
-                socket_timeout=self._deadline_s,
-                socket_connect_timeout=self._deadline_s,
-                retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
-            )
-            self._afold = self._aclient.register_script(FOLD)
+        """``fold`` without blocking the event loop: other requests run while Redis answers
+        (``redis_transport``: one pipelined connection per loop, made on first use)."""
+        args = self._args(cashier_id, store_id, transaction_id, values)
         with _store_errors():
-            reply = await self._afold(
-                keys=(self.prefix,), args=self._args(cashier_id, store_id, transaction_id, values)
-            )
+            reply = await self._transport.call(encode(args, self._evalsha))
+            if isinstance(reply, ReplyError):
+                reply = await self._noscript(reply, args)
         return self._prior(reply)
+
+    async def fold_many_async(self, items: Sequence[FoldItem]) -> list[np.ndarray]:
+        """``fold`` of every item, in order, in ONE round trip (one write, one EVALSHA each:
+        the server runs them in order, so dedupe and priors are those of one-by-one folds)."""
+        if not items:
+            return []
+        args = [self._args(*item) for item in items]
+        with _store_errors():
+            replies = await self._transport.call_many([encode(a, self._evalsha) for a in args])
+            for i, reply in enumerate(replies):
+                if isinstance(reply, ReplyError):
+                    # Only after a SCRIPT FLUSH since this connection loaded the script:
+                    # the refused items run again as EVAL, in order.
+                    replies[i] = await self._noscript(reply, args[i])
+        return [self._prior(reply) for reply in replies]
+
+    async def _noscript(self, reply: ReplyError, args: tuple) -> list:
+        """The EVAL of a refused EVALSHA when the server lost the script, else StoreError."""
+        if not str(reply).startswith("NOSCRIPT"):
+            raise StoreError("error", str(reply))
+        again = await self._transport.call(encode(args, self._eval))
+        if isinstance(again, ReplyError):
+            raise StoreError("error", str(again))
+        return again
+
+    def fold_many(self, items: Sequence[FoldItem]) -> list[np.ndarray]:
+        """Blocking ``fold_many_async`` (one pipelined round trip through redis-py)."""
+        if not items:
+            return []
+        with _store_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for item in items:
+                self._fold(keys=(self.prefix,), args=self._args(*item), client=pipe)
+            replies = pipe.execute()
+        return [self._prior(reply) for reply in replies]
 
     def fold(
         self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
@@ -225,4 +264,5 @@ class RedisStore:
         return written
 
     def close(self) -> None:
+        self._transport.close()
         self.client.close()

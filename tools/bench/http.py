@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tools.demo import BRIEF_REQUEST
@@ -89,6 +89,12 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
     raise TimeoutError(url)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -130,10 +136,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path, core: int | None = None) -> Iterator[str]:
+def redis_server(
+    workdir: Path, core: int | None = None, extra: Sequence[str] = ()
+) -> Iterator[str]:
     """A real ``redis-server`` on loopback (no persistence) until the block ends; yields its
     URL. ``DEBUG`` is allowed from loopback (tests use ``DEBUG SLEEP`` to make it slow).
-    ``core`` pins it (the bench keeps it off the app server's core)."""
+    ``core`` pins it (the bench keeps it off the app server's core); ``extra`` are more
+    server options (e.g. ``--tls-port``)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
@@ -150,7 +159,7 @@ def redis_server(workdir: Path, core: int | None = None) -> Iterator[str]:
         "--appendonly",
         "no",
     ]
-    cmd += ["--dir", str(workdir), "--enable-debug-command", "local"]
+    cmd += ["--dir", str(workdir), "--enable-debug-command", "local", *extra]
     with open(workdir / "redis.log", "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:

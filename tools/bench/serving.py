@@ -12,7 +12,7 @@ Measured in the same run, on the same model:
   alone), and end to end (features, both models, blend, reason-code attributions);
 * HTTP (uvicorn, one worker, server and load generator pinned to different cores with
   taskset; load from ``wrk``, or a Python generator when wrk is missing): p50/p95/p99 at
-  concurrency 1, requests/s at concurrency 16, for our app with each profile store (in-process,
+  concurrency 1, requests/s and the server's CPU per request at concurrency 16, for our app with each profile store (in-process,
   Redis on loopback - a ``redis-server`` started for the run - and frozen) and for baselines: a brief-style
   FastAPI app (pandas one-row DataFrame, XGBClassifier.predict_proba,
   IsolationForest.decision_function), a constant-response Litestar route, and
@@ -43,6 +43,7 @@ from tools import REPO
 from tools.bench.http import (
     BODY,
     Server,
+    cpu_seconds,
     free_port,
     load_python,
     load_wrk,
@@ -267,10 +268,14 @@ def bench_target(name, cmd, env, health, args, work, cores, gen) -> dict:
         ) as server:
             for _ in range(300):
                 post_once(url, json.dumps(body).encode())
-            entry = {
-                "c1": gen(url, body, connections=1, seconds=seconds, core=client_core),
-                "c16": gen(url, body, connections=16, seconds=seconds, core=client_core),
-            }
+            entry = {"c1": gen(url, body, connections=1, seconds=seconds, core=client_core)}
+            cpu0 = cpu_seconds(server.proc.pid)
+            entry["c16"] = gen(url, body, connections=16, seconds=seconds, core=client_core)
+            # The server's own CPU per request: what bounds one worker's throughput on an
+            # idle core, and far less sensitive to other load on a shared machine than req/s.
+            entry["c16"]["server_cpu_us_per_request"] = (
+                1e6 * (cpu_seconds(server.proc.pid) - cpu0) / max(entry["c16"]["requests"], 1)
+            )
             if name == "litestar_app":
                 rss0 = rss_kb(server.proc.pid)
                 entry["soak"] = gen(
@@ -417,6 +422,14 @@ def print_table(r: dict) -> None:
                 ">= 3,000" if target else "",
             )
         )
+        if "server_cpu_us_per_request" in c16:
+            rows.append(
+                (
+                    "  server CPU per request at c=16 (us)",
+                    f"{c16['server_cpu_us_per_request']:.0f}",
+                    "",
+                )
+            )
         frozen = (r.get("http") or {}).get("litestar_app_frozen", {})
         if name == "litestar_app_redis" and "c16" in frozen:
             rows.append(
@@ -426,6 +439,14 @@ def print_table(r: dict) -> None:
                     ">= 70%",
                 )
             )
+            if "server_cpu_us_per_request" in c16 and "server_cpu_us_per_request" in frozen["c16"]:
+                rows.append(
+                    (
+                        "  frozen / redis server CPU per request",
+                        f"{frozen['c16']['server_cpu_us_per_request'] / max(c16['server_cpu_us_per_request'], 1e-9):.0%}",
+                        "",
+                    )
+                )
         if "soak" in entry:
             s = entry["soak"]
             rows.append(
