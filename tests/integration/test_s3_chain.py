@@ -25,7 +25,9 @@ def test_stage_chain_on_s3(local_env, s3_bucket, monkeypatch, tmp_path):
     evaluation = storage.open_output(chain.evaluation)
     for name in ("blend.json", "metrics.json", "report.md", "plots/pr_curves.png"):
         assert evaluation.has(name) and storage.exists(evaluation.uri_of(name)), name
-    assert storage.read_json(chain.metrics)["blend_pr_auc"] > 0.5
+    # "Learnt something" on the hard generated world (chance: ROC-AUC 0.5, PR-AUC ~0.01).
+    metrics = storage.read_json(chain.metrics)
+    assert metrics["blend_roc_auc"] > 0.7 and metrics["blend_pr_auc"] > 0.05
 
     version = check_registry_and_pyfunc(chain, settings.mlflow.tracking_uri, tmp_path)
     assert version == "1"
