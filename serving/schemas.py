@@ -124,7 +124,8 @@ class PredictResponse(msgspec.Struct, kw_only=True):
     """Which channel reached the risk level: the supervised model (known patterns), the
     anomaly model (unusual behaviour), both; null for Low (and bundles before channels)."""
     anomaly_reasons: list[AnomalyReason] = msgspec.field(default_factory=list)
-    """The anomaly channel's reason codes: its features furthest from their norm."""
+    """The anomaly channel's reason codes when it fired (``channel`` anomaly or both): its
+    features furthest from their train-period honest norm; empty otherwise."""
 
 
 class BatchRequest(msgspec.Struct, kw_only=True):

@@ -77,6 +77,11 @@ class Scored:
     """Anomaly features furthest from their norm: (name, deviation in robust spreads)."""
 
 
+ANOMALY_FIRED = frozenset({"anomaly", "both"})
+"""Channels with which a response carries the anomaly channel's reason codes (explaining
+what did not fire would cost every Low request ~5 us for reasons nobody reads)."""
+
+
 class Scorer:
     """Scores requests (anything with ``get``/``[]`` over RAW_TRANSACTION field names)."""
 
@@ -226,6 +231,7 @@ class Scorer:
             (self._names[self._top[j]], float(self._contrib[self._top[j]]))
             for j in range(min(n_top, self._k))
         ]
+        channel = self._fired(level, sup, anom)
         return Scored(
             risk_score=score,
             risk_level=level,
@@ -233,8 +239,8 @@ class Scorer:
             reasons=reasons,
             store_label=self.store_label(request["cashier_id"], request.get("store_id")),
             profile_source=source,
-            channel=self._fired(level, sup, anom),
-            anomaly_reasons=self._anomaly_reasons_one(x),
+            channel=channel,
+            anomaly_reasons=self._anomaly_reasons_one(x) if channel in ANOMALY_FIRED else [],
         )
 
     def raw_scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -254,16 +260,24 @@ class Scorer:
         margins, iforest_scores, contribs = self.raw_scores(X)
         sup, anom = blend_mod.channel_scores(margins, iforest_scores, self.models.blend)
         scores = sup if anom is None else np.maximum(sup, anom)  # == blend.risk_score
-        anomaly_reasons = self._anomaly_reasons(X)
         if not np.all(np.isfinite(scores)):
             raise ValueError("risk score is not finite")
         top = np.empty((len(requests), max(self._k, 1)), dtype=np.int64)
         top_positive_batch(contribs, top)
         names = self._names
+        levels = [self.level(float(v)) for v in scores]
+        fired = [
+            self._fired(lv, float(sup[i]), None if anom is None else float(anom[i]))
+            for i, lv in enumerate(levels)
+        ]
+        explain = np.flatnonzero([c in ANOMALY_FIRED for c in fired])
+        anomaly_reasons: list[list[tuple[str, float]]] = [[] for _ in requests]
+        for i, r in zip(explain, self._anomaly_reasons(X[explain]), strict=True):
+            anomaly_reasons[i] = r
         out = []
         for i, request in enumerate(requests):
             score = float(scores[i])
-            level = self.level(score)
+            level = levels[i]
             row_top = top[i]
             reasons = [(names[f], float(contribs[i, f])) for f in row_top[: self._k] if f >= 0]
             out.append(
@@ -274,9 +288,7 @@ class Scorer:
                     reasons=reasons,
                     store_label=self.store_label(request["cashier_id"], request.get("store_id")),
                     profile_source=sources[i],
-                    channel=self._fired(
-                        level, float(sup[i]), None if anom is None else float(anom[i])
-                    ),
+                    channel=fired[i],
                     anomaly_reasons=anomaly_reasons[i],
                 )
             )

@@ -80,10 +80,14 @@ def test_scores_equal_training_side_models_and_blend(client, demo):
     for s, level, sc, an in zip(served, levels, sup, anom, strict=True):
         expect = None if level == "Low Risk" else channels.fired(sc, an, cuts[level])
         assert s["channel"] == expect
+        if expect not in ("anomaly", "both"):  # reasons only for a channel that fired
+            assert s["anomaly_reasons"] == []
         devs = [r["deviation"] for r in s["anomaly_reasons"]]
         assert devs == sorted(devs, reverse=True) and all(d > 0 for d in devs)
         assert {r["feature"] for r in s["anomaly_reasons"]} <= set(feats.ANOMALY_FEATURES)
     assert {s["channel"] for s in served} >= {None, "supervised"}
+    fired = [s for s in served if s["channel"] in ("anomaly", "both")]
+    assert fired and all(s["anomaly_reasons"] for s in fired)
 
 
 def test_fraud_scores_higher_than_normal(client, demo):
