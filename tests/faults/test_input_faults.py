@@ -153,9 +153,11 @@ def _inf(t):
 
 
 def _nan(t):
-    x = t.column(SIGNAL_FEATURE).to_numpy().copy()
+    # void_ratio may be missing (a client that does not send void_amount); a feature of the
+    # seed brief's required fields may not.
+    x = t.column("no_sale_count").to_numpy().astype(np.float64)
     x[:6] = np.nan
-    return with_column(t, SIGNAL_FEATURE, pa.array(x)), ("'void_ratio'", "6 row(s)", "NaN")
+    return with_column(t, "no_sale_count", pa.array(x)), ("'no_sale_count'", "6 row(s)", "NaN")
 
 
 def _negative(t):
