@@ -34,7 +34,8 @@ def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeBoundarie
     """
     tx = tx.sort_values(["timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
     raw = F.raw_matrix(tx)
-    prior = state.advance(raw, tx["cashier_id"].to_numpy(), tx["store_id"].to_numpy())
+    tokens = tx["customer_token"].to_numpy() if "customer_token" in tx else None
+    prior = state.advance(raw, tx["cashier_id"].to_numpy(), tx["store_id"].to_numpy(), tokens)
     values = F.compute_features(raw, prior)
     columns = {
         "transaction_id": tx["transaction_id"].to_numpy(),

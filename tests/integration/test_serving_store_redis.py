@@ -60,8 +60,9 @@ def test_redis_and_in_process_stores_agree_bit_for_bit(
         row = known_request(demo, i)
         txn = row["transaction_id"] if i % 7 else "retried"
         store_id = None if i % 5 == 0 else row["store_id"]
-        a = red.fold(row["cashier_id"], store_id, txn, _stats(row))
-        b = mem.fold(row["cashier_id"], store_id, txn, _stats(row))
+        token = row["customer_token"]  # the token states fold in Lua too
+        a = red.fold(row["cashier_id"], store_id, txn, _stats(row), token)
+        b = mem.fold(row["cashier_id"], store_id, txn, _stats(row), token)
         assert a.tobytes() == b.tobytes(), i
 
 

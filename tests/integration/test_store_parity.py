@@ -78,7 +78,9 @@ def replay(trained_pipeline) -> tuple[list[dict], np.ndarray, str]:
     features = []
     for _, day in live.groupby(live["timestamp"].dt.date, sort=True):
         raw = F.raw_matrix(day)
-        prior = state.advance(raw, day["cashier_id"].to_numpy(), day["store_id"].to_numpy())
+        prior = state.advance(
+            raw, day["cashier_id"].to_numpy(), day["store_id"].to_numpy(), day["customer_token"]
+        )
         features.append(F.compute_features(raw, prior))
     requests = []
     for row in live.to_dict("records"):

@@ -38,6 +38,10 @@ def make_tx(n: int, seed: int = 0, cashiers: int = 6) -> pd.DataFrame:
             "weight_variance": rng.normal(0.0, 0.2, n),
             "basket_weight_kg": rng.gamma(2.0, 2.0, n),
             "scan_duration_s": rng.gamma(3.0, 12.0, n),
+            # a few recurring customers; a third anonymous (null)
+            "customer_token": np.where(
+                rng.random(n) < 0.35, None, [f"K{k}" for k in rng.integers(0, 8, n)]
+            ),
         }
     )
 
