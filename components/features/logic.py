@@ -23,7 +23,9 @@ FEATURE_TABLE_SCHEMA = pa.schema(
     ]
 )
 """The features table: ids, time subset, labels, cohort labels (null when the data has
-none), then ``FEATURE_NAMES`` in order."""
+none), then ``FEATURE_NAMES`` in order - NaN where an optional input was not logged (e.g. no
+``customer_token``: ``MISSING_INPUT_FEATURES``), so readers check feature values with
+``training.check_features_table`` rather than this schema's finite-value check."""
 
 
 def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeBoundaries) -> pa.Table:
