@@ -157,8 +157,7 @@ class Scorer:
     ) -> tuple[np.ndarray, str]:
         if profiles is None:
             frozen = self.models.profiles
-            token = request.get("customer_token")
-            return frozen.prior_for(request["cashier_id"], request.get("store_id"), token), FROZEN
+            return frozen.prior_for(request["cashier_id"], request.get("store_id")), FROZEN
         return profiles.prior(request, raw)
 
     def features_one(
@@ -201,10 +200,7 @@ class Scorer:
             frozen = self.models.profiles
             prior = np.empty((len(requests), feats.PRIOR_WIDTH), dtype=np.float64)
             for i, request in enumerate(requests):
-                get = request.get
-                prior[i] = frozen.prior_for(
-                    request["cashier_id"], get("store_id"), get("customer_token")
-                )
+                prior[i] = frozen.prior_for(request["cashier_id"], request.get("store_id"))
             sources = [FROZEN] * len(requests)
         return feats.compute_features(raw, prior), sources
 

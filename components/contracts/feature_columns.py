@@ -11,7 +11,7 @@ from enum import IntEnum
 
 import pyarrow as pa
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 2
 """Bumped whenever a feature's definition changes; stored in bundles and checked by serving."""
 
 ID_COLUMNS = ("transaction_id", "timestamp", "store_id", "cashier_id")
@@ -34,11 +34,8 @@ RAW_INPUTS = (
     "weight_variance",
     "basket_weight_kg",
     "scan_duration_s",
-    "has_customer_token",
 )
-"""Numeric encoding of one transaction, in column order of ``raw_matrix``
-(``has_customer_token``: 1.0 when a token was sent, NaN when not; the token itself is a key
-of the token states, never a number)."""
+"""Numeric encoding of one transaction, in column order of ``raw_matrix``."""
 
 BEHAVIOURS = (
     "void_count",
@@ -81,14 +78,8 @@ so folded by ``windows.fold_window``, never summed."""
 WINDOW_WIDTH = len(WINDOW_STATE)
 FOLD_WIDTH = STATS_WIDTH + 1 + len(WINDOW_COUNTS)
 """What one transaction folds into a store: its statistics row, its epoch_s, its window counts."""
-TOKEN_STATE = ("last_epoch_s", "visits", "refunds")
-"""Per (cashier, customer token) and per customer token: time of the last visit, visits and
-refunds decayed with a ~30-day time constant as of that time (``components.contracts.tokens``).
-Order-dependent, so folded by ``tokens.fold_token``, never summed."""
-TOKEN_WIDTH = len(TOKEN_STATE)
-PRIOR_WIDTH = STATS_WIDTH * len(PROFILE_LEVELS) + WINDOW_WIDTH + 2 * TOKEN_WIDTH
-"""A prior vector: cashier, store and global statistics, the cashier's window state, then the
-(cashier, token) pair's and the token's states (zeros: never seen, or no token sent)."""
+PRIOR_WIDTH = STATS_WIDTH * len(PROFILE_LEVELS) + WINDOW_WIDTH
+"""A prior vector: cashier, store and global statistics, then the cashier's window state."""
 
 
 TRANSACTION_FEATURES = (
@@ -145,17 +136,7 @@ WINDOW_FEATURES = (
 )
 """The cashier's current shift and last hour (before this transaction) and the lane's
 seconds-per-item norm (``components.contracts.windows``)."""
-TOKEN_FEATURES = (
-    "token_cashier_visits",
-    "token_visits",
-    "token_cashier_share",
-    "token_cashier_refunds",
-    "token_refunds",
-)
-"""The customer token's history before this transaction (``components.contracts.tokens``):
-its decayed visits to this cashier and in total, the share served by this cashier, its
-decayed refunds by this cashier and in total. NaN when no token was sent."""
-FEATURE_NAMES = TRANSACTION_FEATURES + PROFILE_FEATURES + WINDOW_FEATURES + TOKEN_FEATURES
+FEATURE_NAMES = TRANSACTION_FEATURES + PROFILE_FEATURES + WINDOW_FEATURES
 """Model input columns, in order."""
 SIGNED_FEATURES = (
     "weight_variance",
@@ -188,7 +169,6 @@ MISSING_INPUT_FEATURES: dict[str, tuple[str, ...]] = {
         "z_secs_per_item",
         "secs_per_item_vs_lane",
     ),
-    "customer_token": TOKEN_FEATURES,
 }
 """Optional transaction field -> the features that are NaN (missing) when a client did not
 send it: the field's own column, what is derived from it, and the row's z-score of a
@@ -219,7 +199,7 @@ rate or mismatch: ``kg_per_item``, ``secs_per_item``, ``abs_weight_variance``; a
 exception events: ``no_sale_count``, ``price_override_count``, ``post_payment_void``,
 ``refund_no_receipt``), and no cashier-history column (a thief's history is the norm the
 forest would learn). Few columns because an isolation forest splits on a random column at
-each node: an anomaly in one of 78 columns is rarely isolated early. A subset of
+each node: an anomaly in one of 73 columns is rarely isolated early. A subset of
 ``FEATURE_NAMES``; the exported forest still indexes the full feature vector. The rule is
 checked by ``tests/unit/test_channels.py`` (no type's labels change the forest)."""
 
@@ -241,11 +221,6 @@ CASHIER_BLOCK, STORE_BLOCK, GLOBAL_BLOCK = (
 """Start of each level's statistics block in a prior vector."""
 WINDOW_BLOCK = STATS_WIDTH * len(PROFILE_LEVELS)
 """Start of the cashier's window state in a prior vector."""
-PAIR_BLOCK = WINDOW_BLOCK + WINDOW_WIDTH
-TOKEN_BLOCK = PAIR_BLOCK + TOKEN_WIDTH
-"""Start of the (cashier, token) pair's and of the token's state in a prior vector."""
-Tok = IntEnum("Tok", TOKEN_STATE, start=0)
-"""Position inside a token state by name."""
 Win = IntEnum("Win", WINDOW_STATE, start=0)
 """Position inside a window state by name."""
 WinCount = IntEnum("WinCount", WINDOW_COUNTS, start=0)
@@ -270,13 +245,9 @@ PROFILE_SCHEMA = pa.schema(
         *(pa.field(f"sumsq_{m}", pa.float64(), nullable=False) for m in BEHAVIOURS),
         *(pa.field(f"lane_{m}", pa.float64(), nullable=False) for m in LANE_SUMS),
         *(pa.field(f"win_{m}", pa.float64(), nullable=False) for m in WINDOW_STATE),
-        *(pa.field(f"tok_{m}", pa.float64(), nullable=False) for m in TOKEN_STATE),
     ]
 )
-"""Final point-in-time statistics: one row per cashier, per store, one global row, then one
-per (cashier, customer token) pair (level ``pair``, key ``tokens.pair_key``) and per token
-(level ``token``). The window state is the cashier's, the token state the pair's or token's;
-zeros elsewhere."""
+"""Final point-in-time statistics: one row per cashier, per store and one global row (the
+window state is the cashier's; zeros on store and global rows)."""
 STAT_COLUMNS = PROFILE_SCHEMA.names[3 : 3 + STATS_WIDTH]
-WINDOW_COLUMNS = PROFILE_SCHEMA.names[3 + STATS_WIDTH : 3 + STATS_WIDTH + WINDOW_WIDTH]
-TOKEN_COLUMNS = PROFILE_SCHEMA.names[3 + STATS_WIDTH + WINDOW_WIDTH :]
+WINDOW_COLUMNS = PROFILE_SCHEMA.names[3 + STATS_WIDTH :]

@@ -2,24 +2,21 @@
 
 The pieces, and who uses them:
 
-* ``raw_matrix(table)`` / ``raw_row(mapping)`` (``encoding``, re-exported) encode transactions
-  as a float64 matrix of ``RAW_INPUTS``.
+* ``raw_matrix(table)`` / ``raw_row(mapping)`` encode transactions as a float64 matrix of
+  ``RAW_INPUTS`` (the only place where categories and timestamps become numbers).
 * ``ProfileState`` keeps point-in-time running statistics (count, sum, sum of squares of each
   ``BEHAVIOURS`` metric) per cashier, per store and globally. ``advance`` returns, for each
   row of a time-ordered chunk, the statistics of everything *before* that row, then folds
   the chunk in. The final state is the profile table that serving looks up.
-* ``ProfileIndex`` is that table in memory: ``prior_for(cashier_id, store_id,
-  customer_token)``. An unknown cashier has no history (n = 0) so its means fall back to its
-  store's; an unknown store falls back to the global baseline; an unknown token reads as
-  never seen.
+* ``ProfileIndex`` is that table in memory: ``prior_for(cashier_id, store_id)``. An unknown
+  cashier has no history (n = 0) so its means fall back to its store's; an unknown store
+  falls back to the global baseline.
 * ``compute_features(raw, prior)`` is a numba kernel over rows: transaction-level features
   plus, per behaviour metric, the cashier's shrunk mean, its gap to the store mean and the
   row's z-score against the cashier's own baseline; then the cashier's current shift, its
   last hour and the lane's seconds-per-item norm (``windows``: the prior carries the
-  cashier's window state, folded row by row by the same code in batch and online), and the
-  customer token's history (``tokens``: the prior carries the (cashier, token) pair's and
-  the token's state, folded likewise). Training calls it on millions of rows, serving on
-  one; both get identical numbers (``tests/unit/test_features.py`` proves it).
+  cashier's window state, folded row by row by the same code in batch and online). Training calls it on millions of rows,
+  serving on one; both get identical numbers (``tests/unit/test_features.py`` proves it).
 
 Columns are declared in ``feature_columns`` (re-exported here) and every kernel reads and
 writes them by name (``r[Raw.total_amount]``, ``f[Feat.avg_item_price]``), never by a
@@ -33,15 +30,17 @@ towards its own behaviour as history accumulates.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from components.contracts import tokens, windows
-from components.contracts.encoding import raw_matrix, raw_row  # noqa: F401  (re-exported)
+from components.contracts import windows
 from components.contracts.feature_columns import (  # noqa: F401  (re-exported: one import for users)
     ANOMALY_FEATURES,
     BEHAVIOURS,
@@ -57,7 +56,6 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     LANE_SUMS,
     MASKABLE_FIELDS,
     MISSING_INPUT_FEATURES,
-    PAIR_BLOCK,
     PRIOR_WIDTH,
     PROFILE_FEATURES,
     PROFILE_LEVELS,
@@ -73,11 +71,6 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     STAT_SUMSQ,
     STATS_WIDTH,
     STORE_BLOCK,
-    TOKEN_BLOCK,
-    TOKEN_COLUMNS,
-    TOKEN_FEATURES,
-    TOKEN_STATE,
-    TOKEN_WIDTH,
     TRANSACTION_FEATURES,
     WINDOW_BLOCK,
     WINDOW_COLUMNS,
@@ -90,13 +83,115 @@ from components.contracts.feature_columns import (  # noqa: F401  (re-exported: 
     Feat,
     Raw,
 )
-from components.contracts.schemas import PAYMENT_TYPES
+from components.contracts.schemas import LANE_TYPES, PAYMENT_TYPES
 
 SHRINKAGE = 20.0
 """Pseudo-observations pulling a cashier's (store's) mean towards its store's (global) mean."""
 Z_CLIP = 50.0
 
-_CASH = float(PAYMENT_TYPES.index("cash"))
+_PAYMENT_CODE = {name: float(i) for i, name in enumerate(PAYMENT_TYPES)}
+_SELF_CHECKOUT = LANE_TYPES.index("self_checkout")
+_CASH = _PAYMENT_CODE["cash"]
+_NAN = float("nan")
+
+_RAW_COPIED = tuple(
+    Raw[name] for name in RAW_INPUTS if name not in ("epoch_s", "is_self_checkout", "payment_code")
+)
+"""Raw inputs that are a transaction column as is."""
+_in_raw_order = operator.itemgetter(*RAW_INPUTS)
+
+# ---------------------------------------------------------------- encoding
+#
+# Missing is missing: an optional field a client did not send (or a null in a table) is NaN
+# in the encoding, never a benign default, so the models see its absence (XGBoost routes NaN
+# down each split's learned default branch). Only ``timestamp`` (now) and ``store_id`` (the
+# cashier's home store, ``ProfileIndex.store_for``) are filled in.
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    """A column of ``df``; an optional column the table lacks reads as all missing."""
+    if name in df.columns:
+        return df[name]
+    if name in MASKABLE_FIELDS:
+        return pd.Series(None, index=df.index, dtype=object)
+    raise KeyError(name)
+
+
+def raw_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:
+    """Encode transactions (RAW_TRANSACTION columns) as an (n, len(RAW_INPUTS)) float64 matrix.
+
+    A null (or absent) optional field is NaN; see ``MISSING_INPUT_FEATURES``."""
+    df = table.to_pandas() if isinstance(table, pa.Table) else table
+    n = len(df)
+    out = np.empty((n, len(RAW_INPUTS)), dtype=np.float64)
+    ts = pd.to_datetime(df["timestamp"]).to_numpy(dtype="datetime64[us]")
+    out[:, Raw.epoch_s] = ts.astype(np.int64) / 1e6
+    lane = _column(df, "lane_type")
+    out[:, Raw.is_self_checkout] = np.where(
+        lane.isna(), np.nan, (lane.to_numpy() == LANE_TYPES[_SELF_CHECKOUT]).astype(np.float64)
+    )
+    payment = _column(df, "payment_type")
+    codes = payment.map(_PAYMENT_CODE)
+    unknown = codes.isna() & payment.notna()
+    if unknown.any():
+        raise ValueError(f"unknown payment_type {payment[unknown].iloc[0]!r}")
+    out[:, Raw.payment_code] = codes.to_numpy(dtype=np.float64, na_value=np.nan)
+    for j in _RAW_COPIED:
+        col = _column(df, RAW_INPUTS[j])
+        out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def _epoch_seconds(value: Any) -> float:
+    if value is None:
+        value = datetime.now()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.replace(tzinfo=None)
+        return (value - datetime(1970, 1, 1)).total_seconds()
+    return pd.Timestamp(value).to_datetime64().astype("datetime64[us]").astype(np.int64) / 1e6
+
+
+def _number(value: Any) -> float:
+    return _NAN if value is None else float(value)
+
+
+def raw_row(record: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndarray:
+    """Encode one transaction (an API request) as a (1, len(RAW_INPUTS)) matrix.
+
+    Optional fields missing from ``record`` (or None) are NaN (``MISSING_INPUT_FEATURES``);
+    the timestamp defaults to now. ``out`` lets a hot path reuse a buffer.
+    """
+    get = record.get
+    payment = get("payment_type")
+    if payment is not None and payment not in _PAYMENT_CODE:
+        raise ValueError(f"unknown payment_type {payment!r}")
+    lane = get("lane_type")
+    row = out if out is not None else np.empty((1, len(RAW_INPUTS)), dtype=np.float64)
+    row[0, :] = _in_raw_order(
+        {
+            "epoch_s": _epoch_seconds(get("timestamp")),
+            "is_self_checkout": _NAN if lane is None else float(lane == LANE_TYPES[_SELF_CHECKOUT]),
+            "item_count": float(record["item_count"]),
+            "total_amount": float(record["total_amount"]),
+            "void_count": float(record["void_count"]),
+            "void_amount": _number(get("void_amount")),
+            "post_payment_void": _number(get("post_payment_void")),
+            "no_sale_count": float(record["no_sale_count"]),
+            "refund_amount": _number(get("refund_amount")),
+            "refund_no_receipt": _number(get("refund_no_receipt")),
+            "discount_amount": _number(get("discount_amount")),
+            "price_override_count": _number(get("price_override_count")),
+            "payment_code": _NAN if payment is None else _PAYMENT_CODE[payment],
+            "weight_variance": float(record["weight_variance"]),
+            "basket_weight_kg": _number(get("basket_weight_kg")),
+            "scan_duration_s": _number(get("scan_duration_s")),
+        }
+    )
+    return row
+
 
 # ---------------------------------------------------------------- numba kernels
 
@@ -181,7 +276,6 @@ def _features_row(r: np.ndarray, p: np.ndarray, m: np.ndarray, f: np.ndarray) ->
         f[CASHIER_VS_STORE_START + k] = c_mean - s_mean
         f[Z_START + k] = z if math.isnan(z) else min(max(z, -Z_CLIP), Z_CLIP)
     windows.window_features(r, p, f)
-    tokens.token_features(r, p, f)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -193,9 +287,6 @@ def _features_batch(raw: np.ndarray, prior: np.ndarray, out: np.ndarray) -> None
 
 _NO_WINDOW = np.zeros(WINDOW_WIDTH)
 """A cashier with no history: no shift, empty last hour."""
-_NO_TOKEN = np.zeros(TOKEN_WIDTH)
-_NO_TOKENS = np.zeros(2 * TOKEN_WIDTH)
-"""No token history: never seen, or no token sent."""
 
 _CHUNK = 4096
 """Rows per task of the parallel kernel; smaller inputs use the serial one (no thread hand-off)."""
@@ -267,7 +358,6 @@ def warm_up() -> None:
     behaviour_stats(np.zeros((1, len(RAW_INPUTS))))
     values = fold_values(np.zeros((1, len(RAW_INPUTS))))
     windows.fold_window(np.zeros(WINDOW_WIDTH), values[0])
-    tokens.fold_token(np.zeros(TOKEN_WIDTH), values[0])
 
 
 # ---------------------------------------------------------------- point-in-time profiles
@@ -281,21 +371,14 @@ class ProfileState:
         self._global = np.zeros(STATS_WIDTH)
         self._home_store: dict[str, str] = {}
         self._windows: dict[str, np.ndarray] = {}
-        self.tokens = tokens.TokenHistory()
 
     def advance(
-        self,
-        raw: np.ndarray,
-        cashier_ids: Sequence[str],
-        store_ids: Sequence[str],
-        customer_tokens: Sequence[str | None] | None = None,
+        self, raw: np.ndarray, cashier_ids: Sequence[str], store_ids: Sequence[str]
     ) -> np.ndarray:
         """Return each row's prior statistics, then fold the rows into the state.
 
         Rows must be in time order (and every earlier chunk must already have been
-        advanced): row i's prior covers exactly the rows before it. ``customer_tokens``
-        (None/NaN where not sent; None: no row has one) feed the token history
-        (``tokens``): a row with a token the history has not seen reads as never seen.
+        advanced): row i's prior covers exactly the rows before it.
 
         Returns:
             (n, PRIOR_WIDTH) float64.
@@ -319,11 +402,10 @@ class ProfileState:
                     np.ascontiguousarray(raw, dtype=np.float64),
                     codes,
                     state,
-                    prior[:, WINDOW_BLOCK : WINDOW_BLOCK + WINDOW_WIDTH],
+                    prior[:, WINDOW_BLOCK:],
                 )
                 self._windows.update(zip(uniques, state, strict=True))
         prior[:, GLOBAL_BLOCK:WINDOW_BLOCK] = np.cumsum(values, axis=0) - values + self._global
-        prior[:, PAIR_BLOCK:] = self.tokens.advance(raw, cashier_ids, customer_tokens)
         self._global = self._global + values.sum(axis=0)
         self._home_store.update(zip(cashier_ids, store_ids, strict=True))
         return prior
@@ -337,17 +419,11 @@ class ProfileState:
                 rows_key.append(key)
                 rows_home.append(self._home_store.get(key) if level == "cashier" else None)
                 window = self._windows[key] if level == "cashier" else _NO_WINDOW
-                stats.append(np.concatenate([self._stats[level][key], window, _NO_TOKEN]))
+                stats.append(np.concatenate([self._stats[level][key], window]))
         rows_level.append("global")
         rows_key.append("*")
         rows_home.append(None)
-        stats.append(np.concatenate([self._global, _NO_WINDOW, _NO_TOKEN]))
-        no_stats = np.zeros(STATS_WIDTH + WINDOW_WIDTH)
-        for level, key, state in self.tokens.rows():
-            rows_level.append(level)
-            rows_key.append(key)
-            rows_home.append(None)
-            stats.append(np.concatenate([no_stats, state]))
+        stats.append(np.concatenate([self._global, _NO_WINDOW]))
         matrix = np.vstack(stats)
         arrays = [pa.array(rows_level), pa.array(rows_key), pa.array(rows_home, pa.string())]
         arrays += [pa.array(matrix[:, j]) for j in range(matrix.shape[1])]
@@ -373,9 +449,6 @@ class ProfileIndex:
             for k, h, lv in zip(keys, df["home_store_id"], levels, strict=True)
             if lv == "cashier"
         }
-        self.tokens = tokens.TokenHistory.from_rows(
-            levels, keys, df[list(TOKEN_COLUMNS)].to_numpy(dtype=np.float64)
-        )
         self._zeros = np.zeros(STATS_WIDTH)
         # Precomputed full prior vectors for the common case: a known cashier in its home store.
         self._home_prior = {
@@ -385,7 +458,6 @@ class ProfileIndex:
                     self.stores.get(self.home_store[k], self._zeros),
                     self.global_stats,
                     self.windows[k],
-                    _NO_TOKENS,
                 ]
             )
             for k, s in self.cashiers.items()
@@ -399,19 +471,8 @@ class ProfileIndex:
         """The request's store, or the cashier's home store when the request names none."""
         return store_id or self.home_store.get(cashier_id)
 
-    def prior_for(
-        self, cashier_id: str, store_id: str | None = None, customer_token: str | None = None
-    ) -> np.ndarray:
-        """(PRIOR_WIDTH,) statistics for a request: unknown cashier/store fall back upwards;
-        an unknown (cashier, token) pair or token reads as never seen."""
-        prior = self._prior(cashier_id, store_id)
-        if customer_token is None:
-            return prior
-        prior = prior.copy()
-        prior[PAIR_BLOCK:] = self.tokens.prior(cashier_id, customer_token)
-        return prior
-
-    def _prior(self, cashier_id: str, store_id: str | None) -> np.ndarray:
+    def prior_for(self, cashier_id: str, store_id: str | None = None) -> np.ndarray:
+        """(PRIOR_WIDTH,) statistics for a request: unknown cashier/store fall back upwards."""
         if store_id is None or self.home_store.get(cashier_id) == store_id:
             cached = self._home_prior.get(cashier_id)
             if cached is not None:
@@ -423,6 +484,5 @@ class ProfileIndex:
                 self.stores.get(store, self._zeros) if store else self._zeros,
                 self.global_stats,
                 self.windows.get(cashier_id, _NO_WINDOW),
-                _NO_TOKENS,
             ]
         )

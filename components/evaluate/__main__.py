@@ -91,12 +91,9 @@ def read_features(uri: str) -> FeatureRows:
     dated = all(n in names for n in COHORT_DATES.names)
     if dated:
         schema = pa.schema([*schema, *COHORT_DATES])
-    table = table.select([n for n in schema.names if n in names])
-    # Values of the label-side columns here; of the features (NaN where an optional input,
-    # e.g. customer_token, was not logged) in check_features_table, which knows which may be.
-    labels = [n for n in table.column_names if n not in F.FEATURE_NAMES]
-    validate_table(table.select(labels), pa.schema([schema.field(n) for n in labels]), source=uri)
-    table = validate_table(table, schema, source=uri, check_values=False)
+    table = validate_table(
+        table.select([n for n in schema.names if n in names]), schema, source=uri
+    )
     check_features_table(table, F.FEATURE_NAMES, source=uri)
     X = np.column_stack([table.column(n).to_numpy() for n in F.FEATURE_NAMES]).astype(np.float64)
 

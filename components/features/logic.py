@@ -23,9 +23,7 @@ FEATURE_TABLE_SCHEMA = pa.schema(
     ]
 )
 """The features table: ids, time subset, labels, cohort labels (null when the data has
-none), then ``FEATURE_NAMES`` in order - NaN where an optional input was not logged (e.g. no
-``customer_token``: ``MISSING_INPUT_FEATURES``), so readers check feature values with
-``training.check_features_table`` rather than this schema's finite-value check."""
+none), then ``FEATURE_NAMES`` in order."""
 
 
 def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeBoundaries) -> pa.Table:
@@ -36,8 +34,7 @@ def feature_chunk(tx: pd.DataFrame, state: F.ProfileState, splits: TimeBoundarie
     """
     tx = tx.sort_values(["timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
     raw = F.raw_matrix(tx)
-    tokens = tx["customer_token"].to_numpy() if "customer_token" in tx else None
-    prior = state.advance(raw, tx["cashier_id"].to_numpy(), tx["store_id"].to_numpy(), tokens)
+    prior = state.advance(raw, tx["cashier_id"].to_numpy(), tx["store_id"].to_numpy())
     values = F.compute_features(raw, prior)
     columns = {
         "transaction_id": tx["transaction_id"].to_numpy(),

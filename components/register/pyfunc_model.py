@@ -74,12 +74,7 @@ class CashierRiskModel(mlflow.pyfunc.PythonModel):
         ]
         raw = np.vstack([F.raw_row(rec) for rec in records])
         prior = np.vstack(
-            [
-                self.profiles.prior_for(
-                    str(r["cashier_id"]), r.get("store_id"), r.get("customer_token")
-                )
-                for r in records
-            ]
+            [self.profiles.prior_for(str(r["cashier_id"]), r.get("store_id")) for r in records]
         )
         X = F.compute_features(raw, prior)
         margin, forest_score = score_features(self.xgb, self.forest, X)

@@ -19,8 +19,7 @@ Rules (the batch side applies the same ones):
   the order; only a late transaction's own prior differs (it sees what arrived before it).
   The cashier's shift and last-hour window is not a sum: a transaction older than the
   cashier's last one is taken at the last one's time (``components.contracts.windows``), in
-  batch, in process and in Redis alike; the customer-token states likewise
-  (``components.contracts.tokens``).
+  batch, in process and in Redis alike.
 * **Retries.** A transaction_id already folded is scored again (against the current state) but
   never folded twice: a Redis key per id with a TTL (``DEDUPE_TTL_S``) / an LRU of the last
   ``DEDUPE_SIZE`` ids in process.

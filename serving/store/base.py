@@ -22,9 +22,8 @@ FALLBACK_REASONS = ("timeout", "unreachable", "error", "backoff")
 """Label values of ``pos_risk_profile_fallbacks_total`` (bounded)."""
 
 
-FoldItem = tuple[str, "str | None", str, np.ndarray, "str | None"]
-"""(cashier_id, store_id, transaction_id, values, customer_token): the arguments of one
-``fold``."""
+FoldItem = tuple[str, "str | None", str, np.ndarray]
+"""(cashier_id, store_id, transaction_id, values): the arguments of one ``fold``."""
 
 
 class StoreError(Exception):
@@ -41,17 +40,11 @@ class ProfileStore(Protocol):
     name: str
 
     def fold(
-        self,
-        cashier_id: str,
-        store_id: str | None,
-        transaction_id: str,
-        values: np.ndarray,
-        customer_token: str | None = None,
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> np.ndarray:
         """The (PRIOR_WIDTH,) prior, then fold ``values`` (FOLD_WIDTH, ``feats.fold_values``) in:
         its statistics row added to the cashier's, store's and global sums, the cashier's
-        window state folded by ``windows.fold_window``, and with a ``customer_token`` the
-        (cashier, token) pair's and the token's states folded by ``tokens.fold_token``.
+        window state folded by ``windows.fold_window``.
 
         ``store_id`` None means the cashier's home store (the last one it was seen in). A
         ``transaction_id`` already folded is not folded again. Raises ``StoreError``.
@@ -177,34 +170,18 @@ class LiveProfiles:
 
     def _frozen(self, request: Any, reason: str | None) -> tuple[np.ndarray, str]:
         self._on_lookup(FROZEN, reason)
-        frozen = self.frozen.prior_for(
-            request["cashier_id"], request.get("store_id"), request.get("customer_token")
-        )
-        return frozen, FROZEN
+        return self.frozen.prior_for(request["cashier_id"], request.get("store_id")), FROZEN
 
 
 def _fold_item(request: Any, raw: np.ndarray) -> FoldItem:
     values = feats.fold_values(raw)[0]
-    get = request.get
-    return (
-        request["cashier_id"],
-        get("store_id"),
-        request["transaction_id"],
-        values,
-        get("customer_token"),
-    )
+    return request["cashier_id"], request.get("store_id"), request["transaction_id"], values
 
 
 def _fold_items(requests: Sequence[Any], raw: np.ndarray) -> list[FoldItem]:
     values = feats.fold_values(raw)
     return [
-        (
-            r["cashier_id"],
-            r.get("store_id"),
-            r["transaction_id"],
-            values[i],
-            r.get("customer_token"),
-        )
+        (r["cashier_id"], r.get("store_id"), r["transaction_id"], values[i])
         for i, r in enumerate(requests)
     ]
 

@@ -8,14 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from components.contracts import features as feats
-from components.contracts import tokens, windows
+from components.contracts import windows
 from serving.store.base import FoldItem
 
 
 class InProcessStore:
-    """Dicts of running statistics, window states and token states, seeded from the bundle;
-    retries deduplicated by an LRU. Token states are never evicted here (one process's
-    customers; the Redis store expires them after ``tokens.TTL_S``).
+    """Dicts of running statistics and window states, seeded from the bundle; retries
+    deduplicated by an LRU.
 
     Handlers call it from the event-loop thread only (as the scorer), so each ``fold`` is
     atomic. New arrays are built on every fold (never in place): the seed arrays belong to
@@ -30,13 +29,10 @@ class InProcessStore:
         self.global_stats = np.zeros(feats.STATS_WIDTH)
         self.home_store: dict[str, str] = {}
         self.windows: dict[str, np.ndarray] = {}
-        self.pairs: dict[str, np.ndarray] = {}
-        self.tokens: dict[str, np.ndarray] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedupe_size = dedupe_size
         self._zeros = np.zeros(feats.STATS_WIDTH)
         self._no_window = np.zeros(feats.WINDOW_WIDTH)
-        self._no_token = np.zeros(feats.TOKEN_WIDTH)
         self._seeded: str | None = None
 
     def seed(self, index: feats.ProfileIndex, bundle_sha256: str) -> int:
@@ -47,8 +43,6 @@ class InProcessStore:
             (self.cashiers, index.cashiers),
             (self.stores, index.stores),
             (self.windows, index.windows),
-            (self.pairs, index.tokens.pairs),
-            (self.tokens, index.tokens.tokens),
         )
         for table, source in tables:
             for key, stats in source.items():
@@ -62,23 +56,15 @@ class InProcessStore:
         return written + 1
 
     def fold(
-        self,
-        cashier_id: str,
-        store_id: str | None,
-        transaction_id: str,
-        values: np.ndarray,
-        customer_token: str | None = None,
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> np.ndarray:
         store = store_id or self.home_store.get(cashier_id)
         c = self.cashiers.get(cashier_id)
         s = self.stores.get(store) if store else None
         g = self.global_stats
         w = self.windows.get(cashier_id, self._no_window)
-        pk = None if customer_token is None else tokens.pair_key(cashier_id, customer_token)
-        p = self._no_token if pk is None else self.pairs.get(pk, self._no_token)
-        k = self._no_token if pk is None else self.tokens.get(customer_token, self._no_token)
         prior = np.concatenate(
-            (self._zeros if c is None else c, self._zeros if s is None else s, g, w, p, k)
+            (self._zeros if c is None else c, self._zeros if s is None else s, g, w)
         )
         seen = self._seen
         if transaction_id in seen:
@@ -95,9 +81,6 @@ class InProcessStore:
             self.home_store[cashier_id] = store_id
         self.global_stats = g + stats
         self.windows[cashier_id] = windows.fold_window(w, values)
-        if pk is not None:
-            self.pairs[pk] = tokens.fold_token(p, values)
-            self.tokens[customer_token] = tokens.fold_token(k, values)
         return prior
 
     def fold_many(self, items: Sequence[FoldItem]) -> list[np.ndarray]:

@@ -8,11 +8,7 @@ three and folds it into the window - atomically, so concurrent requests for one 
 little-endian float64 strings and added in Lua (IEEE doubles), so the arithmetic is exactly
 the in-process store's. The window fold is ``windows._step``/``_fold`` written again in Lua
 (same operations in the same order; the one libm call, ``exp``, is the C library's on both
-sides; ``tests/integration/test_store_parity.py`` checks the served features). With a
-customer token it also reads and folds the (cashier, token) pair's and the token's states
-(``tokens._step``/``_fold`` in Lua; keys ``p:<tokens.pair_key>`` and ``k:<token>``, which
-expire ``tokens.TTL_S`` after their last visit so the key space stays bounded) - still ONE
-script call, one round trip.
+sides; ``tests/integration/test_store_parity.py`` checks the served features).
 
 Every key shares one hash tag (``key_prefix``): in cluster mode the whole store is one slot.
 
@@ -35,8 +31,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from components.contracts import features as feats
-from components.contracts import tokens, windows
-from components.contracts.feature_columns import WINDOW_COUNTS, Tok, Win, WinCount
+from components.contracts import windows
+from components.contracts.feature_columns import WINDOW_COUNTS, Win
 from serving.store.base import FoldItem, StoreError, key_prefix
 from serving.store.redis_transport import (
     ReplyError,
@@ -57,15 +53,11 @@ local wfmt = '<' .. string.rep('d', $WINDOW)
 if store == '' then store = redis.call('HGET', prefix .. 'home', cashier) or '' end
 local ck, sk, gk = prefix .. 'c:' .. cashier, prefix .. 's:' .. store, prefix .. 'g'
 local wk = prefix .. 'w:' .. cashier
-local token = ARGV[7]
-local pk, kk = prefix .. 'p:' .. ARGV[8], prefix .. 'k:' .. token
 local c = redis.call('GET', ck)
 local s = false
 if store ~= '' then s = redis.call('GET', sk) end
 local g = redis.call('GET', gk)
 local w = redis.call('GET', wk)
-local p, k = false, false
-if token ~= '' then p = redis.call('GET', pk); k = redis.call('GET', kk) end
 local fresh = redis.call('SET', prefix .. 't:' .. txn, '1', 'NX', 'EX', tonumber(ARGV[6]))
 if fresh then
   local v = {struct.unpack(fmt .. string.rep('d', 1 + $NC), ARGV[4])}
@@ -103,27 +95,8 @@ if fresh then
     out[$DECAY + k] = o[$DECAY + k] * d + x
   end
   redis.call('SET', wk, struct.pack(wfmt, unpack(out)))
-  if token ~= '' then
-    -- tokens._step and tokens._fold (the pair's and the token's decayed visits and refunds)
-    local refund = v[width + 2 + $REFUND]
-    local tfmt = '<' .. string.rep('d', $TOKEN)
-    local function tfold(old, key)
-      local q = {0.0, 0.0, 0.0}
-      if old then q = {struct.unpack(tfmt, old)} end
-      local tl = q[$TLAST]
-      local tt = math.max(t, tl)
-      local td = math.exp(-(tt - tl) / $TOKEN_DECAY_S)
-      local r = {}
-      r[$TLAST] = tt
-      r[$TVISITS] = q[$TVISITS] * td + 1.0
-      r[$TREFUNDS] = q[$TREFUNDS] * td + refund
-      redis.call('SET', key, struct.pack(tfmt, unpack(r)), 'EX', tonumber(ARGV[9]))
-    end
-    tfold(p, pk)
-    tfold(k, kk)
-  end
 end
-return {c or '', s or '', g or '', w or '', fresh and 1 or 0, p or '', k or ''}
+return {c or '', s or '', g or '', w or '', fresh and 1 or 0}
 """
 _CONSTANTS = {
     "WINDOW": _WINDOW,
@@ -134,12 +107,6 @@ _CONSTANTS = {
     "DECAY": Win.decay1h_txn + 1,
     "SHIFT_GAP_S": repr(windows.SHIFT_GAP_S),
     "DECAY_S": repr(windows.DECAY_S),
-    "TOKEN": feats.TOKEN_WIDTH,
-    "REFUND": WinCount.refund,  # its offset in the window counts (Lua: v[width + 2 + k])
-    "TLAST": Tok.last_epoch_s + 1,
-    "TVISITS": Tok.visits + 1,
-    "TREFUNDS": Tok.refunds + 1,
-    "TOKEN_DECAY_S": repr(tokens.DECAY_S),
 }
 FOLD = re.sub(r"\$([A-Z_]+)", lambda m: str(_CONSTANTS[m.group(1)]), FOLD)
 
@@ -183,8 +150,6 @@ class RedisStore:
         self._fold = self.client.register_script(FOLD)
         self._zeros = bytes(8 * _WIDTH)
         self._no_window = bytes(8 * _WINDOW)
-        self._no_token = bytes(8 * feats.TOKEN_WIDTH)
-        self._token_ttl = str(tokens.TTL_S)
         sha = hashlib.sha1(FOLD.encode()).hexdigest()
         self._evalsha = (4, bulks(("EVALSHA", sha, "1", self.prefix)))
         self._eval = (4, bulks(("EVAL", FOLD, "1", self.prefix)))
@@ -193,39 +158,23 @@ class RedisStore:
         )
 
     def _args(
-        self,
-        cashier_id: str,
-        store_id: str | None,
-        transaction_id: str,
-        values: np.ndarray,
-        customer_token: str | None = None,
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> tuple:
         packed = np.ascontiguousarray(values, dtype="<f8").tobytes()
-        token, pair = "", ""
-        if customer_token is not None:
-            token, pair = customer_token, tokens.pair_key(cashier_id, customer_token)
-        return (
-            *(self._width, cashier_id, store_id or "", packed, transaction_id, self._ttl),
-            *(token, pair, self._token_ttl),
-        )
+        return (self._width, cashier_id, store_id or "", packed, transaction_id, self._ttl)
 
     def _prior(self, reply: list) -> np.ndarray:
-        c, s, g, w, _, p, k = reply
-        z, nt = self._zeros, self._no_token
-        parts = (c or z, s or z, g or z, w or self._no_window, p or nt, k or nt)
+        c, s, g, w, _ = reply
+        z = self._zeros
+        parts = (c or z, s or z, g or z, w or self._no_window)
         return np.frombuffer(b"".join(parts), dtype="<f8").astype(np.float64)
 
     async def fold_async(
-        self,
-        cashier_id: str,
-        store_id: str | None,
-        transaction_id: str,
-        values: np.ndarray,
-        customer_token: str | None = None,
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> np.ndarray:
         """``fold`` without blocking the event loop: other requests run while Redis answers
         (``redis_transport``: one pipelined connection per loop, made on first use)."""
-        args = self._args(cashier_id, store_id, transaction_id, values, customer_token)
+        args = self._args(cashier_id, store_id, transaction_id, values)
         with _store_errors():
             reply = await self._transport.call(encode(args, self._evalsha))
             if isinstance(reply, ReplyError):
@@ -268,16 +217,12 @@ class RedisStore:
         return [self._prior(reply) for reply in replies]
 
     def fold(
-        self,
-        cashier_id: str,
-        store_id: str | None,
-        transaction_id: str,
-        values: np.ndarray,
-        customer_token: str | None = None,
+        self, cashier_id: str, store_id: str | None, transaction_id: str, values: np.ndarray
     ) -> np.ndarray:
-        args = self._args(cashier_id, store_id, transaction_id, values, customer_token)
         with _store_errors():
-            reply = self._fold(keys=(self.prefix,), args=args)
+            reply = self._fold(
+                keys=(self.prefix,), args=self._args(cashier_id, store_id, transaction_id, values)
+            )
         return self._prior(reply)
 
     def seed(self, index: feats.ProfileIndex, bundle_sha256: str) -> int:
@@ -292,8 +237,6 @@ class RedisStore:
         rows += [(f"{p}s:{k}", v) for k, v in index.stores.items()]
         rows.append((f"{p}g", index.global_stats))
         rows += [(f"{p}w:{k}", v) for k, v in index.windows.items()]
-        rows += [(f"{p}p:{k}", v) for k, v in index.tokens.pairs.items()]
-        rows += [(f"{p}k:{k}", v) for k, v in index.tokens.tokens.items()]
         # Seeding is bulk work, not a request: its own client with a generous timeout.
         client = redis.Redis.from_url(self._url, socket_timeout=10, socket_connect_timeout=2)
         try:
@@ -303,8 +246,7 @@ class RedisStore:
             for lo in range(0, len(rows), 1000):
                 pipe = client.pipeline(transaction=False)
                 for key, stats in rows[lo : lo + 1000]:
-                    ttl = tokens.TTL_S if key.startswith((f"{p}p:", f"{p}k:")) else None
-                    pipe.set(key, np.asarray(stats, dtype="<f8").tobytes(), nx=True, ex=ttl)
+                    pipe.set(key, np.asarray(stats, dtype="<f8").tobytes(), nx=True)
                 written += sum(1 for ok in pipe.execute() if ok)
             homes = list(index.home_store.items())
             for lo in range(0, len(homes), 1000):

@@ -12,8 +12,7 @@ import pytest
 import redis
 
 from components.contracts import features as F
-from components.contracts import tokens
-from components.contracts.feature_columns import Tok, Win
+from components.contracts.feature_columns import Win
 from serving.store import InProcessStore
 from serving.store.redis_store import RedisStore
 from tests.unit.serving_demo import demo, known_request  # noqa: F401  (fixture)
@@ -61,9 +60,8 @@ def test_redis_and_in_process_stores_agree_bit_for_bit(
         row = known_request(demo, i)
         txn = row["transaction_id"] if i % 7 else "retried"
         store_id = None if i % 5 == 0 else row["store_id"]
-        token = row["customer_token"]  # the token states fold in Lua too
-        a = red.fold(row["cashier_id"], store_id, txn, _stats(row), token)
-        b = mem.fold(row["cashier_id"], store_id, txn, _stats(row), token)
+        a = red.fold(row["cashier_id"], store_id, txn, _stats(row))
+        b = mem.fold(row["cashier_id"], store_id, txn, _stats(row))
         assert a.tobytes() == b.tobytes(), i
 
 
@@ -108,24 +106,6 @@ def test_seed_is_idempotent_and_never_overwrites_live_statistics(
     assert store.seed(frozen, "sha") == 0  # every key exists: nothing overwritten
     prior = store.fold(row["cashier_id"], row["store_id"], "t2", _stats(row))
     assert prior[N] == frozen.cashiers[row["cashier_id"]][N] + 1
-
-
-def test_token_states_fold_once_and_expire(redis_server, demo, request):  # noqa: F811
-    """The pair and token keys are written with a TTL (bounded key space), a retry folds
-    nothing, and a request without a token touches no token key."""
-    store = _store(redis_server, request)
-    row = known_request(demo, 0)
-    cashier, shop, values = row["cashier_id"], row["store_id"], _stats(row)
-    store.fold(cashier, shop, "a", values, "K-1")
-    store.fold(cashier, shop, "a", values, "K-1")  # a retry
-    prior = store.fold(cashier, shop, "b", values, "K-1")
-    assert prior[F.PAIR_BLOCK + Tok.visits] == prior[F.TOKEN_BLOCK + Tok.visits] == 1.0
-    keys = (f"{store.prefix}p:{tokens.pair_key(cashier, 'K-1')}", f"{store.prefix}k:K-1")
-    for key in keys:
-        assert 0 < store.client.ttl(key) <= tokens.TTL_S, key
-    store.fold(cashier, shop, "c", values)
-    assert not list(store.client.scan_iter(match=f"{store.prefix}k:*[^1]"))
-    assert store.fold(cashier, shop, "d", values, "K-1")[F.PAIR_BLOCK + Tok.visits] == 2.0
 
 
 def test_keys_are_versioned_by_feature_version(redis_server, frozen, request):

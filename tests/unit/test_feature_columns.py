@@ -37,7 +37,6 @@ TX = {
     "weight_variance": -0.75,
     "basket_weight_kg": 6.0,
     "scan_duration_s": 40.0,
-    "customer_token": "K1",
 }
 
 
@@ -107,8 +106,7 @@ def test_named_positions_follow_the_tuples():
     assert [m.name for m in Lane] == list(F.LANE_SUMS)
     assert list(F.STAT_COLUMNS[F.STAT_LANE :]) == [f"lane_{m}" for m in F.LANE_SUMS]
     assert list(F.WINDOW_COLUMNS) == [f"win_{m}" for m in F.WINDOW_STATE]
-    assert F.PRIOR_WIDTH == F.TOKEN_BLOCK + F.TOKEN_WIDTH == F.PAIR_BLOCK + 2 * F.TOKEN_WIDTH
-    assert list(F.TOKEN_COLUMNS) == [f"tok_{m}" for m in F.TOKEN_STATE]
+    assert F.PRIOR_WIDTH == F.WINDOW_BLOCK + F.WINDOW_WIDTH
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -137,24 +135,17 @@ def test_every_feature_column_holds_what_its_name_says():
                 "void_count": i,
                 "no_sale_count": 0,
                 "weight_variance": 0.1 * i,
-                "customer_token": "K1" if i < 2 else None,  # the third was anonymous
             }
             for i in range(3)
         ]
     )
     state = F.ProfileState()
-    state.advance(
-        F.raw_matrix(history),
-        history["cashier_id"],
-        history["store_id"],
-        history["customer_token"],
-    )
+    state.advance(F.raw_matrix(history), history["cashier_id"], history["store_id"])
     profiles = state.to_table().to_pandas().set_index("level")
     index = F.ProfileIndex(state.to_table())
 
     out = np.full((1, len(F.FEATURE_NAMES)), np.nan)
-    prior = index.prior_for("C01", "S01", "K1")
-    F.compute_features(F.raw_matrix(pd.DataFrame([TX])), prior, out=out)
+    F.compute_features(F.raw_matrix(pd.DataFrame([TX])), index.prior_for("C01", "S01"), out=out)
     got = dict(zip(F.FEATURE_NAMES, out[0], strict=True))
     assert np.isfinite(out).all(), "a feature column was not written"
 
@@ -179,12 +170,3 @@ def test_every_feature_column_holds_what_its_name_says():
         assert got[f"cashier_mean_{m}"] == pytest.approx(c_mean, rel=1e-9, abs=1e-12), m
         assert got[f"cashier_vs_store_{m}"] == pytest.approx(c_mean - s_mean, abs=1e-9), m
         assert got[f"z_{m}"] == pytest.approx(max(min(z, F.Z_CLIP), -F.Z_CLIP), rel=1e-9), m
-
-    # Token history: two earlier visits of K1 to C01, both with a refund (decay: 30 days).
-    ages = [(TX["timestamp"] - t).total_seconds() for t in history["timestamp"][:2]]
-    visits = sum(math.exp(-a / (30 * 86400)) for a in ages)
-    assert got["token_cashier_visits"] == pytest.approx(visits, rel=1e-12)
-    assert got["token_visits"] == pytest.approx(visits, rel=1e-12)
-    assert got["token_cashier_share"] == pytest.approx(visits / (visits + 1), rel=1e-12)
-    assert got["token_cashier_refunds"] == pytest.approx(visits, rel=1e-12)
-    assert got["token_refunds"] == pytest.approx(visits, rel=1e-12)

@@ -38,10 +38,6 @@ def make_tx(n: int, seed: int = 0, cashiers: int = 6) -> pd.DataFrame:
             "weight_variance": rng.normal(0.0, 0.2, n),
             "basket_weight_kg": rng.gamma(2.0, 2.0, n),
             "scan_duration_s": rng.gamma(3.0, 12.0, n),
-            # a few recurring customers; a third anonymous (null)
-            "customer_token": np.where(
-                rng.random(n) < 0.35, None, [f"K{k}" for k in rng.integers(0, 8, n)]
-            ),
         }
     )
 
@@ -49,10 +45,8 @@ def make_tx(n: int, seed: int = 0, cashiers: int = 6) -> pd.DataFrame:
 def batch_features(tx: pd.DataFrame, chunks: int = 1) -> np.ndarray:
     raw = F.raw_matrix(tx)
     state = F.ProfileState()
-    cashiers, stores = tx["cashier_id"].to_numpy(), tx["store_id"].to_numpy()
-    tokens = tx["customer_token"].to_numpy()
     priors = [
-        state.advance(raw[idx], cashiers[idx], stores[idx], tokens[idx])
+        state.advance(raw[idx], tx["cashier_id"].to_numpy()[idx], tx["store_id"].to_numpy()[idx])
         for idx in np.array_split(np.arange(len(tx)), chunks)
     ]
     return F.compute_features(raw, np.vstack(priors))
@@ -64,17 +58,12 @@ def single_features(tx: pd.DataFrame, i: int, store_in_request: bool = True) -> 
     if i:
         head = tx.iloc[:i]
         state.advance(
-            F.raw_matrix(head),
-            head["cashier_id"].to_numpy(),
-            head["store_id"].to_numpy(),
-            head["customer_token"].to_numpy(),
+            F.raw_matrix(head), head["cashier_id"].to_numpy(), head["store_id"].to_numpy()
         )
     index = F.ProfileIndex.from_table(state.to_table())
     record = tx.iloc[i].to_dict()
     store = record["store_id"] if store_in_request else None
-    token = None if pd.isna(record["customer_token"]) else record["customer_token"]
-    prior = index.prior_for(record["cashier_id"], store, token)
-    return F.compute_features(F.raw_row(record), prior)[0]
+    return F.compute_features(F.raw_row(record), index.prior_for(record["cashier_id"], store))[0]
 
 
 def test_feature_names_are_unique_and_match_width():

@@ -15,9 +15,7 @@ from tests.unit.test_features import make_tx
 
 TX = make_tx(60, seed=11)
 STATE = F.ProfileState()
-PRIOR = STATE.advance(
-    F.raw_matrix(TX), TX["cashier_id"].to_numpy(), TX["store_id"].to_numpy(), TX["customer_token"]
-)
+PRIOR = STATE.advance(F.raw_matrix(TX), TX["cashier_id"].to_numpy(), TX["store_id"].to_numpy())
 FULL = F.compute_features(F.raw_matrix(TX), PRIOR)
 
 
