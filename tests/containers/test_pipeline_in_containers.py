@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# 5,000 rows of the hard world hold ~40 test frauds: this test checks the mechanics (images,
+# artifacts, registry, alias), so the gate's quality floors are off; the regression check stays.
 SMALL = ["--param", "rows=5000", "--param", "xgb_n_estimators=30",
-         "--param", "iforest_n_estimators=20"]  # fmt: skip
+         "--param", "iforest_n_estimators=20",
+         "--param", "min_pr_auc=0", "--param", "min_recall_at_1pct_fpr=0"]  # fmt: skip
 
 
 def _run(args, env, timeout=1800):
